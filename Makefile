@@ -1,0 +1,42 @@
+# Set-up and everyday commands. Every target creates/updates .venv/ first (idempotent).
+PY        ?= python3.11
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+DEMO_OUT  ?= demo_out
+
+.PHONY: setup demo test lint format bench-hand clean
+
+$(STAMP): requirements/lock.txt setup.py
+	@command -v $(PY) >/dev/null || { echo "need $(PY) (set PY=...)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job on the embedded default.
+demo: $(STAMP)
+	$(BIN)/sceneleap hand info
+	$(BIN)/sceneleap hand draw --q open --out $(DEMO_OUT)/hand_open.png
+	$(BIN)/sceneleap hand draw --q "0 0.9 0.7 0.6 0 0.9 0.7 0.6 0 0.9 0.7 0.6 1.3 0.5 0.4 0.4" --out $(DEMO_OUT)/hand_closed.png
+
+## The test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench-hand: $(STAMP)
+	$(BIN)/python bench/hand.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache $(DEMO_OUT)

@@ -1,0 +1,5 @@
+import sys
+
+from sceneleap_core.cli import main
+
+sys.exit(main())

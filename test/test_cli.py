@@ -1,0 +1,29 @@
+import subprocess
+import sys
+
+from sceneleap_core import __version__
+from sceneleap_core.cli import main
+
+
+def test_version_and_help():
+    out = subprocess.run([sys.executable, "-m", "sceneleap_core.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and __version__ in out.stdout
+    out = subprocess.run([sys.executable, "-m", "sceneleap_core.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "hand" in out.stdout
+
+
+def test_hand_info_and_draw(tmp_path, capsys):
+    assert main(["hand", "info"]) == 0
+    assert "16 joints" in capsys.readouterr().out
+    out = tmp_path / "hand.png"
+    q = "0 0.9 0.7 0.6 0 0.9 0.7 0.6 0 0.9 0.7 0.6 1.3 0.5 0.4 0.4"
+    assert main(["hand", "draw", "--q", q, "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 20_000
+
+
+def test_hand_draw_bad_joints_is_a_clear_error(tmp_path, capsys):
+    assert main(["hand", "draw", "--q", "1 2 3", "--out", str(tmp_path / "x.png")]) == 2
+    assert "expected 16 joint angles, got 3" in capsys.readouterr().err
+    assert main(["hand", "draw", "--q", " ".join(["5"] * 16), "--out", str(tmp_path / "x.png")]) == 2
+    assert "outside its limits" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
