@@ -1,19 +1,25 @@
 """The ``sceneleap`` command: one argparse tree, each subcommand in its own module.
 
-A subcommand module exposes ``register(subparsers)``, which adds its parser and sets
-``func`` to a callable taking the parsed namespace and returning an exit code.
+A subcommand is a module ``sceneleap_core/cli/<name>_cmd.py`` exposing ``register(subparsers)``,
+which adds its parser and sets ``func`` to a callable taking the parsed namespace and returning an
+exit code. Modules are discovered by name, so adding a command touches no other file; they import
+heavy dependencies inside ``func`` so ``sceneleap --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import pkgutil
 import sys
 
 from sceneleap_core import __version__
-from sceneleap_core.cli import hand_cmd
 
-SUBCOMMANDS = [hand_cmd]
+
+def _subcommand_modules() -> list:
+    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.endswith("_cmd"))
+    return [importlib.import_module(f"{__name__}.{name}") for name in names]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sceneleap {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in SUBCOMMANDS:
+    for module in _subcommand_modules():
         module.register(sub)
     return parser
 
