@@ -1,0 +1,1 @@
+"""Data engine: objects, grasp synthesis, scenes, observations and HDF5 shards."""

@@ -1,0 +1,343 @@
+"""HDF5 shards of scene observations with their grasps: schema, atomic writer, fork-safe reader,
+and the dataset manifest.
+
+Schema (version 1). A shard holds S samples; a sample is one depth observation (one camera view of
+one scene) with every valid grasp expressed in that camera's frame. Ragged arrays are stored
+concatenated with ``*_offsets`` (S + 1,) so sample i owns rows ``offsets[i]:offsets[i+1]``.
+
+============================  =====================  =========================================
+dataset                        shape, dtype            meaning
+============================  =====================  =========================================
+``points``                     (sum N, 3) float32      cloud in the camera frame (m)
+``point_object``               (sum N,) int32          object id per point, -1 table/background
+``point_offsets``              (S + 1,) int64
+``camera_pose``                (S, 4, 4) float64       world <- camera (camera: x right, y down,
+                                                       z forward, the ROS optical convention)
+``scene_id``                   (S,) int64              scene the view belongs to
+``grasp_pose``                 (sum G, 4, 4) float32   palm (root link) pose in the camera frame
+``grasp_joints``               (sum G, J) float32      joint angles, description order
+``grasp_object``               (sum G,) int32          object id the grasp holds
+``grasp_offsets``              (S + 1,) int64
+``object_ids``                 (sum O,) int32          objects present in the sample's scene
+``object_pose``                (sum O, 4, 4) float64   world <- object
+``object_offsets``             (S + 1,) int64
+============================  =====================  =========================================
+
+File attributes: ``schema_version``, ``hand`` (description name), ``dof`` (J), ``num_samples``,
+``created_utc``, ``metadata`` (JSON string: generator settings, object table, ...).
+
+Writes are atomic: a shard is written to ``<name>.tmp`` and renamed, so a killed run never
+leaves a half-written shard under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+COMPRESSIONS = ("gzip", "lzf", "none")
+_RAGGED = {
+    "point": ("points", "point_object"),
+    "grasp": ("grasp_pose", "grasp_joints", "grasp_object"),
+    "object": ("object_ids", "object_pose"),
+}
+_PER_SAMPLE = ("camera_pose", "scene_id")
+
+
+class ShardError(ValueError):
+    """A shard or dataset file is missing, truncated, corrupt or of another schema."""
+
+
+@dataclass
+class Sample:
+    """One observation with its grasps. Shapes: N points, G grasps, O objects, J joints.
+
+    Attributes:
+        points: (N, 3) float32, camera frame.
+        point_object: (N,) int32, object id per point (-1 = table/background).
+        camera_pose: (4, 4) float64, world <- camera.
+        grasp_pose: (G, 4, 4) float32, palm pose in the camera frame.
+        grasp_joints: (G, J) float32.
+        grasp_object: (G,) int32 object id held by each grasp.
+        scene_id: scene index.
+        object_ids: (O,) int32 objects in the scene.
+        object_pose: (O, 4, 4) float64, world <- object.
+    """
+
+    points: np.ndarray
+    point_object: np.ndarray
+    camera_pose: np.ndarray
+    grasp_pose: np.ndarray
+    grasp_joints: np.ndarray
+    grasp_object: np.ndarray
+    scene_id: int = 0
+    object_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    object_pose: np.ndarray = field(default_factory=lambda: np.zeros((0, 4, 4)))
+
+    def validate(self, dof: int) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        n, g, o = len(self.points), len(self.grasp_pose), len(self.object_ids)
+        expected = {
+            "points": (n, 3),
+            "point_object": (n,),
+            "camera_pose": (4, 4),
+            "grasp_pose": (g, 4, 4),
+            "grasp_joints": (g, dof),
+            "grasp_object": (g,),
+            "object_ids": (o,),
+            "object_pose": (o, 4, 4),
+        }
+        for name, shape in expected.items():
+            got = np.shape(getattr(self, name))
+            if tuple(got) != shape:
+                raise ValueError(f"sample.{name}: expected shape {shape}, got {tuple(got)}")
+        for name in ("points", "camera_pose", "grasp_pose", "grasp_joints", "object_pose"):
+            if not np.isfinite(getattr(self, name)).all():
+                raise ValueError(f"sample.{name}: contains NaN/inf")
+        if n == 0:
+            raise ValueError("sample.points: empty cloud")
+
+
+class ShardWriter:
+    """Collect samples and write them as one shard, atomically, on :meth:`close`.
+
+    Args:
+        path: final shard path (``.h5``).
+        hand: hand description name stored in the file.
+        dof: joints per grasp (J).
+        compression: "gzip" (level 4), "lzf" or "none".
+        metadata: JSON-serializable dict stored as the ``metadata`` attribute.
+    """
+
+    def __init__(
+        self, path: str | Path, *, hand: str, dof: int, compression: str = "lzf", metadata: dict | None = None
+    ):
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression: expected one of {COMPRESSIONS}, got {compression!r}")
+        self.path = Path(path)
+        self.hand, self.dof, self.compression = hand, int(dof), compression
+        self.metadata = dict(metadata or {})
+        self.samples: list[Sample] = []
+        self._closed = False
+
+    def add(self, sample: Sample) -> None:
+        sample.validate(self.dof)
+        self.samples.append(sample)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+    def close(self) -> Path:
+        """Write ``<path>.tmp``, flush, rename to ``path``. Returns the final path."""
+        import h5py
+
+        if self._closed:
+            return self.path
+        if not self.samples:
+            raise ValueError(f"shard {self.path}: no samples to write")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        comp = None if self.compression == "none" else self.compression
+        opts = {"compression": comp, "compression_opts": 4} if comp == "gzip" else {"compression": comp}
+        s = self.samples
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["hand"] = self.hand
+            f.attrs["dof"] = self.dof
+            f.attrs["num_samples"] = len(s)
+            f.attrs["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            f.attrs["metadata"] = json.dumps(self.metadata)
+            dtypes = {
+                "points": np.float32, "point_object": np.int32, "grasp_pose": np.float32,
+                "grasp_joints": np.float32, "grasp_object": np.int32, "object_ids": np.int32,
+                "object_pose": np.float64,
+            }  # fmt: skip
+            for prefix, names in _RAGGED.items():
+                counts = [len(getattr(x, names[0])) for x in s]
+                f.create_dataset(f"{prefix}_offsets", data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+                for name in names:
+                    data = np.concatenate([np.asarray(getattr(x, name), dtype=dtypes[name]) for x in s])
+                    chunks = (min(max(len(data), 1), 16384), *data.shape[1:]) if len(data) else None
+                    f.create_dataset(name, data=data, chunks=chunks, **(opts if len(data) else {}))
+            f.create_dataset("camera_pose", data=np.stack([x.camera_pose for x in s]).astype(np.float64))
+            f.create_dataset("scene_id", data=np.array([x.scene_id for x in s], dtype=np.int64))
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+        self._closed = True
+        return self.path
+
+
+class ShardReader:
+    """Random access to the samples of one shard. The HDF5 handle is opened lazily and re-opened
+    in each process (safe with forked DataLoader workers).
+
+    Raises:
+        ShardError: naming the file, when it is missing, truncated, corrupt or of another schema.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._file = None
+        self._pid = None
+        f = self._open()
+        self.num_samples = int(f.attrs["num_samples"])
+        self.dof = int(f.attrs["dof"])
+        self.hand = str(f.attrs["hand"])
+        self.metadata = json.loads(f.attrs.get("metadata", "{}"))
+        self._offsets = {p: f[f"{p}_offsets"][()] for p in _RAGGED}
+        for prefix, names in _RAGGED.items():
+            off = self._offsets[prefix]
+            if len(off) != self.num_samples + 1 or (np.diff(off) < 0).any():
+                raise ShardError(f"{self.path}: {prefix}_offsets inconsistent with {self.num_samples} samples")
+            for name in names:
+                if f[name].shape[0] != off[-1]:
+                    raise ShardError(f"{self.path}: dataset {name} has {f[name].shape[0]} rows, offsets say {off[-1]}")
+
+    def _open(self):
+        import h5py
+
+        if self._file is not None and self._pid == os.getpid():
+            return self._file
+        if not self.path.is_file():
+            raise ShardError(f"{self.path}: shard file does not exist")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as err:
+            raise ShardError(f"{self.path}: cannot open shard (truncated or corrupt HDF5): {err}") from None
+        version = f.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            f.close()
+            raise ShardError(f"{self.path}: schema_version {version}, this reader expects {SCHEMA_VERSION}")
+        missing = [n for names in _RAGGED.values() for n in names if n not in f] + [
+            n for n in _PER_SAMPLE if n not in f
+        ]
+        if missing:
+            f.close()
+            raise ShardError(f"{self.path}: missing datasets {missing}")
+        self._file, self._pid = f, os.getpid()
+        return f
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __getitem__(self, index: int) -> Sample:
+        if not -self.num_samples <= index < self.num_samples:
+            raise IndexError(f"{self.path}: sample {index} out of range [0, {self.num_samples})")
+        index %= self.num_samples
+        f = self._open()
+        try:
+            rows = {}
+            for prefix, names in _RAGGED.items():
+                a, b = self._offsets[prefix][index : index + 2]
+                for name in names:
+                    rows[name] = f[name][a:b]
+            return Sample(
+                camera_pose=f["camera_pose"][index],
+                scene_id=int(f["scene_id"][index]),
+                **rows,
+            )
+        except (OSError, KeyError) as err:
+            raise ShardError(f"{self.path}: cannot read sample {index} (corrupt data): {err}") from None
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __getstate__(self):  # picklable for DataLoader workers: the handle is re-opened there
+        state = self.__dict__.copy()
+        state["_file"], state["_pid"] = None, None
+        return state
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(root: str | Path, *, metadata: dict | None = None, pattern: str = "**/*.h5") -> Path:
+    """Scan ``root`` for finished shards and write ``manifest.json`` (atomically) with per-shard
+    sample/grasp counts and sha256 checksums."""
+    root = Path(root)
+    shards = []
+    for path in sorted(root.glob(pattern)):
+        reader = ShardReader(path)
+        shards.append(
+            {
+                "file": str(path.relative_to(root)),
+                "num_samples": len(reader),
+                "num_grasps": int(reader._offsets["grasp"][-1]),
+                "sha256": file_sha256(path),
+            }
+        )
+        reader.close()
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "num_samples": sum(s["num_samples"] for s in shards),
+        "num_grasps": sum(s["num_grasps"] for s in shards),
+        "shards": shards,
+        "metadata": metadata or {},
+    }
+    out = root / MANIFEST_NAME
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(tmp, out)
+    return out
+
+
+class ShardDataset:
+    """All samples of the shards listed in a dataset's manifest (or of a list of shard paths),
+    addressed by one global index. Optionally verifies checksums on open."""
+
+    def __init__(self, root_or_paths: str | Path | list[str | Path], *, verify: bool = False):
+        if isinstance(root_or_paths, (list, tuple)):
+            paths = [Path(p) for p in root_or_paths]
+        else:
+            root = Path(root_or_paths)
+            manifest_path = root / MANIFEST_NAME
+            if not manifest_path.is_file():
+                raise ShardError(f"{root}: no {MANIFEST_NAME} (run the data generator or write_manifest)")
+            try:
+                manifest = json.loads(manifest_path.read_text())
+            except json.JSONDecodeError as err:
+                raise ShardError(f"{manifest_path}: corrupt manifest: {err}") from None
+            paths = []
+            for entry in manifest["shards"]:
+                path = root / entry["file"]
+                if verify and file_sha256(path) != entry["sha256"]:
+                    raise ShardError(f"{path}: checksum does not match the manifest (corrupt or changed)")
+                paths.append(path)
+        if not paths:
+            raise ShardError(f"{root_or_paths}: dataset has no shards")
+        self.readers = [ShardReader(p) for p in paths]
+        self.cumulative = np.cumsum([0] + [len(r) for r in self.readers])
+
+    def __len__(self) -> int:
+        return int(self.cumulative[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Global index -> (shard number, index within the shard)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range [0, {len(self)})")
+        shard = int(np.searchsorted(self.cumulative, index, side="right") - 1)
+        return shard, index - int(self.cumulative[shard])
+
+    def __getitem__(self, index: int) -> Sample:
+        shard, local = self.locate(index)
+        return self.readers[shard][local]
