@@ -220,13 +220,15 @@ class HandModel(nn.Module):
         else:
             palm_pose = palm_pose.to(self.dtype)
             rot, trans = [palm_pose[:, None, :3, :3]], [palm_pose[:, None, :3, 3]]  # (B, 1, 3, 3), (B, 1, 3)
+        # Joint rotations of all links at once (few large kernels instead of many per level).
+        angle = joints[:, self.link_joint] * self.link_is_revolute  # (B, L)
+        r_local = self.origin_rot @ axis_angle_to_matrix(self.link_axis.expand(b, -1, -1), angle)  # (B, L, 3, 3)
+        t_local = self.origin_trans[:, :, None]  # (L, 3, 1)
         for s, e in self._levels:
             parent = self.link_parent_in_level[s:e]
-            angle = joints[:, self.link_joint[s:e]] * self.link_is_revolute[s:e]  # (B, n)
-            r_joint = axis_angle_to_matrix(self.link_axis[s:e].expand(b, -1, -1), angle)  # (B, n, 3, 3)
             r_par, t_par = rot[-1][:, parent], trans[-1][:, parent]  # (B, n, 3, 3), (B, n, 3)
-            rot.append(r_par @ (self.origin_rot[s:e] @ r_joint))
-            trans.append((r_par @ self.origin_trans[s:e, :, None]).squeeze(-1) + t_par)
+            rot.append(r_par @ r_local[:, s:e])
+            trans.append((r_par @ t_local[s:e]).squeeze(-1) + t_par)
         return HandState(torch.cat(rot, dim=1), torch.cat(trans, dim=1), joints)  # (B, L, 3, 3), (B, L, 3)
 
     def link_poses(self, joints: torch.Tensor, palm_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
