@@ -10,7 +10,7 @@ version = {}
 exec((ROOT / "sceneleap_core" / "__init__.py").read_text(), version)  # __version__ only
 
 extras = {
-    "sim": ["mujoco==4.0.0", "coacd==1.0.14"],
+    "sim": ["mujoco==4.0.0", "coacd==1.0.14", "trimesh==5.2.0"],
     "data": ["h5py==3.16.0", "trimesh==5.2.0", "rtree==1.4.1"],
     "train": ["lightning==2.6.6", "omegaconf==2.4.0", "tensorboard==2.21.0"],
     "export": ["onnx==1.23.2", "onnxruntime==1.32.0"],
