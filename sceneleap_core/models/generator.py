@@ -1,0 +1,507 @@
+"""The grasp generator: point encoder + set denoiser + objective, its config, presets and files.
+
+Shapes: B batch, N points, G grasps, D grasp width (25 = [t(3) | q(16) | r6d(6)], normalized
+to [-1, 1]), M scene tokens, C scene-token channels.
+
+    cfg = GeneratorConfig(encoder="pointnet2", denoiser="dit", objective="ddpm")
+    model = build_generator(cfg)                  # or build_generator("dit_s")
+    out = model.training_loss(points, grasps)     # {"loss", "pred_x0", ...}
+    grasps = model.sample(points, num_grasps=32, steps=10, sampler="ddim")
+    model.save_pretrained("ckpt/", normalizer=normalizer)
+    model, normalizer, extra = GraspGenerator.load_pretrained("ckpt/")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from sceneleap_core.hand.representation import GraspNormalizer
+from sceneleap_core.models.denoisers import DENOISERS, SceneCache
+from sceneleap_core.models.encoders import ENCODERS, LiteEncoder, PointNet2Encoder, PointTransformerEncoder
+from sceneleap_core.models.objectives import OBJECTIVES, CVAEObjective, DiffusionObjective, FlowMatchingObjective
+from sceneleap_core.models.pointops import SAMPLERS
+from sceneleap_core.models.sampler import GraspSampler
+from sceneleap_core.models.schedulers import BETA_SCHEDULES, PREDICTION_TYPES
+
+FORMAT = "sceneleap_core.GraspGenerator"
+FORMAT_VERSION = 1
+WEIGHTS_NAME, CONFIG_NAME = "model.safetensors", "config.json"
+
+
+################################################################################
+#                                   Config                                     #
+################################################################################
+
+
+@dataclass
+class GeneratorConfig:
+    """Every hyperparameter of a :class:`GraspGenerator` (saved as JSON beside the weights).
+
+    Architecture: ``encoder`` (pointnet2 | ptv | lite), ``denoiser`` (dit | unet),
+    ``objective`` (ddpm | flow | cvae). Diffusion: ``prediction`` (eps | x0 | v), ``schedule``
+    (linear | cosine), ``num_train_timesteps``. Guidance: ``p_uncond`` (probability of
+    training with the null scene). Sizes: ``d_model``, ``depth`` (DiT blocks), ``heads``,
+    ``num_scene_tokens`` (M), ``scene_dim`` (C), ``encoder_points`` (points the encoder keeps
+    of the raw cloud), ``encoder_width``.
+    """
+
+    encoder: str = "pointnet2"
+    denoiser: str = "dit"
+    objective: str = "ddpm"
+    prediction: str = "eps"
+    schedule: str = "cosine"
+    num_train_timesteps: int = 100
+    p_uncond: float = 0.1
+    grasp_dim: int = 25
+    # denoiser
+    d_model: int = 384
+    depth: int = 6
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    unet_mults: tuple[int, ...] = (1, 2)
+    pe_freqs: int = 6
+    grad_checkpointing: bool = False
+    # encoder
+    num_scene_tokens: int = 128
+    scene_dim: int = 256
+    encoder_points: int = 2048
+    encoder_width: int = 128
+    knn: int = 16
+    point_sampler: str = "voxel"
+    centre_sampler: str = "fps"
+    # objectives
+    clip_x0: bool = True
+    flow_time_sampling: str = "uniform"
+    flow_shift: float = 1.0
+    cvae_latent_dim: int = 16
+    cvae_kl_weight: float = 1e-2
+    tags: dict = field(default_factory=dict)  # free-form labels (experiment name, data version), saved as is
+
+    def _fail(self, key: str, expected: str) -> None:
+        raise ValueError(f"GeneratorConfig.{key}: expected {expected}, got {getattr(self, key)!r}")
+
+    def validate(self) -> GeneratorConfig:
+        """Check every field; raise ValueError naming the first bad key. Returns self."""
+        for key, choices in (
+            ("encoder", tuple(ENCODERS)),
+            ("denoiser", tuple(DENOISERS)),
+            ("objective", tuple(OBJECTIVES)),
+            ("prediction", PREDICTION_TYPES),
+            ("schedule", BETA_SCHEDULES),
+            ("point_sampler", SAMPLERS),
+            ("centre_sampler", SAMPLERS),
+            ("flow_time_sampling", ("uniform", "logit_normal")),
+        ):
+            if getattr(self, key) not in choices:
+                self._fail(key, f"one of {choices}")
+        for key in ("num_train_timesteps", "grasp_dim", "d_model", "depth", "heads", "num_scene_tokens", "scene_dim",
+                    "encoder_points", "encoder_width", "knn", "pe_freqs", "cvae_latent_dim"):  # fmt: skip
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                self._fail(key, "a positive int")
+        if self.num_train_timesteps < 2:
+            self._fail("num_train_timesteps", ">= 2")
+        if not 0.0 <= self.p_uncond < 1.0:
+            self._fail("p_uncond", "a probability in [0, 1)")
+        if self.d_model % self.heads:
+            self._fail("d_model", f"a multiple of heads={self.heads}")
+        if self.mlp_ratio <= 0 or self.flow_shift <= 0 or self.cvae_kl_weight < 0:
+            self._fail(
+                "mlp_ratio" if self.mlp_ratio <= 0 else "flow_shift" if self.flow_shift <= 0 else "cvae_kl_weight",
+                "> 0",
+            )
+        if not self.unet_mults or any(not isinstance(m, int) or m < 1 for m in self.unet_mults):
+            self._fail("unet_mults", "a non-empty tuple of positive ints")
+        if self.denoiser == "unet" and any((self.d_model * m) % self.heads for m in self.unet_mults):
+            self._fail("unet_mults", f"d_model * mult divisible by heads={self.heads}")
+        if self.encoder_points < self.num_scene_tokens:
+            self._fail("encoder_points", f">= num_scene_tokens={self.num_scene_tokens}")
+        if self.encoder == "ptv":
+            ratio = self.encoder_points // self.num_scene_tokens
+            if self.encoder_points % self.num_scene_tokens or (ratio > 1 and ratio % 2 and ratio != 3):
+                self._fail(
+                    "encoder_points",
+                    f"num_scene_tokens={self.num_scene_tokens} times 1, 3 or an even number (ptv pools by 2, then the rest)",
+                )
+        if self.encoder_width < 8 or self.encoder_width % 8:
+            self._fail("encoder_width", "a multiple of 8")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GeneratorConfig:
+        """Build from a dict (e.g. parsed JSON/YAML); unknown keys raise ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError(f"GeneratorConfig: expected a dict, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"GeneratorConfig: expected keys among {sorted(known)}, got unknown {unknown}")
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        return cls(**data).validate()
+
+    def replace(self, **changes) -> GeneratorConfig:
+        """A validated copy with some fields changed."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ValueError(f"GeneratorConfig: unknown keys {unknown}")
+        return dataclasses.replace(self, **changes).validate()
+
+
+################################################################################
+#                                   Presets                                    #
+################################################################################
+
+
+def dit_s(**kw) -> GeneratorConfig:
+    """Default: PointNet++ (2048 pts -> 512 -> 128 tokens) + DiT d384 x 6, 6 heads (~13 M params)."""
+    return GeneratorConfig(**kw).validate()
+
+
+def dit_b(**kw) -> GeneratorConfig:
+    """DiT d512 x 8, 8 heads."""
+    return GeneratorConfig(**{"d_model": 512, "depth": 8, "heads": 8, **kw}).validate()
+
+
+def dit_upstream(**kw) -> GeneratorConfig:
+    """The upstream research size: DiT d512 x 12, 8 heads, 128 scene tokens."""
+    return GeneratorConfig(**{"d_model": 512, "depth": 12, "heads": 8, **kw}).validate()
+
+
+def dit_s_flow(**kw) -> GeneratorConfig:
+    """dit_s trained by rectified flow (Euler/Heun sampling)."""
+    return GeneratorConfig(**{"objective": "flow", **kw}).validate()
+
+
+def ptv_s(**kw) -> GeneratorConfig:
+    """Serialized-attention point transformer (1024 pts -> 128 tokens) + DiT-S."""
+    return GeneratorConfig(**{"encoder": "ptv", "encoder_points": 1024, **kw}).validate()
+
+
+def unet_s(**kw) -> GeneratorConfig:
+    """PointNet++ + UNet-style denoiser, widths 256 / 512, 4 heads."""
+    return GeneratorConfig(**{"denoiser": "unet", "d_model": 256, "heads": 4, "unet_mults": (1, 2), **kw}).validate()
+
+
+def cvae_s(**kw) -> GeneratorConfig:
+    """CVAE baseline: PointNet++ + DiT-S decoder, one network call per sample."""
+    return GeneratorConfig(**{"objective": "cvae", **kw}).validate()
+
+
+def lite(**kw) -> GeneratorConfig:
+    """For CPUs and small GPUs: lite encoder (64 tokens) + DiT d256 x 4, 4 heads."""
+    size = dict(num_scene_tokens=64, scene_dim=192, encoder_width=96, d_model=256, depth=4, heads=4)
+    return GeneratorConfig(**{"encoder": "lite", **size, **kw}).validate()
+
+
+def tiny(**kw) -> GeneratorConfig:
+    """Test size: seconds on one CPU core."""
+    size = dict(num_scene_tokens=16, scene_dim=32, encoder_points=64, encoder_width=32, knn=8)
+    size.update(d_model=32, depth=2, heads=2, mlp_ratio=2.0, pe_freqs=4, cvae_latent_dim=8)
+    return GeneratorConfig(**{"encoder": "lite", **size, **kw}).validate()
+
+
+GENERATOR_PRESETS: dict[str, Callable[..., GeneratorConfig]] = {
+    "dit_s": dit_s,
+    "dit_b": dit_b,
+    "dit_upstream": dit_upstream,
+    "dit_s_flow": dit_s_flow,
+    "ptv_s": ptv_s,
+    "unet_s": unet_s,
+    "cvae_s": cvae_s,
+    "lite": lite,
+    "tiny": tiny,
+}
+
+
+################################################################################
+#                                   Builders                                   #
+################################################################################
+
+
+def build_encoder(cfg: GeneratorConfig) -> nn.Module:
+    """The point encoder named by ``cfg.encoder``, sized by the config."""
+    m, w, k = cfg.num_scene_tokens, cfg.encoder_width, cfg.knn
+    if cfg.encoder == "pointnet2":
+        mid = max(m, min(cfg.encoder_points, 4 * m))
+        return PointNet2Encoder(
+            out_dim=cfg.scene_dim, num_points=cfg.encoder_points, npoints=(mid, m),
+            nsamples=((k, 2 * k), (k, 2 * k)), widths=(w, 2 * w),
+            sampler=cfg.centre_sampler, presampler=cfg.point_sampler,
+        )  # fmt: skip
+    if cfg.encoder == "ptv":
+        ratio = cfg.encoder_points // m
+        strides = () if ratio == 1 else (ratio,) if ratio % 2 else (2,) if ratio == 2 else (2, ratio // 2)
+        widths = (w // 2, w, 2 * w)[-(len(strides) + 1) :]
+        counts = [cfg.encoder_points]
+        for st in strides:
+            counts.append(counts[-1] // st)
+        patch = math.gcd(64, *counts)
+        return PointTransformerEncoder(
+            out_dim=cfg.scene_dim, num_points=cfg.encoder_points, widths=widths,
+            depths=(1, 1, 2)[-len(widths) :], heads=tuple(max(1, x // 32) for x in widths),
+            strides=strides, patch_size=patch, knn=k, sampler=cfg.point_sampler,
+        )  # fmt: skip
+    return LiteEncoder(out_dim=cfg.scene_dim, num_tokens=m, knn=k, width=w, sampler=cfg.point_sampler)
+
+
+def build_denoiser(cfg: GeneratorConfig) -> nn.Module:
+    in_dim = cfg.cvae_latent_dim if cfg.objective == "cvae" else cfg.grasp_dim
+    common = dict(in_dim=in_dim, out_dim=cfg.grasp_dim, scene_dim=cfg.scene_dim, d_model=cfg.d_model,
+                  heads=cfg.heads, mlp_ratio=cfg.mlp_ratio, pe_freqs=cfg.pe_freqs,
+                  grad_checkpointing=cfg.grad_checkpointing)  # fmt: skip
+    if cfg.denoiser == "dit":
+        return DENOISERS["dit"](depth=cfg.depth, **common)
+    return DENOISERS["unet"](mults=tuple(cfg.unet_mults), **common)
+
+
+def build_objective(cfg: GeneratorConfig) -> nn.Module:
+    if cfg.objective == "ddpm":
+        return DiffusionObjective(cfg.num_train_timesteps, cfg.schedule, cfg.prediction, cfg.clip_x0)
+    if cfg.objective == "flow":
+        return FlowMatchingObjective(cfg.flow_time_sampling, cfg.flow_shift)
+    return CVAEObjective(cfg.grasp_dim, cfg.cvae_latent_dim, cfg.d_model, kl_weight=cfg.cvae_kl_weight)
+
+
+def build_generator(config: GeneratorConfig | str | dict | None = None, **overrides) -> GraspGenerator:
+    """A :class:`GraspGenerator` from a config, a preset name (``GENERATOR_PRESETS``), a dict,
+    or None (the default config); ``overrides`` replace config fields."""
+    if config is None:
+        config = GeneratorConfig(**overrides).validate()
+    elif isinstance(config, str):
+        if config not in GENERATOR_PRESETS:
+            raise ValueError(f"preset: expected one of {sorted(GENERATOR_PRESETS)}, got {config!r}")
+        config = GENERATOR_PRESETS[config](**overrides)
+    elif isinstance(config, dict):
+        config = GeneratorConfig.from_dict({**config, **overrides})
+    elif isinstance(config, GeneratorConfig):
+        config = config.replace(**overrides) if overrides else config.validate()
+    else:
+        raise ValueError(f"config: expected a GeneratorConfig, preset name or dict, got {type(config).__name__}")
+    return GraspGenerator(config)
+
+
+################################################################################
+#                                   Model                                      #
+################################################################################
+
+
+def _check_points(points: torch.Tensor) -> None:
+    if not isinstance(points, torch.Tensor) or points.dim() != 3 or points.shape[-1] != 3:
+        shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+        raise ValueError(f"points: expected a (B, N, 3) tensor, got {shape}")
+    if not points.is_floating_point():
+        raise ValueError(f"points: expected a floating-point tensor, got {points.dtype}")
+
+
+class GraspGenerator(nn.Module):
+    """Scene cloud -> set of G grasps: ``encoder`` + ``denoiser`` + ``objective`` (schedulers are
+    built on demand for sampling and own no parameters).
+
+    Args:
+        config: a validated :class:`GeneratorConfig`.
+    """
+
+    def __init__(self, config: GeneratorConfig | None = None):
+        super().__init__()
+        self.config = (config or GeneratorConfig()).validate()
+        self.encoder = build_encoder(self.config)
+        self.denoiser = build_denoiser(self.config)
+        self.objective = build_objective(self.config)
+
+    @property
+    def grasp_dim(self) -> int:
+        return self.config.grasp_dim
+
+    def num_parameters(self) -> dict[str, int]:
+        """Parameter counts of encoder, denoiser, objective (CVAE posterior) and the total."""
+        counts = {
+            name: sum(p.numel() for p in getattr(self, name).parameters())
+            for name in ("encoder", "denoiser", "objective")
+        }
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # ------------------------------------------------------------------ tensor core
+    def encode_scene(self, points: torch.Tensor, drop=None, generator: torch.Generator | None = None) -> SceneCache:
+        """Points (B, N, 3) -> the denoiser's :class:`SceneCache` (encoder + cross-attention K/V).
+        ``drop``: None, bool, or a (B,) bool mask of items conditioned on the null scene."""
+        _check_points(points)
+        tokens, xyz = self.encoder(points, generator=generator)  # (B, M, C), (B, M, 3)
+        return self.denoiser.precompute_scene(tokens, xyz, drop)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+        """One uncached network evaluation: x_t (B, G, Din), model time t (B,), points (B, N, 3)
+        -> (B, G, D). For export and tests; sampling uses the cached path."""
+        return self.denoiser(x_t, t, self.encode_scene(points))
+
+    def training_loss(
+        self,
+        points: torch.Tensor,
+        grasps: torch.Tensor,
+        generator: torch.Generator | None = None,
+        mask: torch.Tensor | None = None,
+    ) -> dict:
+        """Objective loss on one batch.
+
+        Recipe: 1. drop the scene of each item with probability ``p_uncond`` (null condition);
+        2. encode the scene and precompute K/V; 3. corrupt the grasps (objective.prepare);
+        4. run the denoiser; 5. score it (objective.loss).
+
+        Args:
+            points: (B, N, 3) scene clouds (normalized/centred by the data pipeline).
+            grasps: (B, G, D) normalized grasp vectors.
+            generator: for dropout, timesteps, noise and randomized point sampling (same device).
+            mask: (B, G) bool, True for real grasps of padded sets (padding is ignored by the
+                self-attention and the loss); None = all real.
+
+        Returns:
+            dict with ``loss`` (scalar), ``pred_x0`` (B, G, D), ``cond_dropped`` (B,) bool, ``t``
+            (B,) model time, and the objective's named terms (detached).
+        """
+        _check_points(points)
+        if grasps.dim() != 3 or grasps.shape[-1] != self.grasp_dim or grasps.shape[0] != points.shape[0]:
+            raise ValueError(
+                f"grasps: expected shape ({points.shape[0]}, G, {self.grasp_dim}) to match points {tuple(points.shape)}, "
+                f"got {tuple(grasps.shape)}"
+            )
+        if mask is not None and mask.shape != grasps.shape[:2]:
+            raise ValueError(f"mask: expected shape (B, G) = {tuple(grasps.shape[:2])}, got {tuple(mask.shape)}")
+        b = points.shape[0]
+        # 1. classifier-free guidance dropout
+        drop = torch.rand(b, generator=generator, device=points.device) < self.config.p_uncond
+        # 2. scene cache
+        cache = self.encode_scene(points, drop, generator)
+        # 3. objective input and target
+        batch = self.objective.prepare(grasps, cache.cond, generator)
+        # 4.-5. network and loss
+        out = self.objective.loss(self.denoiser(batch.x_in, batch.t, cache, mask), batch, mask)
+        out["cond_dropped"] = drop
+        out["t"] = batch.t
+        return out
+
+    # ------------------------------------------------------------------ sampling
+    def make_scheduler(self, sampler: str | None = None, *, eta: float = 0.0):
+        """The scheduler ``sampler`` (``ddpm``/``ddim``/``dpmpp`` for ddpm, ``euler``/``heun`` for
+        flow, ``cvae``), configured from this model; None = the objective's default."""
+        return self.objective.make_scheduler(sampler or self.objective.default_sampler, eta=eta)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        points: torch.Tensor,
+        num_grasps: int = 32,
+        steps: int = 10,
+        sampler: str | None = None,
+        guidance_scale: float = 1.0,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        *,
+        batched_guidance: bool = True,
+    ) -> torch.Tensor:
+        """Sample G grasps per scene. Call ``model.eval()`` first (dropout-free).
+
+        Args:
+            points: (B, N, 3) scene clouds.
+            num_grasps: G.
+            steps: scheduler steps (ignored by the CVAE).
+            sampler: ``ddim`` (default for ddpm), ``ddpm``, ``dpmpp``; ``euler`` (default for
+                flow), ``heun``; ``cvae``.
+            guidance_scale: classifier-free guidance w (1 = conditional only, no extra pass).
+            eta: DDIM stochasticity.
+            generator: noise source (same device as points).
+
+        Returns:
+            (B, G, D) normalized grasp vectors (denormalize with the checkpoint's normalizer).
+        """
+        _check_points(points)
+        if num_grasps < 1 or steps < 1:
+            raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
+        scheduler = self.make_scheduler(sampler, eta=eta)
+        tokens, xyz = self.encoder(points, deterministic=True)  # (B, M, C), (B, M, 3): once per cloud
+        cache = self.denoiser.precompute_scene(tokens, xyz)
+        null = self.denoiser.precompute_scene(tokens, xyz, True) if guidance_scale != 1.0 else None
+        x_init = self.objective.initial_noise((points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator)
+        runner = GraspSampler(
+            self.denoiser, self.objective, scheduler, guidance_scale=guidance_scale, batched_guidance=batched_guidance
+        )
+        return runner(cache, x_init, num_inference_steps=steps, null_cache=null, generator=generator)
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(
+        self, directory: str | Path, normalizer: GraspNormalizer | None = None, extra_config: dict | None = None
+    ) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` (config, normalizer statistics, extra)
+        into ``directory`` atomically (temp file + rename). Returns the directory."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "normalizer": None if normalizer is None else normalizer.to_dict(),
+            "extra": extra_config or {},
+        }
+        try:
+            text = json.dumps(meta, indent=1)
+        except TypeError as err:
+            raise ValueError(f"extra_config: expected JSON-serializable values, got {err}") from None
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = directory / (WEIGHTS_NAME + ".tmp")
+        save_file(state, str(tmp), metadata={"format": FORMAT})
+        tmp.replace(directory / WEIGHTS_NAME)
+        tmp = directory / (CONFIG_NAME + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(directory / CONFIG_NAME)
+        return directory
+
+    @classmethod
+    def load_pretrained(
+        cls, directory: str | Path, *, device: str | torch.device = "cpu", strict: bool = True
+    ) -> tuple[GraspGenerator, GraspNormalizer | None, dict]:
+        """Load a directory written by :meth:`save_pretrained` (no pickle anywhere).
+
+        Returns:
+            (model on ``device`` in eval mode, normalizer or None, extra_config dict).
+        """
+        directory = Path(directory)
+        cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (cfg_path, weights_path):
+            if not path.is_file():
+                raise ValueError(f"checkpoint: expected {path.name} in {directory}, got no such file")
+        try:
+            meta = json.loads(cfg_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"checkpoint: cannot read {cfg_path}: {err}") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError(
+                f"checkpoint: expected format {FORMAT!r} in {cfg_path}, got {meta.get('format') if isinstance(meta, dict) else meta!r}"
+            )
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ValueError(f"checkpoint: expected format_version <= {FORMAT_VERSION}, got {meta['format_version']}")
+        model = cls(GeneratorConfig.from_dict(meta["config"]))
+        try:
+            state = load_file(str(weights_path), device=str(device))
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"checkpoint: cannot read {weights_path}: {err}") from None
+        try:
+            model.load_state_dict(state, strict=strict)
+        except RuntimeError as err:
+            raise ValueError(f"checkpoint: weights do not match the config in {cfg_path}: {err}") from None
+        normalizer = None if meta.get("normalizer") is None else GraspNormalizer.from_dict(meta["normalizer"])
+        model = model.to(device).eval()
+        if normalizer is not None:
+            normalizer = normalizer.to(device)
+        return model, normalizer, meta.get("extra", {})
