@@ -7,7 +7,7 @@
     python bench/models.py --device cuda --sections step --presets dit_s,dit_upstream --compile
 
 Sections (medians in ms, CUDA synchronized; ``--repeat`` timed calls after warm-up):
-* ``fps``: geometry loop (reference) vs vectorized loop vs CUDA graph vs Triton kernel vs
+* ``fps``: torch loop (eager) vs the same loop as a CUDA graph vs Triton kernel vs
   voxel / voxel+FPS / random sampling, with each method's coverage (max and mean distance
   from a cloud point to its nearest sample) relative to FPS on a synthetic table-top cloud;
 * ``encoder``: each encoder preset on one N-point cloud (fp32; bf16 autocast on CUDA);
@@ -110,14 +110,13 @@ def fps_rows(pts: torch.Tensor, m: int, args, graph_fps) -> list[list]:
         d = torch.cdist(pts, gather_points(pts, idx)).min(-1).values  # (B, N)
         return d.amax(-1).mean().item(), d.mean().item()
 
-    ref_idx = mp.farthest_point_sample_fast(pts, m)
+    ref_idx = farthest_point_sample(pts, m)
     ref_cover = cover(ref_idx)
     methods = {
-        "loop (geometry)": lambda: farthest_point_sample(pts, m),
-        "vectorized loop": lambda: mp.farthest_point_sample_fast(pts, m),
+        "torch loop (eager)": lambda: farthest_point_sample(pts, m),
     }
     if dev == "cuda":
-        methods["vectorized + CUDA graph"] = lambda: graph_fps(pts, m)
+        methods["torch loop + CUDA graph"] = lambda: graph_fps(pts, m)
         if args.compile:
             methods["compiled step + CUDA graph"] = compiled_fps_graph(pts, m)
         if mp.triton_fps_available(pts):
@@ -127,7 +126,7 @@ def fps_rows(pts: torch.Tensor, m: int, args, graph_fps) -> list[list]:
     methods["random"] = lambda: mp.random_sample(pts, m, deterministic=True)
     rows = []
     for name, fn in methods.items():
-        repeat = max(3, args.repeat // 4) if name in ("loop (geometry)", "vectorized loop") else args.repeat
+        repeat = max(3, args.repeat // 4) if name == "torch loop (eager)" else args.repeat
         ms = timed(fn, dev, repeat, warmup=1)
         idx = fn()
         exact = name.startswith(("loop", "vector", "Triton", "compiled"))

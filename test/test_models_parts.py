@@ -28,10 +28,9 @@ def _cloud(b=2, n=400, seed=0):
 
 
 # ----------------------------------------------------------------------------- sampling
-def test_fast_fps_equals_reference_loop():
+def test_graph_fps_falls_back_to_the_eager_loop_on_cpu():
     pts = _cloud(3, 500)
-    assert torch.equal(mp.farthest_point_sample_fast(pts, 64), farthest_point_sample(pts, 64))
-    assert torch.equal(mp.CudaGraphFPS()(pts, 16), farthest_point_sample(pts, 16))  # CPU: eager path
+    assert torch.equal(mp.CudaGraphFPS()(pts, 16), farthest_point_sample(pts, 16))
 
 
 @pytest.mark.skipif(
@@ -39,7 +38,7 @@ def test_fast_fps_equals_reference_loop():
 )
 def test_triton_fps_matches_in_the_interpreter():
     pts = _cloud(2, 300)
-    assert torch.equal(mp.farthest_point_sample_triton(pts, 40), mp.farthest_point_sample_fast(pts, 40))
+    assert torch.equal(mp.farthest_point_sample_triton(pts, 40), farthest_point_sample(pts, 40))
 
 
 @pytest.mark.parametrize("method", ["voxel", "random", "fps", "first"])
@@ -63,7 +62,7 @@ def test_voxel_sampling_covers_better_than_random():
 
     vox = coverage(mp.voxel_sample(pts, 64, generator=g))
     rnd = coverage(mp.random_sample(pts, 64, generator=g))
-    fps = coverage(mp.farthest_point_sample_fast(pts, 64))
+    fps = coverage(farthest_point_sample(pts, 64))
     assert fps <= vox < rnd
 
 

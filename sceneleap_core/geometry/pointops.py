@@ -19,9 +19,14 @@ def farthest_point_sample(
 ) -> torch.Tensor:
     """Indices of ``num_samples`` farthest-point samples per batch item.
 
-    Recipe: keep, for every point, the squared distance to the nearest already chosen sample;
-    repeatedly choose the point maximizing it. The loop runs over samples (M steps), each step is
-    one vectorized update over (B, N), with no host synchronization.
+    Recipe (notation: d the squared distance of every point to its nearest chosen sample,
+    c the current sample per cloud):
+    1. ``d[b, n] = inf``; ``c[b] = start_index``;
+    2. for i in 0..M-1: record ``c``; gather its point ``p_c`` (B, 3) with a flat index;
+       ``d = min(d, |p - p_c|^2)``; ``c = argmax_n d``.
+    The loop runs over the M samples only; every step is vectorized over (B, N), shape-static and
+    free of host synchronization, so the whole loop can be captured in a CUDA graph
+    (``sceneleap_core.models.pointops.CudaGraphFPS``) or compiled.
 
     Args:
         points: (B, N, 3).
@@ -36,22 +41,20 @@ def farthest_point_sample(
     if not 1 <= num_samples <= n:
         raise ValueError(f"num_samples: expected 1 <= num_samples <= {n} (points per cloud), got {num_samples}")
     device = points.device
-    idx = torch.empty(b, num_samples, dtype=torch.long, device=device)
-    if start_index is None:
-        start_index = 0
-    current = (
-        start_index.to(device=device, dtype=torch.long)
-        if isinstance(start_index, torch.Tensor)
-        else torch.full((b,), int(start_index), dtype=torch.long, device=device)
-    )
+    if isinstance(start_index, torch.Tensor):
+        current = start_index.to(device=device, dtype=torch.long)
+    else:
+        current = torch.full((b,), int(start_index or 0), dtype=torch.long, device=device)
+    flat = points.reshape(b * n, 3)  # (B*N, 3)
+    offset = torch.arange(b, device=device) * n  # (B,)
+    idx = torch.empty(num_samples, b, dtype=torch.long, device=device)
     min_sq = torch.full((b, n), float("inf"), dtype=points.dtype, device=device)
-    batch = torch.arange(b, device=device)
     for i in range(num_samples):
-        idx[:, i] = current
-        chosen = points[batch, current]  # (B, 3)
-        min_sq = torch.minimum(min_sq, ((points - chosen[:, None, :]) ** 2).sum(-1))
+        idx[i] = current
+        chosen = flat.index_select(0, current + offset)  # (B, 3)
+        torch.minimum(min_sq, (points - chosen[:, None, :]).square().sum(-1), out=min_sq)
         current = min_sq.argmax(dim=-1)
-    return idx
+    return idx.t().contiguous()  # (B, M)
 
 
 def gather_points(values: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,7 @@ Shape letters: B batch, N points, M samples (centres), K neighbours, C channels.
 Farthest point sampling (FPS) is sequential in the samples: sample i+1 depends on sample i.
 What can be made fast is everything around that loop:
 
-* :func:`farthest_point_sample_fast`: the loop runs over the M samples only; each step is one
+* :func:`sceneleap_core.geometry.farthest_point_sample`: the loop runs over the M samples only; each step is one
   gather, one fused distance/min and one argmax over (B, N), all in preallocated buffers and
   without host synchronization, so the whole loop can be captured into a CUDA graph
   (:class:`CudaGraphFPS`) or fed to ``torch.compile``.
@@ -50,40 +50,8 @@ def _check_count(num_samples: int, n: int) -> None:
 ################################################################################
 
 
-def farthest_point_sample_fast(points: torch.Tensor, num_samples: int) -> torch.Tensor:
-    """Farthest point sampling, vectorized over the batch, loop only over the M samples.
-
-    Recipe (sample 0 is index 0 of every cloud, as :func:`geometry.farthest_point_sample`):
-    1. ``d[b, n] = inf``; ``c[b] = 0``;
-    2. for i in 0..M-1: record ``c``; gather its point ``p_c`` (B, 3) with a flat index;
-       ``d = min(d, |p - p_c|^2)``; ``c = argmax_n d``.
-    Every step is shape-static and sync-free, so the loop is CUDA-graph capturable.
-
-    Args:
-        points: (B, N, 3).
-        num_samples: M, 1 <= M <= N.
-
-    Returns:
-        (B, M) int64 indices, identical to :func:`sceneleap_core.geometry.farthest_point_sample`.
-    """
-    _check_points("points", points)
-    b, n, _ = points.shape
-    _check_count(num_samples, n)
-    flat = points.reshape(b * n, 3)  # (B*N, 3)
-    offset = torch.arange(b, device=points.device) * n  # (B,)
-    idx = torch.empty(num_samples, b, dtype=torch.long, device=points.device)
-    min_sq = torch.full((b, n), float("inf"), dtype=points.dtype, device=points.device)
-    current = torch.zeros(b, dtype=torch.long, device=points.device)
-    for i in range(num_samples):
-        idx[i] = current
-        chosen = flat.index_select(0, current + offset)  # (B, 3)
-        torch.minimum(min_sq, (points - chosen[:, None, :]).square().sum(-1), out=min_sq)
-        current = min_sq.argmax(dim=-1)
-    return idx.t().contiguous()  # (B, M)
-
-
 class CudaGraphFPS:
-    """:func:`farthest_point_sample_fast` captured once per (B, N, M, dtype) into a CUDA graph.
+    """:func:`farthest_point_sample` captured once per (B, N, M, dtype) into a CUDA graph.
 
     ``fps = CudaGraphFPS(); idx = fps(points, 2048)``: the first call per shape warms up and
     captures; later calls copy the points into the static input and replay (one launch for the
@@ -96,7 +64,7 @@ class CudaGraphFPS:
 
     def __call__(self, points: torch.Tensor, num_samples: int) -> torch.Tensor:
         if points.device.type != "cuda":
-            return farthest_point_sample_fast(points, num_samples)
+            return farthest_point_sample(points, num_samples)
         _check_points("points", points)
         key = (tuple(points.shape), num_samples, points.dtype, points.device.index)
         if key not in self._graphs:
@@ -104,11 +72,11 @@ class CudaGraphFPS:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):  # warm-up outside capture (allocator, kernels)
-                farthest_point_sample_fast(static_in, num_samples)
+                farthest_point_sample(static_in, num_samples)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                static_out = farthest_point_sample_fast(static_in, num_samples)
+                static_out = farthest_point_sample(static_in, num_samples)
             self._graphs[key] = (graph, static_in, static_out)
         graph, static_in, static_out = self._graphs[key]
         static_in.copy_(points)
@@ -162,7 +130,7 @@ def farthest_point_sample_triton(points: torch.Tensor, num_samples: int) -> torc
         num_samples: M, 1 <= M <= N.
 
     Returns:
-        (B, M) int64 indices; equal to :func:`farthest_point_sample_fast` up to ties.
+        (B, M) int64 indices; equal to :func:`farthest_point_sample` up to ties.
     """
     _check_points("points", points)
     b, n, _ = points.shape
@@ -278,7 +246,7 @@ def voxel_fps_sample(
     fps = (
         farthest_point_sample_triton
         if triton_fps_available(sub) and sub.device.type == "cuda"
-        else farthest_point_sample_fast
+        else farthest_point_sample
     )
     return torch.gather(thin, 1, fps(sub, num_samples))  # (B, M)
 
@@ -303,7 +271,7 @@ def sample_points(
     if method == "fps":
         if triton_fps_available(points) and points.device.type == "cuda":
             return farthest_point_sample_triton(points, num_samples)
-        return farthest_point_sample_fast(points, num_samples)
+        return farthest_point_sample(points, num_samples)
     if method == "fps_loop":
         return farthest_point_sample(points, num_samples)
     if method == "fps_triton":
