@@ -252,6 +252,14 @@ class ShardReader:
         except (OSError, KeyError) as err:
             raise ShardError(f"{self.path}: cannot read sample {index} (corrupt data): {err}") from None
 
+    def grasp_counts(self) -> np.ndarray:
+        """(S,) number of grasps of each sample, without decoding the samples."""
+        return np.diff(self._offsets["grasp"])
+
+    def scene_ids(self) -> np.ndarray:
+        """(S,) scene id of each sample, without decoding the samples."""
+        return np.asarray(self._open()["scene_id"][()], dtype=np.int64)
+
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
             self._file.close()
@@ -282,7 +290,7 @@ def write_manifest(root: str | Path, *, metadata: dict | None = None, pattern: s
             {
                 "file": str(path.relative_to(root)),
                 "num_samples": len(reader),
-                "num_grasps": int(reader._offsets["grasp"][-1]),
+                "num_grasps": int(reader.grasp_counts().sum()),
                 "sha256": file_sha256(path),
             }
         )
@@ -337,6 +345,14 @@ class ShardDataset:
             raise IndexError(f"sample {index} out of range [0, {len(self)})")
         shard = int(np.searchsorted(self.cumulative, index, side="right") - 1)
         return shard, index - int(self.cumulative[shard])
+
+    def grasp_counts(self) -> np.ndarray:
+        """(S,) grasps per sample over all shards, in global index order."""
+        return np.concatenate([r.grasp_counts() for r in self.readers])
+
+    def scene_ids(self) -> np.ndarray:
+        """(S,) scene id per sample over all shards, in global index order."""
+        return np.concatenate([r.scene_ids() for r in self.readers])
 
     def __getitem__(self, index: int) -> Sample:
         shard, local = self.locate(index)
