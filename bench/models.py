@@ -117,8 +117,6 @@ def fps_rows(pts: torch.Tensor, m: int, args, graph_fps) -> list[list]:
     }
     if dev == "cuda":
         methods["torch loop + CUDA graph"] = lambda: graph_fps(pts, m)
-        if args.compile:
-            methods["compiled step + CUDA graph"] = compiled_fps_graph(pts, m)
         if mp.triton_fps_available(pts):
             methods["Triton kernel"] = lambda: mp.farthest_point_sample_triton(pts, m)
     methods["voxel"] = lambda: mp.voxel_sample(pts, m, deterministic=True)
@@ -129,35 +127,11 @@ def fps_rows(pts: torch.Tensor, m: int, args, graph_fps) -> list[list]:
         repeat = max(3, args.repeat // 4) if name == "torch loop (eager)" else args.repeat
         ms = timed(fn, dev, repeat, warmup=1)
         idx = fn()
-        exact = name.startswith(("loop", "vector", "Triton", "compiled"))
+        exact = name.startswith(("torch loop", "Triton"))
         same = "=" if torch.equal(idx, ref_idx) else ("~ (ties)" if exact else "")
         c = cover(idx)
         rows.append([f"{n}->{m}", name, ms, c[0] / ref_cover[0], c[1] / ref_cover[1], same])
     return rows
-
-
-def compiled_fps_graph(pts: torch.Tensor, m: int):
-    """FPS whose per-sample step (distance, min, argmax) is one torch.compile'd kernel, the
-    whole loop then captured in a CUDA graph."""
-
-    @torch.compile(dynamic=False)
-    def step(points, min_sq, chosen):
-        min_sq = torch.minimum(min_sq, (points - chosen[:, None, :]).square().sum(-1))
-        return min_sq, min_sq.argmax(dim=-1)
-
-    b, n, _ = pts.shape
-    flat, offset = pts.reshape(b * n, 3), torch.arange(b, device=pts.device) * n  # (B*N, 3), (B,)
-
-    def run():
-        idx = torch.empty(m, b, dtype=torch.long, device=pts.device)
-        min_sq = torch.full((b, n), float("inf"), device=pts.device)
-        cur = torch.zeros(b, dtype=torch.long, device=pts.device)
-        for i in range(m):
-            idx[i] = cur
-            min_sq, cur = step(pts, min_sq, flat.index_select(0, cur + offset))
-        return idx.t()
-
-    return capture(run)
 
 
 def capture(fn):
