@@ -28,7 +28,15 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["sceneleap_core", "sceneleap_core.*", "sceneleap_ros", "sceneleap_ros.*"]),
-    package_data={"sceneleap_core": ["hand/assets/*.urdf", "hand/assets/*.yaml"]},
+    package_data={
+        "sceneleap_core": [
+            "hand/assets/*.urdf",
+            "hand/assets/*.yaml",
+            "data/sample/*.json",
+            "data/sample/*.h5",
+            "data/sample/grasps/*.npz",
+        ]
+    },
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),

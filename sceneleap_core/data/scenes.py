@@ -1,0 +1,249 @@
+"""Cluttered scenes: objects dropped and settled on a table in MuJoCo, their grasps moved into the
+scene and filtered against the table and the other objects.
+
+World frame: z up, the table top at z = ``table_z`` (0), centred at the origin. Notation: O objects,
+G grasps, J hand DoF, P hand surface points, M object surface samples.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from sceneleap_core.data.objects import ObjectSpec, build_mesh
+
+log = logging.getLogger(__name__)
+TABLE_HALF = (0.4, 0.4, 0.02)  # half extents of the table-top box (m); its top face is z = 0
+PRIMITIVES = ("box", "sphere", "cylinder", "capsule")
+
+
+@dataclass
+class Scene:
+    """A settled scene.
+
+    Attributes:
+        scene_id: index.
+        objects: the specs of the O objects still on the table.
+        poses: (O, 4, 4) world <- object.
+        table_z: height of the table top.
+        xml: the MJCF it was simulated from (ray casting reuses it).
+    """
+
+    scene_id: int
+    objects: list[ObjectSpec]
+    poses: np.ndarray
+    table_z: float = 0.0
+    xml: str = ""
+    model: object = field(default=None, repr=False)
+    data: object = field(default=None, repr=False)
+
+    def geom_object_ids(self) -> np.ndarray:
+        """(ngeom,) object id of every MuJoCo geom, -1 for the table and anything else."""
+        import mujoco
+
+        ids = np.full(self.model.ngeom, -1, dtype=np.int32)
+        for g in range(self.model.ngeom):
+            name = mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
+            if name.startswith("obj_"):
+                ids[g] = self.objects[int(name.split("_")[1])].id
+        return ids
+
+
+def _geom_xml(i: int, spec: ObjectSpec, assets: list[str]) -> str:
+    p, s = spec.params, spec.scale
+    fr = f'condim="6" friction="{spec.friction:.3f} 0.01 0.005"'
+    if spec.kind == "box":
+        h = 0.5 * s * np.asarray(p["extents"])
+        return f'<geom name="obj_{i}" type="box" size="{h[0]:.5f} {h[1]:.5f} {h[2]:.5f}" {fr}/>'
+    if spec.kind == "sphere":
+        return f'<geom name="obj_{i}" type="sphere" size="{s * p["radius"]:.5f}" {fr}/>'
+    if spec.kind in ("cylinder", "capsule"):
+        return (
+            f'<geom name="obj_{i}" type="{spec.kind}" size="{s * p["radius"]:.5f} {0.5 * s * p["height"]:.5f}" {fr}/>'
+        )
+    mesh = build_mesh(spec)
+    v = " ".join(f"{x:.6f}" for x in mesh.vertices.ravel())
+    f = " ".join(str(x) for x in mesh.faces.ravel())
+    assets.append(f'<mesh name="mesh_{i}" vertex="{v}" face="{f}"/>')
+    return f'<geom name="obj_{i}" type="mesh" mesh="mesh_{i}" {fr}/>'
+
+
+def scene_xml(objects: list[ObjectSpec], poses: np.ndarray, *, timestep: float = 0.002) -> str:
+    """MJCF of objects (free bodies at ``poses`` (O, 4, 4)) on the table. Object meshes collide as
+    their convex hulls (MuJoCo), primitives exactly; masses from the specs."""
+    from scipy.spatial.transform import Rotation
+
+    assets: list[str] = []
+    bodies = []
+    for i, (spec, pose) in enumerate(zip(objects, poses, strict=True)):
+        q = Rotation.from_matrix(pose[:3, :3]).as_quat()  # xyzw
+        geom = _geom_xml(i, spec, assets).replace("/>", f' mass="{spec.mass:.4f}"/>')
+        pos = " ".join(f"{x:.5f}" for x in pose[:3, 3])
+        bodies.append(
+            f'<body name="body_{i}" pos="{pos}" quat="{q[3]:.6f} {q[0]:.6f} {q[1]:.6f} {q[2]:.6f}">'
+            f'<freejoint name="free_{i}"/>{geom}</body>'
+        )
+    th = TABLE_HALF
+    return (
+        f'<mujoco model="scene"><option timestep="{timestep}" integrator="implicitfast" cone="elliptic"/>'
+        f"<asset>{''.join(assets)}</asset><worldbody>"
+        f'<geom name="table" type="box" pos="0 0 {-th[2]}" size="{th[0]} {th[1]} {th[2]}" condim="6" friction="0.6 0.01 0.005"/>'
+        f"{''.join(bodies)}</worldbody></mujoco>"
+    )
+
+
+def settle_scene(
+    scene_id: int,
+    objects: list[ObjectSpec],
+    rng: np.random.Generator,
+    *,
+    spread: float = 0.15,
+    settle_time: float = 2.0,
+    drop_gap: float = 0.03,
+) -> Scene:
+    """Drop ``objects`` in random orientations over the table centre (within ±``spread`` m) one
+    above the other, simulate ``settle_time`` s, and keep those resting on the table top.
+
+    Recipe: 1. random rotation, xy uniform, z stacked by bounding radius; 2. simulate with
+    gravity; 3. drop objects that fell off (below the table top or outside it); 4. re-read poses.
+    """
+    import mujoco
+    from scipy.spatial.transform import Rotation
+
+    if not objects:
+        raise ValueError("objects: expected at least one object, got none")
+    poses, z = [], 0.0
+    for spec in objects:
+        radius = float(np.linalg.norm(build_mesh(spec).extents) / 2)
+        pose = np.eye(4)
+        pose[:3, :3] = Rotation.random(random_state=rng.integers(1 << 31)).as_matrix()
+        pose[:3, 3] = [*rng.uniform(-spread, spread, 2), z + radius + drop_gap]
+        z += 2 * radius + drop_gap
+        poses.append(pose)
+    xml = scene_xml(objects, np.stack(poses))
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    for _ in range(round(settle_time / model.opt.timestep)):
+        mujoco.mj_step(model, data)
+    mujoco.mj_forward(model, data)
+    keep, final = [], []
+    for i in range(len(objects)):
+        bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"body_{i}")
+        pos, rot = data.xpos[bid].copy(), data.xmat[bid].reshape(3, 3).copy()
+        on_table = pos[2] > -0.01 and np.all(np.abs(pos[:2]) < np.asarray(TABLE_HALF[:2]) - 0.01)
+        speed = np.linalg.norm(data.cvel[bid])
+        if on_table and speed < 0.5:
+            keep.append(i)
+            final.append(np.block([[rot, pos[:, None]], [np.zeros((1, 3)), np.ones((1, 1))]]))
+        else:
+            log.info("scene %d: object %d left the table or did not settle, dropped", scene_id, objects[i].id)
+    if not keep:
+        raise ValueError(f"scene {scene_id}: expected at least one object on the table, got none")
+    objects = [objects[i] for i in keep]
+    poses = np.stack(final)
+    # Rebuild the model at the settled poses (static) for ray casting.
+    xml = scene_xml(objects, poses)
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    return Scene(scene_id, objects, poses, 0.0, xml, model, data)
+
+
+def surface_samples(spec: ObjectSpec, count: int = 512, seed: int = 0) -> np.ndarray:
+    """(M, 3) surface samples of an object in its own frame (collision checks)."""
+    import trimesh
+
+    pts, _ = trimesh.sample.sample_surface(build_mesh(spec), count, seed=seed)
+    return np.asarray(pts)
+
+
+def filter_scene_grasps(
+    hand,
+    scene: Scene,
+    grasps: dict[int, tuple[np.ndarray, np.ndarray]],
+    *,
+    pregrasp_distance: float = 0.10,
+    table_margin: float = 0.0,
+    penetration_tolerance: float = 0.001,
+    max_per_object: int | None = 32,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Move every object's grasps into the scene and drop those that collide.
+
+    Args:
+        hand: HandModel.
+        scene: settled scene.
+        grasps: object id -> (palm poses (G, 4, 4) object frame, joints (G, J)).
+        pregrasp_distance: back-off (m) of the pregrasp along the approach axis (as the lift test).
+        table_margin: hand points must stay this far above the table top (m).
+        penetration_tolerance: allowed depth (m) of other objects' samples in the hand.
+        max_per_object: keep at most this many (random) surviving grasps per object (None = all).
+
+    Returns:
+        palm poses (G', 4, 4) world frame, joints (G', J), object ids (G',).
+
+    Recipe: for each object k and its grasps T_o_g: 1. T_w_g = T_w_o T_o_g; 2. the grasp (grasp
+    joints) and the pregrasp (open joints, backed off) must keep every hand surface point above the
+    table; 3. no sample of another object may sink deeper than the tolerance into the hand at
+    either; 4. the pregrasp must not touch the target object either.
+    """
+    rng = rng or np.random.default_rng(0)
+    dt, dev = hand.dtype, hand.device
+    samples = [
+        (scene.poses[i][:3, :3] @ surface_samples(spec, 384, seed=spec.id).T).T + scene.poses[i][:3, 3]
+        for i, spec in enumerate(scene.objects)
+    ]
+    open_pose = hand.open_pose
+    flex = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev) > 0
+    axis = hand.approach_axis
+    out_pose, out_joints, out_obj = [], [], []
+    for i, spec in enumerate(scene.objects):
+        if spec.id not in grasps or len(grasps[spec.id][0]) == 0:
+            continue
+        pose_o, joints = grasps[spec.id]
+        pose_w = torch.as_tensor(scene.poses[i] @ pose_o, dtype=dt, device=dev)  # (G, 4, 4)
+        q = torch.as_tensor(joints, dtype=dt, device=dev)
+        q_open = torch.where(flex, torch.minimum(q, open_pose), q)
+        pre = pose_w.clone()
+        pre[:, :3, 3] -= pregrasp_distance * (pose_w[:, :3, :3] @ axis)
+        keep = torch.ones(len(q), dtype=torch.bool, device=dev)
+        with torch.no_grad():
+            for pose, jq, check_target in ((pose_w, q, False), (pre, q_open, True)):
+                state = hand(jq, pose, validate=False)
+                keep &= hand.surface_points(state)[..., 2].amin(-1) >= scene.table_z + table_margin
+                others = [samples[j] for j in range(len(samples)) if j != i or check_target]
+                if others:
+                    pts = torch.as_tensor(np.concatenate(others), dtype=dt, device=dev)[None].expand(len(q), -1, -1)
+                    keep &= hand.penetration_depth(state, pts, chunk=512).amax(-1) <= penetration_tolerance
+        idx = np.flatnonzero(keep.cpu().numpy())
+        if max_per_object is not None and len(idx) > max_per_object:
+            idx = np.sort(rng.choice(idx, max_per_object, replace=False))
+        out_pose.append(pose_w[idx].cpu().numpy())
+        out_joints.append(np.asarray(joints)[idx])
+        out_obj.append(np.full(len(idx), spec.id, dtype=np.int32))
+    if not out_pose:
+        return np.zeros((0, 4, 4)), np.zeros((0, hand.dof)), np.zeros(0, np.int32)
+    return np.concatenate(out_pose), np.concatenate(out_joints), np.concatenate(out_obj)
+
+
+def scene_lift_validate(
+    scene: Scene, pose: np.ndarray, joints: np.ndarray, object_ids: np.ndarray, *, sim_config: dict | None = None
+) -> np.ndarray:
+    """Re-validate scene grasps (G, 4, 4), (G, J) with the evaluator's lift test in the scene (table +
+    clutter). Returns success (G,) bool."""
+    from sceneleap_core.data.validate import sim_object
+    from sceneleap_core.sim.config import SimConfig
+    from sceneleap_core.sim.scene import SceneSpec
+    from sceneleap_core.sim.simulator import GraspSim
+
+    if len(pose) == 0:
+        return np.zeros(0, dtype=bool)
+    spec = SceneSpec(
+        [sim_object(o, p) for o, p in zip(scene.objects, scene.poses, strict=True)], table_height=scene.table_z
+    )
+    sim = GraspSim(spec, config=SimConfig.from_dict(sim_config) if sim_config else SimConfig())
+    index = {o.id: k for k, o in enumerate(scene.objects)}
+    return np.array([sim.run_lift(pose[g], joints[g], index[int(object_ids[g])]).success for g in range(len(pose))])

@@ -1,0 +1,164 @@
+"""Physics validation of grasps, pluggable: every stored grasp passes a :class:`GraspValidator`.
+
+The default, :class:`SimValidator`, runs the MuJoCo evaluator of :mod:`sceneleap_core.sim`
+(``GraspSim.run_lift`` / ``run_disturbance``, SPEC §3.2). Any object with the same ``__call__``
+signature can replace it (tests, other simulators); :class:`GeometricValidator` is a physics-free
+stand-in for when the simulator is unavailable, and says so in its ``name``.
+
+Object-level labels (one object, no table): the object and grasps are rotated together so that the
+palm's approach axis points along world -z (the hand comes from above, as over a table) and the lift
+test runs against gravity; optionally the disturbance test (6 pushes, orientation free) as well.
+Scene-level re-validation (objects on the table, clutter) uses the lift test in the scene itself.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from sceneleap_core.data.objects import ObjectSpec, build_mesh
+
+
+@dataclass
+class ValidationResult:
+    """success (G,) bool, failure reasons (G,) str ("" on success), and timing."""
+
+    success: np.ndarray
+    failure: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class GraspValidator(Protocol):
+    name: str
+
+    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+        """Validate grasps of one object: palm poses (G, 4, 4) and joints (G, J) in the object frame."""
+        ...
+
+
+def sim_object(spec: ObjectSpec, pose: np.ndarray | None = None, mesh=None):
+    """The evaluator's ``sim.scene.ObjectSpec`` of a library object at ``pose`` (4, 4) (object -> world):
+    exact primitives for box/sphere/cylinder/capsule, the mesh otherwise (hull or CoACD pieces)."""
+    from sceneleap_core.sim.scene import ObjectSpec as SimObject
+
+    pose = np.eye(4) if pose is None else np.asarray(pose, dtype=np.float64)
+    p, s = spec.params, spec.scale
+    common = {"pose": pose, "mass": spec.mass, "friction": spec.friction, "object_id": str(spec.id)}
+    if spec.kind == "box":
+        return SimObject("box", size=tuple(0.5 * s * np.asarray(p["extents"])), **common)
+    if spec.kind == "sphere":
+        return SimObject("sphere", size=(s * p["radius"],), **common)
+    if spec.kind in ("cylinder", "capsule"):
+        return SimObject(spec.kind, size=(s * p["radius"], 0.5 * s * p["height"]), **common)
+    mesh = mesh if mesh is not None else build_mesh(spec)
+    return SimObject("mesh", vertices=np.asarray(mesh.vertices), faces=np.asarray(mesh.faces), **common)
+
+
+def approach_from_above(pose: np.ndarray, approach_axis: np.ndarray) -> np.ndarray:
+    """Rotations A (G, 4, 4) of the world such that A @ pose has its approach axis along world -z."""
+    from scipy.spatial.transform import Rotation
+
+    a = pose[:, :3, :3] @ approach_axis  # (G, 3) approach in the object frame
+    out = np.tile(np.eye(4), (len(pose), 1, 1))
+    for g in range(len(pose)):
+        rot, _ = Rotation.align_vectors([[0.0, 0.0, -1.0]], [a[g]])
+        out[g, :3, :3] = rot.as_matrix()
+    return out
+
+
+def _validate_chunk(args) -> tuple[np.ndarray, list[str]]:
+    spec_dict, pose, joints, protocol, config = args
+    from sceneleap_core.hand.description import HandDescription
+    from sceneleap_core.sim.config import SimConfig
+    from sceneleap_core.sim.scene import SceneSpec
+    from sceneleap_core.sim.simulator import GraspSim
+
+    spec = ObjectSpec.from_dict(spec_dict)
+    desc = HandDescription.load()
+    cfg = SimConfig.from_dict(config) if config else SimConfig()
+    mesh = None if spec.kind in ("box", "sphere", "cylinder", "capsule") else build_mesh(spec)
+    success, failure = np.zeros(len(pose), dtype=bool), []
+    align = approach_from_above(pose, desc.approach_axis)
+    sims: dict = {}
+    for g in range(len(pose)):
+        ok, why = True, ""
+        if "lift" in protocol:
+            # one sim per orientation: the object pose is part of the compiled scene
+            scene = SceneSpec([sim_object(spec, align[g], mesh)], table_height=None)
+            out = GraspSim(scene, config=cfg, hand=desc).run_lift(align[g] @ pose[g], joints[g], 0)
+            ok, why = out.success, out.failure
+        if ok and "disturbance" in protocol:
+            if "d" not in sims:
+                sims["d"] = GraspSim(
+                    SceneSpec([sim_object(spec, None, mesh)], table_height=None), config=cfg, hand=desc
+                )
+            out = sims["d"].run_disturbance(pose[g], joints[g], 0)
+            ok, why = out.success, (out.failure and f"disturbance:{out.failure}")
+        success[g] = ok
+        failure.append(why)
+    return success, failure
+
+
+class SimValidator:
+    """MuJoCo lift (and optionally disturbance) test of object-level grasps, in worker processes.
+
+    Args:
+        protocol: "lift", "disturbance" or "lift+disturbance".
+        workers: processes (1 = in this process).
+        sim_config: dict of :class:`sceneleap_core.sim.config.SimConfig` overrides (None = defaults).
+    """
+
+    def __init__(self, *, protocol: str = "lift", workers: int = 1, sim_config: dict | None = None):
+        if protocol not in ("lift", "disturbance", "lift+disturbance"):
+            raise ValueError(f"protocol: expected 'lift', 'disturbance' or 'lift+disturbance', got {protocol!r}")
+        if workers < 1:
+            raise ValueError(f"workers: expected >= 1, got {workers}")
+        import sceneleap_core.sim.simulator  # noqa: F401  (fail early, with the import error, if absent)
+
+        self.protocol, self.workers, self.sim_config = protocol, int(workers), sim_config
+        self.name = f"mujoco-{protocol}"
+
+    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+        import time
+
+        pose, joints = np.asarray(pose, np.float64), np.asarray(joints, np.float64)
+        if pose.ndim != 3 or pose.shape[1:] != (4, 4) or joints.shape[0] != len(pose):
+            raise ValueError(f"expected pose (G, 4, 4) and joints (G, J), got {pose.shape} and {joints.shape}")
+        t0 = time.perf_counter()
+        if len(pose) == 0:
+            return ValidationResult(np.zeros(0, bool), [], 0.0)
+        n = min(self.workers, len(pose))
+        chunks = [c for c in np.array_split(np.arange(len(pose)), n) if len(c)]
+        jobs = [(spec.to_dict(), pose[c], joints[c], self.protocol, self.sim_config) for c in chunks]
+        if n == 1:
+            results = [_validate_chunk(j) for j in jobs]
+        else:
+            with ProcessPoolExecutor(n) as pool:
+                results = list(pool.map(_validate_chunk, jobs))
+        success = np.concatenate([r[0] for r in results])
+        failure = [f for r in results for f in r[1]]
+        return ValidationResult(success, failure, time.perf_counter() - t0)
+
+
+class GeometricValidator:
+    """Physics-free stand-in: accepts every grasp the synthesis prefilter accepted. Only for tests of
+    plumbing or when :mod:`sceneleap_core.sim` is unavailable; its ``name`` marks the data as such."""
+
+    name = "geometric-only"
+
+    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+        return ValidationResult(np.ones(len(pose), dtype=bool), [""] * len(pose), 0.0)
+
+
+def default_validator(**kwargs) -> GraspValidator:
+    """:class:`SimValidator` when the simulator imports, else :class:`GeometricValidator` (logged)."""
+    try:
+        return SimValidator(**kwargs)
+    except ImportError as err:
+        import logging
+
+        logging.getLogger(__name__).warning("physics evaluator unavailable (%s): grasps are NOT physics-validated", err)
+        return GeometricValidator()
