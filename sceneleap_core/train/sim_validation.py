@@ -1,0 +1,112 @@
+"""Simulated success rate during validation: sampled grasps go through the MuJoCo lift test.
+
+Plug it into training with ``val.evaluator=sceneleap_core.train.sim_validation:lift_evaluator``
+(every ``val.evaluator_every``-th validation run, rank 0, first validation batch). The scenes are
+rebuilt from the validation dataset: each sample's objects (ids and world poses in the shard,
+shapes from the dataset's ``objects.json``) on the table, the camera pose mapping the sampled
+grasps to the world.
+
+Notation: B scenes in the batch, G sampled grasps per scene, O objects in a scene.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class SimLiftEvaluator:
+    """Lift-test success of sampled grasps on the scenes of a validation batch.
+
+    Args:
+        root: the dataset the batch indices refer to (shards, ``manifest.json``, ``objects.json``).
+        max_scenes: scenes of the batch to simulate (the first ones).
+        max_grasps: grasps per scene to simulate (the first ones of the sampled set).
+        workers: processes for :func:`sceneleap_core.sim.evaluate_grasps`.
+        sim_config: :class:`sceneleap_core.sim.SimConfig` field overrides.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        max_scenes: int = 2,
+        max_grasps: int = 8,
+        workers: int = 1,
+        sim_config: dict | None = None,
+    ):
+        from sceneleap_core.data.objects import load_object_table
+        from sceneleap_core.data.shards import ShardDataset
+        from sceneleap_core.hand import HandModel
+        from sceneleap_core.sim import SimConfig
+
+        if max_scenes < 1 or max_grasps < 1:
+            raise ValueError(f"max_scenes/max_grasps: expected >= 1, got {max_scenes}/{max_grasps}")
+        self.root = Path(root)
+        self.dataset = ShardDataset(self.root)
+        self.objects = {spec.id: spec for spec in load_object_table(self.root)}
+        self.table_z = float(self.dataset.readers[0].metadata.get("table", {}).get("top_z", 0.0))
+        self.max_scenes, self.max_grasps, self.workers = int(max_scenes), int(max_grasps), int(workers)
+        self.sim_config = SimConfig.from_dict(sim_config or {})
+        self.hand = HandModel.load(dtype=torch.float64)
+
+    def scene(self, index: int):
+        """(SceneSpec, world <- camera (4, 4), object centres (O, 3)) of dataset sample ``index``."""
+        from sceneleap_core.data.validate import sim_object
+        from sceneleap_core.sim import SceneSpec
+
+        sample = self.dataset[index]
+        missing = [int(i) for i in sample.object_ids if int(i) not in self.objects]
+        if missing:
+            raise ValueError(f"{self.root}: objects {missing} of sample {index} are not in objects.json")
+        objects = [sim_object(self.objects[int(i)], pose) for i, pose in zip(sample.object_ids, sample.object_pose)]
+        return SceneSpec(objects, table_height=self.table_z), sample.camera_pose, sample.object_pose[:, :3, 3]
+
+    def targets(self, palm_world: np.ndarray, joints: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """(G,) index of the object each grasp is meant for: the one whose centre is nearest to
+        the centroid of the grasp's fingertips."""
+        state = self.hand(torch.from_numpy(joints), torch.from_numpy(palm_world), validate=False)
+        tips = self.hand.tip_positions(state).mean(dim=1).numpy()  # (G, 3)
+        return np.linalg.norm(tips[:, None, :] - centres[None, :, :], axis=-1).argmin(axis=1)
+
+    def __call__(self, batch: dict, palm_pose: torch.Tensor, joints: torch.Tensor) -> dict[str, float]:
+        """Simulate; palm_pose (B, G, 4, 4) and joints (B, G, J) in the network frame of ``batch``
+        (``batch["frame"]`` (B, 4, 4) maps network -> camera). Returns mean lift success, the
+        pregrasp-collision rate and the mean penetration into the scene (mm)."""
+        from sceneleap_core.sim import evaluate_grasps
+
+        successes, collisions, penetration = [], [], []
+        lower = self.hand.joint_lower.numpy()
+        upper = self.hand.joint_upper.numpy()
+        for b in range(min(self.max_scenes, palm_pose.shape[0])):
+            scene, world_from_camera, centres = self.scene(int(batch["index"][b]))
+            frame = batch["frame"][b].double().cpu().numpy()  # camera <- network (may include 1/scale)
+            pose_net = palm_pose[b, : self.max_grasps].double().cpu().numpy()  # (G, 4, 4)
+            pose_cam = frame @ pose_net
+            u, _, vt = np.linalg.svd(pose_cam[:, :3, :3])  # drop the augmentation scale: nearest rotation
+            pose_cam[:, :3, :3] = u @ vt
+            palm_world = world_from_camera @ pose_cam  # (G, 4, 4)
+            q = np.clip(joints[b, : self.max_grasps].double().cpu().numpy(), lower, upper)  # (G, J)
+            target = self.targets(palm_world, q, centres)
+            result = evaluate_grasps(
+                scene, palm_world, q, target, protocol="lift", config=self.sim_config, workers=self.workers
+            ).lift
+            successes.append(result.success)
+            collisions.append(result.pregrasp_penetration_mm > 0)
+            penetration.append(result.penetration_scene_mm)
+        return {
+            "sim_lift_success": float(np.concatenate(successes).mean()),
+            "sim_pregrasp_collision": float(np.concatenate(collisions).mean()),
+            "sim_penetration_scene_mm": float(np.concatenate(penetration).mean()),
+        }
+
+
+def lift_evaluator(cfg) -> SimLiftEvaluator:
+    """Factory for ``val.evaluator``: simulates on ``data.val_root`` (or ``data.root`` when the
+    validation split comes from the training dataset)."""
+    return SimLiftEvaluator(cfg.data.val_root or cfg.data.root)
