@@ -191,6 +191,7 @@ def generate(
             f"split {cfg.split!r}: expected objects in it, got none of {len(library)} (raise --num-objects)"
         )
     hand = HandModel.load().to(cfg.device)
+    owns_validator = validator is None
     validator = validator or default_validator(protocol=cfg.protocol, workers=cfg.workers)
     intr = Intrinsics.from_fov(cfg.width, cfg.height, cfg.hfov_deg)
     lower = np.array([-TABLE_HALF[0], -TABLE_HALF[1], -0.01])
@@ -300,6 +301,8 @@ def generate(
             totals[key] += s.get(key, 0)
     report["grasp_synthesis"] = totals
     report["validator"] = getattr(validator, "name", "?")
+    if owns_validator and hasattr(validator, "close"):
+        validator.close()  # the worker pool
     report["seconds"] = time.perf_counter() - t_start
     write_manifest(root, metadata={"generator": asdict(cfg), "validator": report["validator"]}, pattern="shard_*.h5")
     return report

@@ -102,45 +102,91 @@ def _validate_chunk(args) -> tuple[np.ndarray, list[str]]:
     return success, failure
 
 
+class PendingValidation:
+    """A validation submitted to :meth:`SimValidator.submit`; :meth:`result` waits for it."""
+
+    def __init__(self, futures: list, t0: float):
+        self._futures, self._t0 = futures, t0
+
+    def done(self) -> bool:
+        return all(f.done() for f in self._futures)
+
+    def result(self) -> ValidationResult:
+        import time
+
+        results = [f.result() if hasattr(f, "result") else f for f in self._futures]
+        if not results:
+            return ValidationResult(np.zeros(0, bool), [], 0.0)
+        success = np.concatenate([r[0] for r in results])
+        failure = [f for r in results for f in r[1]]
+        return ValidationResult(success, failure, time.perf_counter() - self._t0)
+
+
 class SimValidator:
     """MuJoCo lift (and optionally disturbance) test of object-level grasps, in worker processes.
+
+    The worker pool is created on first use and kept (no per-call process start-up); call
+    :meth:`close` (or use the validator as a context manager) to shut it down. :meth:`submit`
+    returns at once, so a caller can synthesize the next object on the GPU while the CPUs
+    simulate this one; calling the validator waits for the result.
 
     Args:
         protocol: "lift", "disturbance" or "lift+disturbance".
         workers: processes (1 = in this process).
         sim_config: dict of :class:`sceneleap_core.sim.config.SimConfig` overrides (None = defaults).
+        chunk_size: grasps per task sent to a worker (smaller balances load across objects).
     """
 
-    def __init__(self, *, protocol: str = "lift", workers: int = 1, sim_config: dict | None = None):
+    def __init__(
+        self, *, protocol: str = "lift", workers: int = 1, sim_config: dict | None = None, chunk_size: int = 16
+    ):
         if protocol not in ("lift", "disturbance", "lift+disturbance"):
             raise ValueError(f"protocol: expected 'lift', 'disturbance' or 'lift+disturbance', got {protocol!r}")
         if workers < 1:
             raise ValueError(f"workers: expected >= 1, got {workers}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size: expected >= 1, got {chunk_size}")
         import sceneleap_core.sim.simulator  # noqa: F401  (fail early, with the import error, if absent)
 
         self.protocol, self.workers, self.sim_config = protocol, int(workers), sim_config
+        self.chunk_size = int(chunk_size)
         self.name = f"mujoco-{protocol}"
+        self._pool: ProcessPoolExecutor | None = None
 
-    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+    def submit(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> PendingValidation:
+        """Start validating grasps of one object (palm poses (G, 4, 4), joints (G, J), object frame)."""
         import time
 
         pose, joints = np.asarray(pose, np.float64), np.asarray(joints, np.float64)
-        if pose.ndim != 3 or pose.shape[1:] != (4, 4) or joints.shape[0] != len(pose):
+        if pose.ndim != 3 or pose.shape[1:] != (4, 4) or joints.ndim != 2 or joints.shape[0] != len(pose):
             raise ValueError(f"expected pose (G, 4, 4) and joints (G, J), got {pose.shape} and {joints.shape}")
         t0 = time.perf_counter()
         if len(pose) == 0:
-            return ValidationResult(np.zeros(0, bool), [], 0.0)
-        n = min(self.workers, len(pose))
-        chunks = [c for c in np.array_split(np.arange(len(pose)), n) if len(c)]
+            return PendingValidation([], t0)
+        n_chunks = max(1, -(-len(pose) // self.chunk_size))
+        if self.workers > 1:  # at least one task per worker for small batches
+            n_chunks = max(n_chunks, min(self.workers, len(pose)))
+        chunks = [c for c in np.array_split(np.arange(len(pose)), n_chunks) if len(c)]
         jobs = [(spec.to_dict(), pose[c], joints[c], self.protocol, self.sim_config) for c in chunks]
-        if n == 1:
-            results = [_validate_chunk(j) for j in jobs]
-        else:
-            with ProcessPoolExecutor(n) as pool:
-                results = list(pool.map(_validate_chunk, jobs))
-        success = np.concatenate([r[0] for r in results])
-        failure = [f for r in results for f in r[1]]
-        return ValidationResult(success, failure, time.perf_counter() - t0)
+        if self.workers == 1:
+            return PendingValidation([_validate_chunk(j) for j in jobs], t0)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers)
+        return PendingValidation([self._pool.submit(_validate_chunk, j) for j in jobs], t0)
+
+    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+        return self.submit(spec, pose, joints).result()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> SimValidator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class GeometricValidator:
