@@ -16,11 +16,18 @@ $(STAMP): requirements/lock.txt setup.py
 
 setup: $(STAMP)
 
-## The main job on the embedded default.
+## The main job on the embedded default: the hand model, the bundled sample dataset, and its
+## grasps re-evaluated in MuJoCo (pictures and tables in $(DEMO_OUT)/).
+SAMPLE    := sceneleap_core/data/sample
 demo: $(STAMP)
 	$(BIN)/sceneleap hand info
 	$(BIN)/sceneleap hand draw --q open --out $(DEMO_OUT)/hand_open.png
 	$(BIN)/sceneleap hand draw --q "0 0.9 0.7 0.6 0 0.9 0.7 0.6 0 0.9 0.7 0.6 1.3 0.5 0.4 0.4" --out $(DEMO_OUT)/hand_closed.png
+	$(BIN)/sceneleap data stats $(SAMPLE) --verify
+	$(BIN)/sceneleap data show $(SAMPLE) --index 4 --out $(DEMO_OUT)/sample_scene.png
+	$(BIN)/sceneleap data export $(SAMPLE) --index 4 --scene $(DEMO_OUT)/scene.json --grasps $(DEMO_OUT)/grasps.npz
+	$(BIN)/sceneleap eval-grasps --scene $(DEMO_OUT)/scene.json --grasps $(DEMO_OUT)/grasps.npz --protocol both \
+		--workers 2 --json $(DEMO_OUT)/eval.json --png $(DEMO_OUT)/grasp_rollout.png
 
 ## The test suite (what CI runs).
 test: $(STAMP)

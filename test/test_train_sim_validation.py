@@ -85,5 +85,5 @@ def test_network_frame_with_augmentation_scale_maps_back(dataset, evaluator):
 def test_unknown_object_is_a_clear_error(dataset):
     evaluator = SimLiftEvaluator(dataset[0])
     evaluator.objects.clear()
-    with pytest.raises(ValueError, match=r"objects \[7\] of sample 0 are not in objects.json"):
+    with pytest.raises(ValueError, match=r"objects \[7\] of scene 0 are not in the object table"):
         evaluator.scene(0)

@@ -1,4 +1,4 @@
-"""``sceneleap data generate|stats|show``: make, summarize and picture HDF5 grasp datasets.
+"""``sceneleap data generate|stats|show|export``: make, summarize, picture and export grasp datasets.
 
 The committed sample dataset (``sceneleap_core/data/sample``: 2 shards, 8 samples of 4 scenes,
 112 lift-validated scene grasps, 0.5 MB) is made by::
@@ -74,6 +74,14 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from sceneleap_core.data.export import export_sample
+
+    n_obj, n_grasps = export_sample(args.root, args.index, args.scene, args.grasps)
+    print(f"wrote {args.scene} ({n_obj} objects) and {args.grasps} ({n_grasps} grasps)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("data", help="generate, summarize or picture grasp datasets (HDF5 shards)")
     data_sub = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -115,3 +123,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     show.add_argument("--grasps", type=int, default=4, help="grasps drawn")
     show.add_argument("--out", default="sample.png")
     show.set_defaults(func=_show)
+    export = data_sub.add_parser("export", help="write a sample's scene and grasps for `sceneleap eval-grasps`")
+    export.add_argument("root", help="dataset directory")
+    export.add_argument("--index", type=int, default=0, help="global sample index")
+    export.add_argument("--scene", default="scene.json", help="output scene JSON (world frame, table)")
+    export.add_argument("--grasps", default="grasps.npz", help="output grasps NPZ (world frame, targets)")
+    export.set_defaults(func=_export)

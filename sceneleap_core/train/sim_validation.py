@@ -57,15 +57,11 @@ class SimLiftEvaluator:
 
     def scene(self, index: int):
         """(SceneSpec, world <- camera (4, 4), object centres (O, 3)) of dataset sample ``index``."""
-        from sceneleap_core.data.validate import sim_object
-        from sceneleap_core.sim import SceneSpec
+        from sceneleap_core.data.export import sample_sim_scene
 
         sample = self.dataset[index]
-        missing = [int(i) for i in sample.object_ids if int(i) not in self.objects]
-        if missing:
-            raise ValueError(f"{self.root}: objects {missing} of sample {index} are not in objects.json")
-        objects = [sim_object(self.objects[int(i)], pose) for i, pose in zip(sample.object_ids, sample.object_pose)]
-        return SceneSpec(objects, table_height=self.table_z), sample.camera_pose, sample.object_pose[:, :3, 3]
+        scene = sample_sim_scene(sample, self.objects, self.table_z)
+        return scene, sample.camera_pose, sample.object_pose[:, :3, 3]
 
     def targets(self, palm_world: np.ndarray, joints: np.ndarray, centres: np.ndarray) -> np.ndarray:
         """(G,) index of the object each grasp is meant for: the one whose centre is nearest to
