@@ -87,3 +87,15 @@ def test_unknown_object_is_a_clear_error(dataset):
     evaluator.objects.clear()
     with pytest.raises(ValueError, match=r"objects \[7\] of scene 0 are not in the object table"):
         evaluator.scene(0)
+
+
+def test_degenerate_sampled_rotation_is_simulated_not_rejected(dataset, evaluator):
+    """An untrained model can emit a singular rotation (collinear 6D columns); it is projected to
+    the nearest proper rotation and simulated (it fails, it does not crash the validation)."""
+    _, camera, cube_pose = dataset
+    pose = grasp_in_camera(camera, cube_pose, 0.0).clone()
+    pose[0, 0, :3, 1] = pose[0, 0, :3, 0]  # second column = first: rank 2
+    pose[0, 0, :3, 2] = 0.0
+    batch = {"index": torch.tensor([0]), "frame": torch.eye(4)[None]}
+    out = evaluator(batch, pose, torch.tensor([[ENVELOP_Q]], dtype=torch.float64))
+    assert 0.0 <= out["sim_lift_success"] <= 1.0

@@ -84,7 +84,10 @@ class SimLiftEvaluator:
             frame = batch["frame"][b].double().cpu().numpy()  # camera <- network (may include 1/scale)
             pose_net = palm_pose[b, : self.max_grasps].double().cpu().numpy()  # (G, 4, 4)
             pose_cam = frame @ pose_net
-            u, _, vt = np.linalg.svd(pose_cam[:, :3, :3])  # drop the augmentation scale: nearest rotation
+            # nearest proper rotation (drops the augmentation scale; an untrained model's degenerate
+            # 6D output can give a singular matrix, whose SVD may otherwise come out as a reflection)
+            u, _, vt = np.linalg.svd(pose_cam[:, :3, :3])
+            u[:, :, -1] *= np.sign(np.linalg.det(u @ vt))[:, None]
             pose_cam[:, :3, :3] = u @ vt
             palm_world = world_from_camera @ pose_cam  # (G, 4, 4)
             q = np.clip(joints[b, : self.max_grasps].double().cpu().numpy(), lower, upper)  # (G, J)
