@@ -221,3 +221,13 @@ def test_auxiliary_grasp_losses_join_the_objective(toy_root):
     assert all(p.grad is not None for p in model.denoiser.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match=r"aux_loss\.chamfer: expected"):
         load_config(TINY, ["aux_loss.chamfer=-1"])
+
+
+def test_fused_adamw_with_bf16_mixed_and_clipping_trains(toy_root, tmp_path):
+    """bf16-mixed + fused AdamW + gradient clipping (the GPU default) works: Lightning's AMP plugin
+    refuses to clip for fused optimizers, so the module clips itself. Runs on CPU (bf16 autocast)."""
+    run = tmp_path / "run"
+    args = ["train", "--config", str(TINY), f"data.root={toy_root}", f"run_dir={run}", "data.num_points=64"]
+    extra = ["trainer.precision=bf16-mixed", "optim.fused=true", "optim.grad_clip=0.5", "trainer.max_steps=2"]
+    assert main([*args, *extra, "val.every=0", "logger=none"]) == 0
+    assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2

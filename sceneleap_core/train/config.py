@@ -21,7 +21,7 @@ import difflib
 import math
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 LOGGERS = ("tensorboard", "csv", "wandb", "none")
 SCHEDULES = ("cosine", "onecycle", "constant")
@@ -120,6 +120,7 @@ class OptimConfig:
         min_lr_ratio: final lr as a fraction of ``lr`` (cosine).
         grad_clip: gradient-norm clip (0 disables).
         accumulate: micro-batches accumulated per optimizer step.
+        fused: fused AdamW kernel: null = on CUDA only, true or false.
     """
 
     lr: float = 3e-4
@@ -132,6 +133,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
     accumulate: int = 1
+    fused: Optional[bool] = None  # noqa: UP045 (OmegaConf structured configs need typing.Optional)
 
 
 @dataclass

@@ -182,12 +182,30 @@ class GraspTrainingModule(L.LightningModule):
             if p.requires_grad:
                 (decay if p.dim() >= 2 else no_decay).append(p)
         groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        fused = self.device.type == "cuda"
+        fused = self.device.type == "cuda" if o.fused is None else bool(o.fused)
+        if self._grad_scaler_precision():
+            fused = False  # fp16 + GradScaler: Lightning unscales and clips, which a fused optimizer refuses
         opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused or None)
         sched = build_scheduler(
             opt, o.schedule, max_steps=self.max_steps, warmup_steps=o.warmup_steps, min_lr_ratio=o.min_lr_ratio, lr=o.lr
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
+
+    def _grad_scaler_precision(self) -> bool:
+        trainer = getattr(self, "_trainer", None)
+        return trainer is not None and str(trainer.precision).startswith("16")
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Clip the gradient norm here rather than through Lightning's mixed-precision plugin, which
+        refuses fused optimizers; bf16 and fp32 gradients are unscaled, so this is the same clip.
+        fp16 (GradScaler) keeps Lightning's path, which unscales first."""
+        if not gradient_clip_val:
+            return
+        if self._grad_scaler_precision():
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        torch.nn.utils.clip_grad_norm_(params, float(gradient_clip_val))
 
     def on_before_optimizer_step(self, optimizer) -> None:
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
