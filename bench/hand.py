@@ -11,29 +11,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 
 import torch
+from timing import timed
 
 from sceneleap_core.geometry.rotations import make_transform, random_rotation
 from sceneleap_core.hand import HandModel
-
-
-def timed(fn, device: str, repeat: int) -> float:
-    """Median wall time of ``fn()`` in ms (after 3 warm-up calls, synchronizing CUDA)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def bench_device(device: str, args: argparse.Namespace, pk) -> tuple:

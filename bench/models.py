@@ -26,30 +26,14 @@ import argparse
 import copy
 import math
 import platform
-import statistics
 import time
 
 import torch
+from timing import timed
 
 from sceneleap_core.geometry.pointops import farthest_point_sample, gather_points
 from sceneleap_core.models import build_generator
 from sceneleap_core.models import pointops as mp
-
-
-def timed(fn, device: str, repeat: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in ms."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def table(header: list[str], rows: list[list]) -> str:

@@ -59,7 +59,7 @@ def render_sample(sample: Sample, out: str | Path, *, max_grasps: int = 4, title
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     from sceneleap_core.hand import HandModel
-    from sceneleap_core.hand.draw import _FACES, box_corners
+    from sceneleap_core.hand.draw import _FACES, box_corners, save_figure
 
     hand = hand or HandModel.load()
     pts, ids = sample.points, sample.point_object
@@ -96,9 +96,4 @@ def render_sample(sample: Sample, out: str | Path, *, max_grasps: int = 4, title
         title or f"scene {sample.scene_id}: {len(pts)} points, {len(sample.grasp_pose)} grasps (camera frame)",
         fontsize=9,
     )
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

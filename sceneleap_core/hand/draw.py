@@ -88,9 +88,16 @@ def draw_hand(
         ax.set_title(f"elev {elev:.0f}°, azim {azim:.0f}°", fontsize=9)
     q_text = " ".join(f"{v:.2f}" for v in joints[0].tolist())
     fig.suptitle(title or f"{hand.description.name}   q = [{q_text}]", fontsize=8)
+    return save_figure(fig, out, dpi=110)
+
+
+def save_figure(fig, out: str | Path, *, dpi: int = 100) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out

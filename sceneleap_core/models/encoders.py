@@ -43,6 +43,21 @@ def _det(module: nn.Module, deterministic: bool | None) -> bool:
     return (not module.training) if deterministic is None else deterministic
 
 
+def _presample(
+    module: nn.Module,
+    points: torch.Tensor,
+    num_points: int,
+    method: str,
+    generator: torch.Generator | None,
+    deterministic: bool | None,
+) -> torch.Tensor:
+    """(B, N, 3) -> (B, min(N, S), 3): thin a raw cloud to ``num_points`` before the first level."""
+    if points.shape[1] <= num_points:
+        return points
+    idx = sample_points(points, num_points, method, generator=generator, deterministic=_det(module, deterministic))
+    return gather_points(points, idx)  # (B, S, 3)
+
+
 class PointMLP(nn.Sequential):
     """Channels-last shared MLP: Linear -> LayerNorm -> GELU per hidden layer, plain Linear last."""
 
@@ -152,12 +167,7 @@ class PointNet2Encoder(nn.Module):
     ):
         """points (B, N, 3) -> tokens (B, M, C), xyz (B, M, 3)."""
         _check_cloud(points, self.num_points)
-        xyz = points
-        if points.shape[1] > self.num_points:
-            idx = sample_points(
-                points, self.num_points, self.presampler, generator=generator, deterministic=_det(self, deterministic)
-            )
-            xyz = gather_points(points, idx)  # (B, S, 3)
+        xyz = _presample(self, points, self.num_points, self.presampler, generator, deterministic)  # (B, S, 3)
         feats = None
         for level in self.levels:
             xyz, feats = level(xyz, feats, generator, deterministic)  # (B, S, 3), (B, S, C)
@@ -268,12 +278,7 @@ class PointTransformerEncoder(nn.Module):
     ):
         """points (B, N, 3) -> tokens (B, M, C), xyz (B, M, 3)."""
         _check_cloud(points, self.num_points)
-        xyz = points
-        if points.shape[1] > self.num_points:
-            idx = sample_points(
-                points, self.num_points, self.sampler, generator=generator, deterministic=_det(self, deterministic)
-            )
-            xyz = gather_points(points, idx)  # (B, S, 3)
+        xyz = _presample(self, points, self.num_points, self.sampler, generator, deterministic)  # (B, S, 3)
         idx = ball_query(xyz, xyz, min(self.knn, xyz.shape[1]), None)  # (B, S, K)
         x = self.embed(gather_points(xyz, idx) - xyz[:, :, None, :]).amax(dim=2)  # (B, S, D)
         block_i = 0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sceneleap_core.hand.draw import save_figure
 from sceneleap_core.sim.config import SimConfig
 from sceneleap_core.sim.scene import SceneSpec
 
@@ -221,10 +222,7 @@ def _contact_sheet(images: list[np.ndarray], titles: list[str], heading: str, ou
         ax.imshow(image)
         ax.set_title(title, fontsize=9)
     fig.suptitle(heading, fontsize=11)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    save_figure(fig, out, dpi=100)
 
 
 def _write_video(frames: list[np.ndarray], out: Path, fps: int) -> None:
