@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 
 
-def _check_points(name: str, points: torch.Tensor) -> None:
+def check_points(name: str, points: torch.Tensor) -> None:
+    """Raise ValueError unless ``points`` has shape (B, N, 3)."""
     if points.dim() != 3 or points.shape[-1] != 3:
         raise ValueError(f"{name}: expected shape (B, N, 3), got {tuple(points.shape)}")
 
@@ -36,7 +37,7 @@ def farthest_point_sample(
     Returns:
         (B, M) int64 indices into N.
     """
-    _check_points("points", points)
+    check_points("points", points)
     b, n, _ = points.shape
     if not 1 <= num_samples <= n:
         raise ValueError(f"num_samples: expected 1 <= num_samples <= {n} (points per cloud), got {num_samples}")
@@ -78,8 +79,8 @@ def knn(queries: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tens
     Returns:
         distances (B, M, K) (Euclidean, ascending) and indices (B, M, K) into N.
     """
-    _check_points("queries", queries)
-    _check_points("points", points)
+    check_points("queries", queries)
+    check_points("points", points)
     if not 1 <= k <= points.shape[1]:
         raise ValueError(f"k: expected 1 <= k <= {points.shape[1]}, got {k}")
     sq = torch.cdist(queries, points).square()  # (B, M, N)
@@ -89,8 +90,8 @@ def knn(queries: torch.Tensor, points: torch.Tensor, k: int) -> tuple[torch.Tens
 
 def nearest_distance(queries: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Distance (B, M) from each query (B, M, 3) to its nearest point in (B, N, 3)."""
-    _check_points("queries", queries)
-    _check_points("points", points)
+    check_points("queries", queries)
+    check_points("points", points)
     diff = queries[:, :, None, :] - points[:, None, :, :]  # (B, M, N, 3)
     return diff.square().sum(-1).min(dim=-1).values.clamp_min(1e-12).sqrt()
 
@@ -101,8 +102,8 @@ def chamfer_distance(a: torch.Tensor, b: torch.Tensor, *, squared: bool = True) 
     ``mean_a min_b d(a, b) + mean_b min_a d(a, b)``, with squared distances by default (the
     pytorch3d convention) or Euclidean ones with ``squared=False``.
     """
-    _check_points("a", a)
-    _check_points("b", b)
+    check_points("a", a)
+    check_points("b", b)
     sq = (a[:, :, None, :] - b[:, None, :, :]).square().sum(-1)  # (B, N, M)
     d_ab, d_ba = sq.min(dim=2).values, sq.min(dim=1).values
     if not squared:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from sceneleap_core.geometry.pointops import farthest_point_sample, knn
+from sceneleap_core.geometry.pointops import check_points, farthest_point_sample, knn
 
 try:  # optional: fused FPS kernel on CUDA
     import triton
@@ -33,11 +33,6 @@ except ImportError:  # pragma: no cover - depends on the environment
     tl = None
 
 SAMPLERS = ("fps", "fps_loop", "fps_triton", "voxel", "voxel_fps", "random", "first")
-
-
-def _check_points(name: str, points: torch.Tensor) -> None:
-    if points.dim() != 3 or points.shape[-1] != 3:
-        raise ValueError(f"{name}: expected shape (B, N, 3), got {tuple(points.shape)}")
 
 
 def _check_count(num_samples: int, n: int) -> None:
@@ -65,7 +60,7 @@ class CudaGraphFPS:
     def __call__(self, points: torch.Tensor, num_samples: int) -> torch.Tensor:
         if points.device.type != "cuda":
             return farthest_point_sample(points, num_samples)
-        _check_points("points", points)
+        check_points("points", points)
         key = (tuple(points.shape), num_samples, points.dtype, points.device.index)
         if key not in self._graphs:
             static_in = points.detach().clone()
@@ -132,7 +127,7 @@ def farthest_point_sample_triton(points: torch.Tensor, num_samples: int) -> torc
     Returns:
         (B, M) int64 indices; equal to :func:`farthest_point_sample` up to ties.
     """
-    _check_points("points", points)
+    check_points("points", points)
     b, n, _ = points.shape
     _check_count(num_samples, n)
     if not triton_fps_available(points):
@@ -170,7 +165,7 @@ def random_sample(
 ) -> torch.Tensor:
     """(B, M) distinct random indices per cloud (B, N, 3): top-M of uniform keys, no host sync.
     ``deterministic`` without a generator: a fixed pseudo-random subset (eval mode)."""
-    _check_points("points", points)
+    check_points("points", points)
     b, n, _ = points.shape
     _check_count(num_samples, n)
     keys = _uniform(b, n, points.device, generator, deterministic)
@@ -205,7 +200,7 @@ def voxel_sample(
     Returns:
         (B, M) int64 indices into N.
     """
-    _check_points("points", points)
+    check_points("points", points)
     b, n, _ = points.shape
     _check_count(num_samples, n)
     if voxel_size is not None and not voxel_size > 0:
@@ -239,7 +234,7 @@ def voxel_fps_sample(
     """FPS on a voxel-thinned cloud: :func:`voxel_sample` keeps ``oversample`` * M points (one
     per voxel first), then FPS picks M of them. Near-FPS coverage at a fraction of the
     per-step cost when N >> M. Returns (B, M) indices into the original N."""
-    _check_points("points", points)
+    check_points("points", points)
     keep = min(points.shape[1], oversample * num_samples)
     thin = voxel_sample(points, keep, generator=generator, deterministic=deterministic)  # (B, 4M)
     sub = torch.gather(points, 1, thin[..., None].expand(-1, -1, 3))  # (B, 4M, 3)
@@ -283,7 +278,7 @@ def sample_points(
     if method == "random":
         return random_sample(points, num_samples, generator=generator, deterministic=deterministic)
     if method == "first":
-        _check_points("points", points)
+        check_points("points", points)
         _check_count(num_samples, points.shape[1])
         return torch.arange(num_samples, device=points.device).expand(points.shape[0], -1)
     raise ValueError(f"sampler: expected one of {SAMPLERS}, got {method!r}")
@@ -329,7 +324,7 @@ def _spread_bits(v: torch.Tensor, bits: int) -> torch.Tensor:
 
 def z_order_code(points: torch.Tensor, bits: int = 10) -> torch.Tensor:
     """(B, N) Morton (Z-order) codes of (B, N, 3) points quantized to 2^bits cells per axis."""
-    _check_points("points", points)
+    check_points("points", points)
     g = _quantize(points, bits)
     return (_spread_bits(g[..., 0], bits) << 2) | (_spread_bits(g[..., 1], bits) << 1) | _spread_bits(g[..., 2], bits)
 
@@ -341,7 +336,7 @@ def hilbert_code(points: torch.Tensor, bits: int = 10) -> torch.Tensor:
     axes to the "transposed" Hilbert index by inverse undo of excess work and Gray encoding, then
     interleave the bits of the three transposed coordinates (most significant first).
     """
-    _check_points("points", points)
+    check_points("points", points)
     x = list(_quantize(points, bits).unbind(-1))  # 3 x (B, N)
     m = 1 << (bits - 1)
     # 1. inverse undo excess work: per level q, invert or exchange the low bits
