@@ -15,6 +15,7 @@ extras = {
     "train": ["lightning==2.6.6", "omegaconf==2.4.0", "tensorboard==2.21.0"],
     "export": ["onnx==1.23.2", "onnxruntime==1.32.0"],
     "ros-offline": ["rosbags==0.11.9"],
+    "pybullet": ["pybullet==3.2.7"],  # random_urdfs meshes for the data engine (000-799 train)
     "dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "ruff==0.17.6", "pytorch-kinematics==0.10.0"],
 }
 extras["all"] = sorted({req for reqs in extras.values() for req in reqs})
