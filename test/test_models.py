@@ -21,13 +21,7 @@ from sceneleap_core.models.schedulers import SCHEDULERS
 B, N, G, D = 2, 96, 4, 25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids spin contention on the shared 2-core machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _batch(seed=0, b=B, n=N, g=G):

@@ -15,12 +15,7 @@ from sceneleap_core.models import pointops as mp
 from sceneleap_core.models.losses import GraspLossConfig, GraspSetLoss, hungarian_match, pose_cost_matrix
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cloud(b=2, n=400, seed=0):
