@@ -14,7 +14,6 @@ from sceneleap_core.models import GraspDiT, GraspUNet, LiteEncoder, PointNet2Enc
 from sceneleap_core.models import pointops as mp
 from sceneleap_core.models.losses import GraspLossConfig, GraspSetLoss, hungarian_match, pose_cost_matrix
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
