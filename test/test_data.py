@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sceneleap_core.data.objects import KINDS, ObjectSpec, build_mesh, load_object_table, make_library
+from sceneleap_core.data.objects import KINDS, LibraryObject, build_mesh, load_object_table, make_library
 
 
 def test_library_watertight_graspable_and_split_by_id(tmp_path):
@@ -35,7 +35,7 @@ def test_synthesis_on_box_yields_grasps_that_pass_the_evaluator():
 
     torch.manual_seed(0)
     hand = HandModel.load()
-    spec = ObjectSpec(0, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
+    spec = LibraryObject(0, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
     geom = object_geometry(build_mesh(spec))
     syn = GraspSynthesizer(hand, batch_size=32, steps=150)
     start = syn.energy(*syn.initialize(geom, torch.Generator().manual_seed(1)), geom).total
@@ -59,7 +59,7 @@ def test_table_plane_keeps_synthesized_hands_above_the_table():
     from sceneleap_core.hand import HandModel
 
     hand = HandModel.load()
-    spec = ObjectSpec(0, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
+    spec = LibraryObject(0, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
     rest = np.eye(4)
     rest[:3, :3] = [[1, 0, 0], [0, 0, -1], [0, 1, 0]]  # lying on its 5 x 8 cm face: the 6 cm side up
     rest[2, 3] = 0.03
@@ -79,8 +79,8 @@ def test_table_plane_keeps_synthesized_hands_above_the_table():
 def _scene_with_box(seed=0):
     from sceneleap_core.data.scenes import settle_scene
 
-    box = ObjectSpec(1, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
-    cyl = ObjectSpec(2, "cylinder", {"radius": 0.03, "height": 0.1}, mass=0.1, friction=0.7)
+    box = LibraryObject(1, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
+    cyl = LibraryObject(2, "cylinder", {"radius": 0.03, "height": 0.1}, mass=0.1, friction=0.7)
     return settle_scene(0, [box, cyl], np.random.default_rng(seed))
 
 

@@ -6,7 +6,7 @@ import torch
 
 pytest.importorskip("mujoco")
 
-from sceneleap_core.data.objects import ObjectSpec, save_object_table
+from sceneleap_core.data.objects import LibraryObject, save_object_table
 from sceneleap_core.data.shards import Sample, ShardWriter, write_manifest
 from sceneleap_core.train.sim_validation import SimLiftEvaluator
 
@@ -23,7 +23,7 @@ def palm_world(x, y, z):
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("simval")
-    save_object_table(root / "objects.json", [ObjectSpec(7, "box", {"extents": [0.05, 0.05, 0.05]}, mass=0.1)])
+    save_object_table(root / "objects.json", [LibraryObject(7, "box", {"extents": [0.05, 0.05, 0.05]}, mass=0.1)])
     cube_pose = np.eye(4)
     cube_pose[:3, 3] = [0.2, -0.1, 0.025]  # the cube is not at the world origin
     camera = np.eye(4)  # world <- camera: 0.6 m above, looking down (optical z = world -z)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from sceneleap_core.data.objects import ObjectSpec
+from sceneleap_core.data.objects import LibraryObject
 from sceneleap_core.data.shards import Sample
 
 
-def sample_sim_scene(sample: Sample, objects: dict[int, ObjectSpec], table_z: float = 0.0):
+def sample_sim_scene(sample: Sample, objects: dict[int, LibraryObject], table_z: float = 0.0):
     """The :class:`sceneleap_core.sim.SceneSpec` of a sample's scene: its objects (shapes from the
     dataset's object table ``objects``, world poses from the shard) on the table at ``table_z``."""
     from sceneleap_core.data.validate import sim_object

@@ -1,6 +1,6 @@
 """Object library: procedural watertight meshes at graspable sizes, the object table, splits.
 
-Every object is fully described by an :class:`ObjectSpec` (id, kind, shape parameters, scale,
+Every object is fully described by an :class:`LibraryObject` (id, kind, shape parameters, scale,
 mass, friction, split); :func:`build_mesh` rebuilds its mesh deterministically from the spec, so a
 dataset stores only the table (``objects.json`` in the dataset root and the per-shard metadata),
 never the meshes, and the simulator can rebuild every scene.
@@ -50,7 +50,7 @@ URDF_TEST_IDS = range(800, 1000)
 
 
 @dataclass
-class ObjectSpec:
+class LibraryObject:
     """One object of the library.
 
     Attributes:
@@ -75,7 +75,7 @@ class ObjectSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> ObjectSpec:
+    def from_dict(cls, d: dict) -> LibraryObject:
         return cls(**{k: d[k] for k in ("id", "kind", "params", "scale", "mass", "friction", "split") if k in d})
 
 
@@ -160,7 +160,7 @@ def _extrusion(radii: list[float], height: float):
     return mesh
 
 
-def build_mesh(spec: ObjectSpec):
+def build_mesh(spec: LibraryObject):
     """The watertight ``trimesh.Trimesh`` of an object, centred at its centroid (object frame).
 
     Raises:
@@ -206,7 +206,7 @@ def build_mesh(spec: ObjectSpec):
     return mesh
 
 
-def _finish(spec: ObjectSpec, rng: np.random.Generator) -> ObjectSpec:
+def _finish(spec: LibraryObject, rng: np.random.Generator) -> LibraryObject:
     """Fill mass (density x volume) and friction from the built mesh."""
     mesh = build_mesh(spec)
     spec.mass = float(np.clip(mesh.volume * rng.uniform(*DENSITY_RANGE), 0.01, 0.6))
@@ -217,12 +217,12 @@ def _finish(spec: ObjectSpec, rng: np.random.Generator) -> ObjectSpec:
 # ---------------------------------------------------------------------------------------------
 # Library
 # ---------------------------------------------------------------------------------------------
-def make_procedural(object_id: int, *, seed: int = 0, kind: str | None = None) -> ObjectSpec:
+def make_procedural(object_id: int, *, seed: int = 0, kind: str | None = None) -> LibraryObject:
     """The procedural object ``object_id`` of the library with base ``seed``: deterministic."""
     rng = np.random.default_rng([int(seed), int(object_id)])
     kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     params = _sample_params(kind, rng)
-    spec = ObjectSpec(id=int(object_id), kind=kind, params=params, split=split_of(object_id))
+    spec = LibraryObject(id=int(object_id), kind=kind, params=params, split=split_of(object_id))
     spec = _finish(spec, rng)
     extents = build_mesh(spec).extents
     if extents.max() > MAX_SIZE + 1e-6 or extents.min() < 0.8 * MIN_SIZE:
@@ -230,7 +230,7 @@ def make_procedural(object_id: int, *, seed: int = 0, kind: str | None = None) -
     return spec
 
 
-def pybullet_urdf_objects(*, first_id: int = 100000, include_test: bool = False) -> list[ObjectSpec]:
+def pybullet_urdf_objects(*, first_id: int = 100000, include_test: bool = False) -> list[LibraryObject]:
     """Objects from ``pybullet_data/random_urdfs`` when pybullet is importable, else [].
 
     Meshes 000-799 get the train/val split of their id; 800-999 are ``test`` and are returned only
@@ -249,7 +249,7 @@ def pybullet_urdf_objects(*, first_id: int = 100000, include_test: bool = False)
         if not path.is_file():
             continue
         rng = np.random.default_rng([7, n])
-        spec = ObjectSpec(id=first_id + n, kind="urdf", params={"path": str(path)})
+        spec = LibraryObject(id=first_id + n, kind="urdf", params={"path": str(path)})
         spec.split = "test" if n in URDF_TEST_IDS else ("val" if split_of(spec.id) == "val" else "train")
         try:
             import trimesh
@@ -264,7 +264,7 @@ def pybullet_urdf_objects(*, first_id: int = 100000, include_test: bool = False)
 
 def make_library(
     num_objects: int = 64, *, seed: int = 0, kinds: tuple[str, ...] | None = None, use_pybullet: bool = False
-) -> list[ObjectSpec]:
+) -> list[LibraryObject]:
     """The object table: ``num_objects`` procedural objects (ids 0..num_objects-1) plus, with
     ``use_pybullet``, the train/val ``random_urdfs`` meshes when pybullet is installed.
 
@@ -282,10 +282,10 @@ def make_library(
     return specs
 
 
-def save_object_table(path: str | Path, specs: list[ObjectSpec], *, metadata: dict | None = None) -> Path:
+def save_object_table(path: str | Path, specs: list[LibraryObject], *, metadata: dict | None = None) -> Path:
     """Write the object table as JSON, atomically (temp file + rename).
 
-    Format: ``{"version": 1, "objects": [ObjectSpec dicts], "metadata": {...}}``.
+    Format: ``{"version": 1, "objects": [LibraryObject dicts], "metadata": {...}}``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -295,13 +295,13 @@ def save_object_table(path: str | Path, specs: list[ObjectSpec], *, metadata: di
     return path
 
 
-def load_object_table(path: str | Path) -> list[ObjectSpec]:
+def load_object_table(path: str | Path) -> list[LibraryObject]:
     """Read an object table written by :func:`save_object_table` (a file or a dataset root)."""
     path = Path(path)
     if path.is_dir():
         path = path / OBJECT_TABLE_NAME
     try:
         data = json.loads(path.read_text())
-        return [ObjectSpec.from_dict(d) for d in data["objects"]]
+        return [LibraryObject.from_dict(d) for d in data["objects"]]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise ValueError(f"{path}: expected an object table (objects.json), got an unreadable file: {err}") from None

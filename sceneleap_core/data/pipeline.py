@@ -3,7 +3,7 @@ views -> HDF5 shards, resumable by shard.
 
 Dataset layout (``--out DIR``)::
 
-    DIR/objects.json             object table (objects.ObjectSpec dicts), written atomically
+    DIR/objects.json             object table (objects.LibraryObject dicts), written atomically
     DIR/grasps/obj_NNNNNN_sceneMMMMMM.npz  validated object-frame grasps of object N synthesized in
                                  its resting pose in scene M: pose (G, 4, 4), joints (G, J), plus
                                  synthesis/validation counts (cache; obj_NNNNNN.npz, shared by all
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sceneleap_core.data.objects import OBJECT_TABLE_NAME, ObjectSpec, build_mesh, make_library, save_object_table
+from sceneleap_core.data.objects import OBJECT_TABLE_NAME, LibraryObject, build_mesh, make_library, save_object_table
 from sceneleap_core.data.shards import Sample, ShardError, ShardReader, ShardWriter, write_manifest
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def _atomic_npz(path: Path, **arrays) -> None:
 
 
 def object_grasps(
-    spec: ObjectSpec,
+    spec: LibraryObject,
     cfg: GenerateConfig,
     root: Path,
     hand,
@@ -214,7 +214,7 @@ def generate(
                 bar.update(cfg.scenes_per_shard)
             continue
         writer = ShardWriter(path, hand=hand.description.name, dof=hand.dof, compression=cfg.compression, metadata={})
-        used: dict[int, ObjectSpec] = {}
+        used: dict[int, LibraryObject] = {}
         for scene_id in range(k * cfg.scenes_per_shard, min((k + 1) * cfg.scenes_per_shard, cfg.num_scenes)):
             rng = np.random.default_rng([cfg.seed, scene_id])
             count = int(rng.integers(cfg.objects_per_scene[0], cfg.objects_per_scene[1] + 1))

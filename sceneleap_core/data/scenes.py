@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sceneleap_core.data.objects import ObjectSpec, build_mesh
+from sceneleap_core.data.objects import LibraryObject, build_mesh
 
 log = logging.getLogger(__name__)
 TABLE_HALF = (0.4, 0.4, 0.02)  # half extents of the table-top box (m); its top face is z = 0
@@ -33,7 +33,7 @@ class Scene:
     """
 
     scene_id: int
-    objects: list[ObjectSpec]
+    objects: list[LibraryObject]
     poses: np.ndarray
     table_z: float = 0.0
     xml: str = ""
@@ -52,7 +52,7 @@ class Scene:
         return ids
 
 
-def _geom_xml(i: int, spec: ObjectSpec, assets: list[str]) -> str:
+def _geom_xml(i: int, spec: LibraryObject, assets: list[str]) -> str:
     p, s = spec.params, spec.scale
     fr = f'condim="6" friction="{spec.friction:.3f} 0.01 0.005"'
     if spec.kind == "box":
@@ -71,7 +71,7 @@ def _geom_xml(i: int, spec: ObjectSpec, assets: list[str]) -> str:
     return f'<geom name="obj_{i}" type="mesh" mesh="mesh_{i}" {fr}/>'
 
 
-def scene_xml(objects: list[ObjectSpec], poses: np.ndarray, *, timestep: float = 0.002) -> str:
+def scene_xml(objects: list[LibraryObject], poses: np.ndarray, *, timestep: float = 0.002) -> str:
     """MJCF of objects (free bodies at ``poses`` (O, 4, 4)) on the table. Object meshes collide as
     their convex hulls (MuJoCo), primitives exactly; masses from the specs."""
     from scipy.spatial.transform import Rotation
@@ -97,7 +97,7 @@ def scene_xml(objects: list[ObjectSpec], poses: np.ndarray, *, timestep: float =
 
 def settle_scene(
     scene_id: int,
-    objects: list[ObjectSpec],
+    objects: list[LibraryObject],
     rng: np.random.Generator,
     *,
     spread: float = 0.15,
@@ -152,7 +152,7 @@ def settle_scene(
     return Scene(scene_id, objects, poses, 0.0, xml, model, data)
 
 
-def surface_samples(spec: ObjectSpec, count: int = 512, seed: int = 0) -> np.ndarray:
+def surface_samples(spec: LibraryObject, count: int = 512, seed: int = 0) -> np.ndarray:
     """(M, 3) surface samples of an object in its own frame (collision checks)."""
     import trimesh
 

@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from sceneleap_core.data.objects import ObjectSpec, build_mesh
+from sceneleap_core.data.objects import LibraryObject, build_mesh
 
 
 @dataclass
@@ -34,12 +34,12 @@ class ValidationResult:
 class GraspValidator(Protocol):
     name: str
 
-    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+    def __call__(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
         """Validate grasps of one object: palm poses (G, 4, 4) and joints (G, J) in the object frame."""
         ...
 
 
-def sim_object(spec: ObjectSpec, pose: np.ndarray | None = None, mesh=None):
+def sim_object(spec: LibraryObject, pose: np.ndarray | None = None, mesh=None):
     """The evaluator's ``sim.scene.ObjectSpec`` of a library object at ``pose`` (4, 4) (object -> world):
     exact primitives for box/sphere/cylinder/capsule, the mesh otherwise (hull or CoACD pieces)."""
     from sceneleap_core.sim.scene import ObjectSpec as SimObject
@@ -76,7 +76,7 @@ def _validate_chunk(args) -> tuple[np.ndarray, list[str]]:
     from sceneleap_core.sim.scene import SceneSpec
     from sceneleap_core.sim.simulator import GraspSim
 
-    spec = ObjectSpec.from_dict(spec_dict)
+    spec = LibraryObject.from_dict(spec_dict)
     desc = HandDescription.load()
     cfg = SimConfig.from_dict(config) if config else SimConfig()
     mesh = None if spec.kind in ("box", "sphere", "cylinder", "capsule") else build_mesh(spec)
@@ -153,7 +153,7 @@ class SimValidator:
         self.name = f"mujoco-{protocol}"
         self._pool: ProcessPoolExecutor | None = None
 
-    def submit(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> PendingValidation:
+    def submit(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> PendingValidation:
         """Start validating grasps of one object (palm poses (G, 4, 4), joints (G, J), object frame)."""
         import time
 
@@ -174,7 +174,7 @@ class SimValidator:
             self._pool = ProcessPoolExecutor(self.workers)
         return PendingValidation([self._pool.submit(_validate_chunk, j) for j in jobs], t0)
 
-    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+    def __call__(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
         return self.submit(spec, pose, joints).result()
 
     def close(self) -> None:
@@ -195,7 +195,7 @@ class GeometricValidator:
 
     name = "geometric-only"
 
-    def __call__(self, spec: ObjectSpec, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
+    def __call__(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
         return ValidationResult(np.ones(len(pose), dtype=bool), [""] * len(pose), 0.0)
 
 
