@@ -230,20 +230,25 @@ def filter_scene_grasps(
 
 
 def scene_lift_validate(
-    scene: Scene, pose: np.ndarray, joints: np.ndarray, object_ids: np.ndarray, *, sim_config: dict | None = None
+    scene: Scene,
+    pose: np.ndarray,
+    joints: np.ndarray,
+    object_ids: np.ndarray,
+    *,
+    sim_config: dict | None = None,
+    workers: int = 1,
 ) -> np.ndarray:
     """Re-validate scene grasps (G, 4, 4), (G, J) with the evaluator's lift test in the scene (table +
-    clutter). Returns success (G,) bool."""
+    clutter), in ``workers`` processes. Returns success (G,) bool."""
     from sceneleap_core.data.validate import sim_object
-    from sceneleap_core.sim.config import SimConfig
-    from sceneleap_core.sim.scene import SceneSpec
-    from sceneleap_core.sim.simulator import GraspSim
+    from sceneleap_core.sim import SceneSpec, SimConfig, evaluate_grasps
 
     if len(pose) == 0:
         return np.zeros(0, dtype=bool)
     spec = SceneSpec(
         [sim_object(o, p) for o, p in zip(scene.objects, scene.poses, strict=True)], table_height=scene.table_z
     )
-    sim = GraspSim(spec, config=SimConfig.from_dict(sim_config) if sim_config else SimConfig())
     index = {o.id: k for k, o in enumerate(scene.objects)}
-    return np.array([sim.run_lift(pose[g], joints[g], index[int(object_ids[g])]).success for g in range(len(pose))])
+    target = np.array([index[int(o)] for o in object_ids], dtype=np.int64)
+    config = SimConfig.from_dict(sim_config) if sim_config else SimConfig()
+    return evaluate_grasps(spec, pose, joints, target, protocol="lift", config=config, workers=workers).lift.success
