@@ -206,3 +206,23 @@ def test_committed_sample_dataset_reads():
     assert s.points.shape[1] == 3 and (s.point_object >= -1).all()
     grasps = [len(ds[i].grasp_pose) for i in range(len(ds))]
     assert sum(grasps) > 0 and ds.readers[0].metadata["validator"] == "mujoco-lift"
+
+
+def test_inside_test_of_a_concave_object_follows_the_mesh():
+    """The prefilter's inside test (majority of the nearest samples' planes) agrees with the exact
+    mesh containment on a revolved profile with a waist, where one sample's plane often does not."""
+    import torch
+
+    from sceneleap_core.data.synthesis import object_geometry
+
+    profile = [[0.037, -0.027], [0.030, -0.016], [0.033, -0.005], [0.027, 0.005], [0.031, 0.016], [0.037, 0.027]]
+    mesh = build_mesh(LibraryObject(0, "revolve", {"profile": profile}))
+    geom = object_geometry(mesh, seed=0)
+    pts = np.random.default_rng(0).uniform(-0.06, 0.06, size=(3000, 3))
+    far = np.abs(mesh.nearest.signed_distance(pts)) > 0.003  # away from the sampling resolution
+    truth = mesh.contains(pts)
+    x = torch.tensor(pts, dtype=torch.float32)[None]
+    majority = (geom.inside_depth(x)[0] > 0).numpy()
+    nearest_plane = (geom.signed_distance(x)[0][0] < 0).numpy()
+    assert (majority != truth)[far].mean() < 0.01
+    assert (nearest_plane != truth)[far].mean() > 3 * (majority != truth)[far].mean()

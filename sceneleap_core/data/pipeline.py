@@ -241,7 +241,7 @@ def generate(
                 hand, scene, grasps, max_per_object=cfg.max_grasps_per_object, rng=rng
             )
             if cfg.scene_lift and len(g_pose) and not getattr(validator, "name", "").startswith("geometric"):
-                ok = scene_lift_validate(scene, g_pose, g_joints, g_obj, workers=cfg.workers)
+                ok = scene_lift_validate(scene, g_pose, g_joints, g_obj)
                 g_pose, g_joints, g_obj = g_pose[ok], g_joints[ok], g_obj[ok]
             for o in scene.objects:
                 used[o.id] = o

@@ -239,7 +239,8 @@ def scene_lift_validate(
     workers: int = 1,
 ) -> np.ndarray:
     """Re-validate scene grasps (G, 4, 4), (G, J) with the evaluator's lift test in the scene (table +
-    clutter), in ``workers`` processes. Returns success (G,) bool."""
+    clutter), in ``workers`` processes (forked: call it with workers > 1 only from a process that
+    has not run multi-threaded torch, or it can hang). Returns success (G,) bool."""
     from sceneleap_core.data.validate import sim_object
     from sceneleap_core.sim import SceneSpec, SimConfig, evaluate_grasps
 

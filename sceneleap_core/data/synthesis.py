@@ -110,6 +110,19 @@ class ObjectGeometry:
         s, n = self.surface[idx], self.normals[idx]  # (B, n, 3)
         return ((x - s) * n).sum(-1), n
 
+    def inside_depth(self, x: torch.Tensor, k: int = 8) -> torch.Tensor:
+        """Depth (B, n) of points (B, n, 3) inside the object, 0 outside; no gradient needed.
+
+        The sign of one nearest sample's plane distance is unreliable in concavities (a point in a
+        groove can sit "behind" the plane of a rim sample); here a point is inside only when the
+        majority of its ``k`` nearest samples put it behind their planes, and the depth is the
+        nearest sample's plane distance."""
+        d = torch.cdist(x, self.surface[None].expand(x.shape[0], -1, -1))  # (B, n, M)
+        idx = d.topk(min(k, d.shape[-1]), dim=-1, largest=False).indices  # (B, n, k)
+        plane = ((x[..., None, :] - self.surface[idx]) * self.normals[idx]).sum(-1)  # (B, n, k)
+        inside = (plane < 0).float().mean(-1) > 0.5
+        return torch.where(inside, (-plane[..., 0]).clamp_min(0), torch.zeros_like(plane[..., 0]))
+
 
 def object_geometry(
     mesh, *, num_surface: int = 2048, num_pen: int = 384, seed: int = 0, device=None, dtype=torch.float32
@@ -538,7 +551,7 @@ def prefilter(
         surf = obj.surface[None].expand(b, -1, -1)
         depth = hand.penetration_depth(state, surf, chunk=1024).amax(-1)  # (B,)
         corners = box_corners(hand, state)  # (B, 8K, 3)
-        sunk = (-obj.signed_distance(corners)[0]).clamp_min(0).amax(-1)  # (B,)
+        sunk = obj.inside_depth(corners).amax(-1)  # (B,)
         below = obj.below_table(corners).amax(-1)  # (B,)
         cand, _ = hand.contact_candidates(state)  # (B, C, 3)
         d, _ = obj.signed_distance(cand)  # (B, C)

@@ -13,6 +13,7 @@ Scene-level re-validation (objects on the table, clutter) uses the lift test in 
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -135,10 +136,17 @@ class SimValidator:
         workers: processes (1 = in this process).
         sim_config: dict of :class:`sceneleap_core.sim.config.SimConfig` overrides (None = defaults).
         chunk_size: grasps per task sent to a worker (smaller balances load across objects).
+        start_method: multiprocessing start method of the pool ("spawn": safe after threads).
     """
 
     def __init__(
-        self, *, protocol: str = "lift", workers: int = 1, sim_config: dict | None = None, chunk_size: int = 16
+        self,
+        *,
+        protocol: str = "lift",
+        workers: int = 1,
+        sim_config: dict | None = None,
+        chunk_size: int = 16,
+        start_method: str = "spawn",
     ):
         if protocol not in ("lift", "disturbance", "lift+disturbance"):
             raise ValueError(f"protocol: expected 'lift', 'disturbance' or 'lift+disturbance', got {protocol!r}")
@@ -150,6 +158,7 @@ class SimValidator:
 
         self.protocol, self.workers, self.sim_config = protocol, int(workers), sim_config
         self.chunk_size = int(chunk_size)
+        self.start_method = start_method
         self.name = f"mujoco-{protocol}"
         self._pool: ProcessPoolExecutor | None = None
 
@@ -171,7 +180,9 @@ class SimValidator:
         if self.workers == 1:
             return PendingValidation([_validate_chunk(j) for j in jobs], t0)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers)
+            # spawn, not fork: the caller has run multi-threaded torch (synthesis, prefilter), and a
+            # forked child can inherit a lock held by one of those threads and hang (seen here)
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method))
         return PendingValidation([self._pool.submit(_validate_chunk, j) for j in jobs], t0)
 
     def __call__(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
