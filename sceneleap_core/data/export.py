@@ -11,20 +11,23 @@ from pathlib import Path
 import numpy as np
 
 from sceneleap_core.data.objects import LibraryObject
-from sceneleap_core.data.shards import Sample
+from sceneleap_core.data.shards import Sample, ShardDataset
 
 
 def sample_sim_scene(sample: Sample, objects: dict[int, LibraryObject], table_z: float = 0.0):
     """The :class:`sceneleap_core.sim.SceneSpec` of a sample's scene: its objects (shapes from the
     dataset's object table ``objects``, world poses from the shard) on the table at ``table_z``."""
-    from sceneleap_core.data.validate import sim_object
-    from sceneleap_core.sim import SceneSpec
+    from sceneleap_core.data.validate import sim_scene
 
     missing = [int(i) for i in sample.object_ids if int(i) not in objects]
     if missing:
         raise ValueError(f"objects {missing} of scene {sample.scene_id} are not in the object table (objects.json)")
-    sim_objects = [sim_object(objects[int(i)], pose) for i, pose in zip(sample.object_ids, sample.object_pose)]
-    return SceneSpec(sim_objects, table_height=table_z)
+    return sim_scene([objects[int(i)] for i in sample.object_ids], sample.object_pose, table_z)
+
+
+def dataset_table_z(dataset: ShardDataset) -> float:
+    """Height of the table top (world z) the dataset's scenes stand on (shard metadata; 0 if absent)."""
+    return float(dataset.readers[0].metadata.get("table", {}).get("top_z", 0.0))
 
 
 def sample_world_grasps(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -45,15 +48,13 @@ def export_sample(root: str | Path, index: int, scene_path: str | Path, grasps_p
     import json
 
     from sceneleap_core.data.objects import load_object_table
-    from sceneleap_core.data.shards import ShardDataset
     from sceneleap_core.sim.scene import save_grasps, scene_to_dict
 
     dataset = ShardDataset(root)
     if not 0 <= index < len(dataset):
         raise ValueError(f"index: expected 0 <= index < {len(dataset)}, got {index}")
     sample = dataset[index]
-    table_z = float(dataset.readers[0].metadata.get("table", {}).get("top_z", 0.0))
-    scene = sample_sim_scene(sample, {s.id: s for s in load_object_table(root)}, table_z)
+    scene = sample_sim_scene(sample, {s.id: s for s in load_object_table(root)}, dataset_table_z(dataset))
     pose, joints, target = sample_world_grasps(sample)
     Path(scene_path).parent.mkdir(parents=True, exist_ok=True)
     Path(scene_path).write_text(json.dumps(scene_to_dict(scene)))

@@ -241,14 +241,12 @@ def scene_lift_validate(
     """Re-validate scene grasps (G, 4, 4), (G, J) with the evaluator's lift test in the scene (table +
     clutter), in ``workers`` processes (forked: call it with workers > 1 only from a process that
     has not run multi-threaded torch, or it can hang). Returns success (G,) bool."""
-    from sceneleap_core.data.validate import sim_object
-    from sceneleap_core.sim import SceneSpec, SimConfig, evaluate_grasps
+    from sceneleap_core.data.validate import sim_scene
+    from sceneleap_core.sim import SimConfig, evaluate_grasps
 
     if len(pose) == 0:
         return np.zeros(0, dtype=bool)
-    spec = SceneSpec(
-        [sim_object(o, p) for o, p in zip(scene.objects, scene.poses, strict=True)], table_height=scene.table_z
-    )
+    spec = sim_scene(scene.objects, scene.poses, scene.table_z)
     index = {o.id: k for k, o in enumerate(scene.objects)}
     target = np.array([index[int(o)] for o in object_ids], dtype=np.int64)
     config = SimConfig.from_dict(sim_config) if sim_config else SimConfig()

@@ -58,6 +58,14 @@ def sim_object(spec: LibraryObject, pose: np.ndarray | None = None, mesh=None):
     return SimObject("mesh", vertices=np.asarray(mesh.vertices), faces=np.asarray(mesh.faces), **common)
 
 
+def sim_scene(objects: list[LibraryObject], poses, table_z: float | None = 0.0):
+    """The evaluator's ``SceneSpec`` of library objects at world ``poses`` (O, 4, 4) on a table
+    whose top is at ``table_z`` (None: no table)."""
+    from sceneleap_core.sim.scene import SceneSpec
+
+    return SceneSpec([sim_object(o, p) for o, p in zip(objects, poses, strict=True)], table_height=table_z)
+
+
 def approach_from_above(pose: np.ndarray, approach_axis: np.ndarray) -> np.ndarray:
     """Rotations A (G, 4, 4) of the world such that A @ pose has its approach axis along world -z."""
     from scipy.spatial.transform import Rotation

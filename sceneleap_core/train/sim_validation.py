@@ -40,6 +40,7 @@ class SimLiftEvaluator:
         workers: int = 1,
         sim_config: dict | None = None,
     ):
+        from sceneleap_core.data.export import dataset_table_z
         from sceneleap_core.data.objects import load_object_table
         from sceneleap_core.data.shards import ShardDataset
         from sceneleap_core.hand import HandModel
@@ -50,7 +51,7 @@ class SimLiftEvaluator:
         self.root = Path(root)
         self.dataset = ShardDataset(self.root)
         self.objects = {spec.id: spec for spec in load_object_table(self.root)}
-        self.table_z = float(self.dataset.readers[0].metadata.get("table", {}).get("top_z", 0.0))
+        self.table_z = dataset_table_z(self.dataset)
         self.max_scenes, self.max_grasps, self.workers = int(max_scenes), int(max_grasps), int(workers)
         self.sim_config = SimConfig.from_dict(sim_config or {})
         self.hand = HandModel.load(dtype=torch.float64)
