@@ -6,6 +6,7 @@ import torch
 
 from sceneleap_core.data.shards import ShardDataset
 from sceneleap_core.hand import HandModel, vector_to_pose
+from sceneleap_core.infer.planner import to_input_frame
 from sceneleap_core.train.config import AugmentConfig, DataConfig
 from sceneleap_core.train.data import (
     GraspDataModule,
@@ -14,7 +15,6 @@ from sceneleap_core.train.data import (
     fit_normalizer,
     gravity_up_in_camera,
     map_to_camera,
-    poses_to_camera,
 )
 from sceneleap_core.train.toy import write_toy_dataset
 
@@ -77,7 +77,7 @@ def test_augmentation_keeps_cloud_and_grasps_consistent(toy_root, hand):
         assert d.max() < 1e-5
         # 2. grasps map back onto the scene's camera-frame grasps
         pose, joints = vector_to_pose(item["grasps"].double(), 16)
-        pose_cam = poses_to_camera(frame, pose[None])[0]
+        pose_cam = to_input_frame(frame, pose[None])[0]
         err = (pose_cam[:, None] - torch.from_numpy(s.grasp_pose).double()[None]).abs().amax(dim=(-1, -2))
         assert err.min(dim=1).values.max() < 1e-5
         # 3. hand surface points keep their distance to the cloud (network frame vs camera frame)
@@ -124,7 +124,7 @@ def test_jitter_and_scale_are_bounded_and_invertible(toy_root):
         d = torch.cdist(back, torch.from_numpy(src[position].points).double()).min(dim=1).values
         assert d.max() < 0.004 * 3**0.5 / scale + 1e-6  # jitter only, within its clip
         pose, _ = vector_to_pose(item["grasps"].double(), 16)
-        pose_cam = poses_to_camera(frame, pose[None])[0]
+        pose_cam = to_input_frame(frame, pose[None])[0]
         err = (pose_cam[:, None] - torch.from_numpy(src[position].grasp_pose).double()[None]).abs().amax(dim=(-1, -2))
         assert err.min(dim=1).values.max() < 1e-5  # grasps are not jittered and scale maps back exactly
     assert min(scales) >= 0.8 and max(scales) <= 1.2 and np.ptp(scales) > 0.01

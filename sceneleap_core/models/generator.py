@@ -353,6 +353,8 @@ class GraspGenerator(nn.Module):
         grasps: torch.Tensor,
         generator: torch.Generator | None = None,
         mask: torch.Tensor | None = None,
+        *,
+        cond_drop: torch.Tensor | bool | None = None,
     ) -> dict:
         """Objective loss on one batch.
 
@@ -366,6 +368,9 @@ class GraspGenerator(nn.Module):
             generator: for dropout, timesteps, noise and randomized point sampling (same device).
             mask: (B, G) bool, True for real grasps of padded sets (padding is ignored by the
                 self-attention and the loss); None = all real.
+            cond_drop: override of step 1: a (B,) bool mask or a bool for the whole batch (True =
+                null scene); None draws it with probability ``p_uncond`` (training). Diagnostics
+                pass False (real cloud) and True (blanked cloud) to measure the conditioning gap.
 
         Returns:
             dict with ``loss`` (scalar), ``pred_x0`` (B, G, D), ``cond_dropped`` (B,) bool, ``t``
@@ -381,7 +386,10 @@ class GraspGenerator(nn.Module):
             raise ValueError(f"mask: expected shape (B, G) = {tuple(grasps.shape[:2])}, got {tuple(mask.shape)}")
         b = points.shape[0]
         # 1. classifier-free guidance dropout
-        drop = torch.rand(b, generator=generator, device=points.device) < self.config.p_uncond
+        if cond_drop is None:
+            drop = torch.rand(b, generator=generator, device=points.device) < self.config.p_uncond
+        else:
+            drop = torch.as_tensor(cond_drop, device=points.device).expand(b).clone()
         # 2. scene cache
         cache = self.encode_scene(points, drop, generator)
         # 3. objective input and target

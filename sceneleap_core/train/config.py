@@ -23,10 +23,11 @@ from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from sceneleap_core.geometry.frames import CENTERS, FRAMES
+
 LOGGERS = ("tensorboard", "csv", "wandb", "none")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
-CENTERS = ("mean", "bbox", "none")
 
 
 @dataclass
@@ -49,7 +50,7 @@ class AugmentConfig:
     """
 
     enabled: bool = True
-    rotate_gravity: bool = True
+    rotate_gravity: bool = False
     max_angle: float = math.pi
     jitter_sigma: float = 0.002
     jitter_clip: float = 0.005
@@ -73,6 +74,9 @@ class DataConfig:
         num_points: N, points per cloud after subsampling (with replacement when fewer).
         num_grasps: K, grasps per scene sample (subsampled; repeated with ``grasp_mask`` when fewer).
         center: cloud centring, "mean" (centroid), "bbox" (box centre) or "none".
+        frame: canonical network frame, "camera" (the optical frame) or "gravity" (z up, x along the
+            horizontal viewing direction; needs the camera pose / tf at run time, or the table plane),
+            see :mod:`sceneleap_core.geometry.frames`.
         batch_size: scene samples per device and step (the global batch is
             ``batch_size * devices * num_nodes * accumulate``).
         num_workers: DataLoader worker processes per device.
@@ -92,6 +96,7 @@ class DataConfig:
     num_points: int = 4096
     num_grasps: int = 64
     center: str = "mean"
+    frame: str = "gravity"
     batch_size: int = 32
     num_workers: int = 4
     prefetch_factor: int = 4
@@ -172,6 +177,11 @@ class ValConfig:
             callable ``(batch, palm_pose, joints) -> dict[str, float]`` (e.g. a simulated success rate
             from ``sceneleap_core.sim``), see :class:`sceneleap_core.train.metrics.ValidationEvaluator`.
         evaluator_every: call the evaluator on every n-th validation run only (it is slow).
+        reference_sampler: a second, slow sampler the evaluator also scores (the few-step sampler
+            must come close to it), logged with the suffix ``_ref``.
+        reference_steps: its steps (0 = no reference run).
+        gap_repeats: noise draws of the conditioning gap (loss with the real cloud vs the blanked
+            and a foreign cloud, :func:`sceneleap_core.train.diagnostics.conditioning_gap`); 0 = off.
     """
 
     every: int = 1000
@@ -183,6 +193,9 @@ class ValConfig:
     metric_points: int = 1024
     evaluator: str | None = None
     evaluator_every: int = 5
+    reference_sampler: str = "ddpm"
+    reference_steps: int = 100
+    gap_repeats: int = 2
 
 
 @dataclass
@@ -422,6 +435,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(d.num_points >= 16, "data.num_points", "an int >= 16", d.num_points)
     _check(d.num_grasps >= 1, "data.num_grasps", "an int >= 1", d.num_grasps)
     _check(d.center in CENTERS, "data.center", f"one of {CENTERS}", d.center)
+    _check(d.frame in FRAMES, "data.frame", f"one of {FRAMES}", d.frame)
     _check(d.batch_size >= 1, "data.batch_size", "an int >= 1", d.batch_size)
     _check(d.num_workers >= 0, "data.num_workers", "an int >= 0", d.num_workers)
     _check(d.prefetch_factor >= 1, "data.prefetch_factor", "an int >= 1", d.prefetch_factor)

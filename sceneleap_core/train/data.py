@@ -9,9 +9,10 @@ Pipeline of one sample (:meth:`GraspSceneDataset.make_item`), all in float64 the
    marks the first occurrence of each distinct grasp;
 3. cut ``dropout`` holes (balls around random points), then subsample N points (with
    replacement when fewer);
-4. network frame: translate by the cloud centre c, rotate by R about the world up axis expressed in
-   the camera frame (u = R_wc^T e_z, from ``camera_pose``), scale by s:
-   ``x_net = s R (x_cam - c)``; grasp poses get the same rigid part and a scaled translation;
+4. network frame (:func:`sceneleap_core.geometry.frames.network_frame`, shared with inference):
+   translate by the cloud centre c, rotate into the canonical frame (``camera`` or ``gravity``),
+   optionally augment by a yaw about the world up axis (u = R_wc^T e_z, from ``camera_pose``) and
+   a scale s: ``x_net = s R (x_cam - c)``; grasp poses get the same rigid part and a scaled translation;
    ``frame`` (4, 4) stores the inverse, camera <- network (its scale is 1/s), so predictions map back;
 5. jitter the points (not the grasps: sensor noise);
 6. grasp vectors ``[t | q | r6d]`` (K, D), unnormalized; the LightningModule normalizes them with
@@ -35,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sceneleap_core.data.shards import Sample, ShardDataset
+from sceneleap_core.geometry.frames import network_frame
 from sceneleap_core.hand import GraspNormalizer, pose_to_vector
 from sceneleap_core.train.config import AugmentConfig, DataConfig
 
@@ -43,26 +45,9 @@ log = logging.getLogger(__name__)
 WORLD_UP = np.array([0.0, 0.0, 1.0])
 
 
-# ------------------------------------------------------------------------------------ transforms
-def rotation_about_axis(axis: np.ndarray, angle: float) -> np.ndarray:
-    """(3, 3) rotation by ``angle`` (rad) about the unit ``axis`` (3,) (Rodrigues)."""
-    k = axis / np.linalg.norm(axis)
-    kx = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-    return np.eye(3) + np.sin(angle) * kx + (1 - np.cos(angle)) * (kx @ kx)
-
-
 def gravity_up_in_camera(camera_pose: np.ndarray) -> np.ndarray:
     """World up (+z) expressed in the camera frame: ``R_wc^T e_z`` (3,), camera_pose = world <- camera."""
     return np.asarray(camera_pose, dtype=np.float64)[:3, :3].T @ WORLD_UP
-
-
-def cloud_center(points: np.ndarray, mode: str) -> np.ndarray:
-    """(N, 3) -> (3,) centre: "mean", "bbox" (box centre) or "none" (origin)."""
-    if mode == "mean":
-        return points.mean(0)
-    if mode == "bbox":
-        return 0.5 * (points.min(0) + points.max(0))
-    return np.zeros(3)
 
 
 def choose_grasps(num_available: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -110,6 +95,7 @@ class GraspSceneDataset(Dataset):
         num_points: N.
         num_grasps: K.
         center: "mean", "bbox" or "none".
+        frame: the canonical network frame, "camera" or "gravity" (:mod:`sceneleap_core.geometry.frames`).
         augment: augmentation settings, or None for none (validation).
         seed: base seed of the per-item random generators.
         cache_size: decoded samples kept in this process's LRU cache.
@@ -123,6 +109,7 @@ class GraspSceneDataset(Dataset):
         num_points: int = 4096,
         num_grasps: int = 64,
         center: str = "mean",
+        frame: str = "camera",
         augment: AugmentConfig | None = None,
         seed: int = 0,
         cache_size: int = 256,
@@ -131,7 +118,7 @@ class GraspSceneDataset(Dataset):
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.indices) == 0:
             raise ValueError("dataset: expected at least one sample with grasps, got none")
-        self.num_points, self.num_grasps, self.center = int(num_points), int(num_grasps), center
+        self.num_points, self.num_grasps, self.center, self.frame = int(num_points), int(num_grasps), center, frame
         self.augment = augment if augment is not None and augment.enabled else None
         self.seed = int(seed)
         self.cache_size = int(cache_size)
@@ -181,22 +168,19 @@ class GraspSceneDataset(Dataset):
             pts = pts[cut_holes(pts, int(rng.integers(1, aug.dropout_holes + 1)), aug.dropout_radius, rng)]
         pi = rng.choice(len(pts), size=self.num_points, replace=len(pts) < self.num_points)
         pts = pts[pi]  # (N, 3)
-        # 4. network frame: x_net = s R (x_cam - c)
-        c = cloud_center(pts, self.center)
+        # 4. network frame (camera or gravity-aligned, centred), plus augmentation: x_net = s R (x_cam - c)
         up = gravity_up_in_camera(s.camera_pose)
-        rot, scale = np.eye(3), 1.0
+        yaw, scale = 0.0, 1.0
         if aug is not None:
             if aug.rotate_gravity and aug.max_angle > 0:
-                rot = rotation_about_axis(up, rng.uniform(-aug.max_angle, aug.max_angle))
+                yaw = rng.uniform(-aug.max_angle, aug.max_angle)
             if aug.scale_max > aug.scale_min or aug.scale_min != 1.0:
                 scale = rng.uniform(aug.scale_min, aug.scale_max)
-        pts = scale * (pts - c) @ rot.T
+        pts, frame, rot = network_frame(pts, frame=self.frame, center=self.center, up=up, yaw=yaw, scale=scale)
+        c = frame[:3, 3]
         new_pose = pose.copy()
         new_pose[:, :3, :3] = rot @ pose[:, :3, :3]
         new_pose[:, :3, 3] = scale * (pose[:, :3, 3] - c) @ rot.T
-        frame = np.eye(4)  # camera <- network: x_cam = R^T x_net / s + c
-        frame[:3, :3] = rot.T / scale
-        frame[:3, 3] = c
         # 5. jitter points only
         if aug is not None and aug.jitter_sigma > 0:
             noise = rng.normal(0.0, aug.jitter_sigma, size=pts.shape)
@@ -222,16 +206,6 @@ class GraspSceneDataset(Dataset):
 def map_to_camera(frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Network-frame points (B, M, 3) -> camera frame with ``frame`` (B, 4, 4)."""
     return points @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3]
-
-
-def poses_to_camera(frame: torch.Tensor, palm_pose: torch.Tensor) -> torch.Tensor:
-    """Network-frame palm poses (B, G, 4, 4) -> camera frame (undoes centring, rotation and scale)."""
-    lin = frame[:, None, :3, :3]  # (B, 1, 3, 3) = R^T / s
-    scale = 1.0 / lin[..., 0, :].norm(dim=-1, keepdim=True)[..., None]  # (B, 1, 1, 1) = s
-    out = palm_pose.clone()
-    out[..., :3, :3] = (lin * scale) @ palm_pose[..., :3, :3]
-    out[..., :3, 3] = (lin @ palm_pose[..., :3, 3:4]).squeeze(-1) + frame[:, None, :3, 3]
-    return out
 
 
 # --------------------------------------------------------------------------------------- sampler
@@ -337,7 +311,7 @@ class GraspDataModule(L.LightningDataModule):
             val_source = source
         if len(train_idx) == 0:
             raise ValueError(f"data.root: expected training samples with grasps in {cfg.root}, got none")
-        common = {"num_points": cfg.num_points, "num_grasps": cfg.num_grasps, "center": cfg.center}
+        common = {"num_points": cfg.num_points, "num_grasps": cfg.num_grasps, "center": cfg.center, "frame": cfg.frame}
         self.train_set = GraspSceneDataset(
             source, train_idx, augment=cfg.augment, seed=self.seed, cache_size=cfg.cache_size, **common
         )

@@ -21,7 +21,9 @@ import torch
 from torch import nn
 
 from sceneleap_core.hand import GraspNormalizer, HandModel, vector_to_pose
+from sceneleap_core.infer.planner import GraspPlanner
 from sceneleap_core.train.config import EMAConfig, OptimConfig, ValConfig
+from sceneleap_core.train.diagnostics import conditioning_gap
 from sceneleap_core.train.ema import EMA
 from sceneleap_core.train.metrics import grasp_keypoints, grasp_set_chamfer, scene_penetration
 from sceneleap_core.train.schedule import build_scheduler
@@ -255,32 +257,47 @@ class GraspTrainingModule(L.LightningModule):
         metrics = self.sample_metrics(batch, seed=batch_idx)
         for k, val in metrics.items():
             self.log(f"val/{k}", val, sync_dist=True, batch_size=bs, prog_bar=k == "chamfer_mm")
+        if v.gap_repeats > 0:
+            target = self.normalizer.normalize(batch["grasps"])
+            mask = batch["grasp_mask"] if self._takes_mask else None
+            gap = conditioning_gap(self.model, batch["points"], target, mask, seed=batch_idx, repeats=v.gap_repeats)
+            for k, val in gap.items():
+                if val == val:  # nan (one-sample batch) is not logged
+                    self.log(f"val/{k}", val, sync_dist=True, batch_size=bs, prog_bar=k == "gap_blank")
         if self.evaluator is not None and batch_idx == 0 and self._val_runs % v.evaluator_every == 0:
-            pose, joints = self.sample_grasps(batch["points"], seed=batch_idx)
-            for k, val in self.evaluator(batch, pose, joints).items():
-                self.log(f"val/{k}", float(val), rank_zero_only=True, batch_size=bs)
+            runs = [("", v.sampler, v.steps)]
+            if v.reference_steps > 0:
+                runs.append(("_ref", v.reference_sampler, v.reference_steps))
+            for suffix, sampler, steps in runs:
+                pose, joints = self.sample_grasps(batch["points"], seed=batch_idx, sampler=sampler, steps=steps)
+                for k, val in self.evaluator(batch, pose, joints).items():
+                    self.log(f"val/{k}{suffix}", float(val), rank_zero_only=True, batch_size=bs,
+                             prog_bar=k == "sim_lift_success" and not suffix)  # fmt: skip
 
     @torch.no_grad()
     def sample_grasps(
-        self, points: torch.Tensor, num_grasps: int | None = None, *, seed: int = 0
+        self,
+        points: torch.Tensor,
+        num_grasps: int | None = None,
+        *,
+        seed: int = 0,
+        sampler: str | None = None,
+        steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample grasps for (B, N, 3) network-frame clouds -> palm poses (B, G, 4, 4), joints (B, G, J).
-        Uses its own generator (seeded by ``seed``), never the global RNG."""
+        """Sample grasps for (B, N, 3) network-frame clouds -> palm poses (B, G, 4, 4), joints (B, G, J),
+        through the inference path (:class:`sceneleap_core.infer.GraspPlanner`). ``sampler`` and
+        ``steps`` default to the validation config. Seeded by ``seed``, never the global RNG."""
         v = self.val_cfg
-        gen = torch.Generator(device=points.device)
-        gen.manual_seed(derived_seed(self.seed, 424242, self.global_rank, seed))
-        z = self.model.sample(
+        planner = GraspPlanner(self.model, self.normalizer, self.hand)
+        out = planner.sample_network(
             points,
-            num_grasps=num_grasps or v.num_grasps,
-            steps=v.steps,
-            sampler=v.sampler,
+            num_grasps or v.num_grasps,
+            steps=steps or v.steps,
+            sampler=sampler or v.sampler,
             guidance_scale=v.guidance_scale,
-            generator=gen,
-        )  # (B, G, D)
-        phys = self.normalizer.denormalize(z.float())
-        pose, joints = vector_to_pose(phys, self.hand.dof)
-        joints = torch.maximum(torch.minimum(joints, self.hand.joint_upper.float()), self.hand.joint_lower.float())
-        return pose, joints
+            seed=derived_seed(self.seed, 424242, self.global_rank, seed),
+        )
+        return out.palm_pose, out.joints
 
     @torch.no_grad()
     def sample_metrics(self, batch: dict, *, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -75,6 +75,7 @@ class SimLiftEvaluator:
         """Simulate; palm_pose (B, G, 4, 4) and joints (B, G, J) in the network frame of ``batch``
         (``batch["frame"]`` (B, 4, 4) maps network -> camera). Returns mean lift success, the
         pregrasp-collision rate and the mean penetration into the scene (mm)."""
+        from sceneleap_core.infer.planner import to_input_frame
         from sceneleap_core.sim import evaluate_grasps
 
         successes, collisions, penetration = [], [], []
@@ -82,14 +83,9 @@ class SimLiftEvaluator:
         upper = self.hand.joint_upper.numpy()
         for b in range(min(self.max_scenes, palm_pose.shape[0])):
             scene, world_from_camera, centres = self.scene(int(batch["index"][b]))
-            frame = batch["frame"][b].double().cpu().numpy()  # camera <- network (may include 1/scale)
-            pose_net = palm_pose[b, : self.max_grasps].double().cpu().numpy()  # (G, 4, 4)
-            pose_cam = frame @ pose_net
-            # nearest proper rotation (drops the augmentation scale; an untrained model's degenerate
-            # 6D output can give a singular matrix, whose SVD may otherwise come out as a reflection)
-            u, _, vt = np.linalg.svd(pose_cam[:, :3, :3])
-            u[:, :, -1] *= np.sign(np.linalg.det(u @ vt))[:, None]
-            pose_cam[:, :3, :3] = u @ vt
+            frame = batch["frame"][b : b + 1].double().cpu()  # camera <- network (may include 1/scale)
+            pose_net = palm_pose[b : b + 1, : self.max_grasps].double().cpu()  # (1, G, 4, 4)
+            pose_cam = to_input_frame(frame, pose_net)[0].numpy()  # proper rotations, camera frame
             palm_world = world_from_camera @ pose_cam  # (G, 4, 4)
             q = np.clip(joints[b, : self.max_grasps].double().cpu().numpy(), lower, upper)  # (G, J)
             target = self.targets(palm_world, q, centres)

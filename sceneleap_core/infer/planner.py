@@ -1,0 +1,134 @@
+"""Cloud -> grasps: the one home of sampling, decoding and mapping grasps back to the cloud's frame.
+
+Training's validation (:meth:`GraspTrainingModule.sample_grasps`), the learning ladder
+(``bench/learning.py``) and every front end call :func:`decode_grasps` / :class:`GraspPlanner`, so
+what is measured is what ships. The network frame is the one the training data uses
+(:func:`sceneleap_core.geometry.frames.network_frame`): camera or gravity-aligned, centred on the cloud.
+
+Shapes: B clouds, N points, G grasps, J joints, D = 3 + J + 6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from sceneleap_core.hand import GraspNormalizer, HandModel, vector_to_pose
+
+
+@dataclass
+class GraspSet:
+    """Grasps for one or more clouds, in the input cloud's frame.
+
+    Attributes:
+        palm_pose: (B, G, 4, 4) pose of the palm frame.
+        joints: (B, G, J) joint angles, clamped to the limits.
+        vectors: (B, G, D) the normalized network output they were decoded from.
+    """
+
+    palm_pose: torch.Tensor
+    joints: torch.Tensor
+    vectors: torch.Tensor
+
+
+def decode_grasps(
+    vectors: torch.Tensor, normalizer: GraspNormalizer, hand: HandModel
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalized network vectors (B, G, D) -> palm poses (B, G, 4, 4) (proper rotations, network
+    frame) and joints (B, G, J) clamped to the hand's limits."""
+    phys = normalizer.denormalize(vectors.float())
+    pose, joints = vector_to_pose(phys, hand.dof)
+    lower, upper = hand.joint_lower.to(joints), hand.joint_upper.to(joints)
+    return pose, torch.maximum(torch.minimum(joints, upper), lower)
+
+
+def to_input_frame(frame: torch.Tensor, palm_pose: torch.Tensor) -> torch.Tensor:
+    """Network-frame palm poses (B, G, 4, 4) -> the input cloud's frame with ``frame`` (B, 4, 4) =
+    input <- network (a similarity: rotation / scale + shift). Rotations are projected onto the
+    nearest proper rotation (an augmentation scale or an untrained model's output cannot leak a
+    reflection or a shear into the result)."""
+    lin = frame[:, None, :3, :3].to(palm_pose)  # (B, 1, 3, 3)
+    rot = lin @ palm_pose[..., :3, :3]
+    u, _, vt = torch.linalg.svd(rot.double())
+    fix = torch.ones_like(u[..., :1, :])  # (B, G, 1, 3)
+    fix[..., 0, -1] = torch.sign(torch.linalg.det(u @ vt))
+    out = palm_pose.clone()
+    out[..., :3, :3] = ((u * fix) @ vt).to(palm_pose)
+    out[..., :3, 3] = (lin @ palm_pose[..., :3, 3:4]).squeeze(-1) + frame[:, None, :3, 3].to(palm_pose)
+    return out
+
+
+class GraspPlanner:
+    """A trained generator + its normalizer -> grasps for raw clouds.
+
+    Args:
+        model: a :class:`sceneleap_core.models.GraspGenerator` (eval mode).
+        normalizer: the checkpoint's grasp statistics.
+        hand: the hand model (joint limits, DoF); loaded on the model's device when None.
+        num_points: points fed to the network (subsampled with a fixed seed; with replacement when fewer).
+        center: cloud centring used in training (``"mean"``, ``"bbox"`` or ``"none"``).
+        frame: network frame used in training (``"camera"`` or ``"gravity"``).
+    """
+
+    def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
+                 num_points: int = 4096, center: str = "mean", frame: str = "camera"):  # fmt: skip
+        self.model, self.normalizer = model, normalizer
+        device = next(model.parameters()).device
+        self.hand = hand if hand is not None else HandModel.load().to(device)
+        self.num_points, self.center, self.frame = int(num_points), center, frame
+
+    @classmethod
+    def from_pretrained(cls, directory, *, device: str = "cpu", **kwargs) -> GraspPlanner:
+        """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
+        (``num_points``, ``center``, ``frame``) are used unless given."""
+        from sceneleap_core.models import GraspGenerator
+
+        model, normalizer, extra = GraspGenerator.load_pretrained(directory, device=device)
+        if normalizer is None:
+            raise ValueError(f"{directory}: expected grasp statistics (normalizer) in the checkpoint, got none")
+        data = extra.get("data", {}) if isinstance(extra, dict) else {}
+        for key in ("num_points", "center", "frame"):
+            if key in data and key not in kwargs:
+                kwargs[key] = data[key]
+        return cls(model, normalizer, **kwargs)
+
+    def preprocess(
+        self, points: np.ndarray | torch.Tensor, seed: int = 0, up: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One cloud (N, 3) in its own frame -> network points (1, N', 3) and frame (1, 4, 4) = input <- network.
+        ``up``: world up in the cloud's frame (the ``gravity`` frame estimates it from the table when None)."""
+        from sceneleap_core.geometry.frames import estimate_up, network_frame
+
+        pts = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
+            raise ValueError(f"points: expected a non-empty (N, 3) cloud, got shape {pts.shape}")
+        if not np.isfinite(pts).all():
+            raise ValueError("points: expected finite coordinates, got NaN or inf")
+        rng = np.random.default_rng(seed)
+        pts = pts[rng.choice(len(pts), self.num_points, replace=len(pts) < self.num_points)]
+        if self.frame == "gravity" and up is None:
+            up = estimate_up(pts, seed=seed)
+        net, frame, _ = network_frame(pts, frame=self.frame, center=self.center, up=up)
+        device = next(self.model.parameters()).device
+        return torch.from_numpy(net).float()[None].to(device), torch.from_numpy(frame).float()[None].to(device)
+
+    @torch.no_grad()
+    def sample_network(self, points: torch.Tensor, num_grasps: int = 32, *, steps: int = 10,
+                       sampler: str | None = None, guidance_scale: float = 1.0, seed: int = 0) -> GraspSet:  # fmt: skip
+        """Network-frame clouds (B, N, 3) -> grasps in the network frame (no preprocessing)."""
+        gen = torch.Generator(device=points.device).manual_seed(int(seed))
+        z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
+                              guidance_scale=guidance_scale, generator=gen)  # fmt: skip
+        pose, joints = decode_grasps(z, self.normalizer, self.hand)
+        return GraspSet(pose, joints, z)
+
+    def plan(self, points, num_grasps: int = 32, *, steps: int = 10, sampler: str | None = None,
+             guidance_scale: float = 1.0, seed: int = 0, up: np.ndarray | None = None) -> GraspSet:  # fmt: skip
+        """One raw cloud (N, 3) -> (1, G, ...) grasps in the cloud's frame (``up``: world up in it)."""
+        net, frame = self.preprocess(points, seed, up)
+        out = self.sample_network(
+            net, num_grasps, steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed
+        )
+        return GraspSet(to_input_frame(frame, out.palm_pose), out.joints, out.vectors)
