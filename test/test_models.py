@@ -10,9 +10,9 @@ import torch
 from sceneleap_core.hand import GraspNormalizer
 from sceneleap_core.models import (
     GENERATOR_PRESETS,
+    DenoisingLoop,
     GeneratorConfig,
     GraspGenerator,
-    GraspSampler,
     build_generator,
     cfg_combine,
 )
@@ -106,7 +106,7 @@ def test_cfg_dropout_rate_and_null_condition():
     # the null condition is scene independent and differs from a real scene's
     small = points[:3]
 
-    def seeded():  # the lite encoder's voxel sampler is random: same draw for every call
+    def seeded():  # the lite encoder's voxel point sampling is random: same draw for every call
         return torch.Generator().manual_seed(9)
 
     null = model.encode_scene(small, drop=True, generator=seeded())
@@ -139,21 +139,21 @@ def test_guidance_scale_one_equals_conditional_prediction():
     cond_out = model.denoiser(x, t, cache)
     both = cache.cat(null)
     for batched in (True, False):
-        sampler = GraspSampler(model.denoiser, model.objective, None, guidance_scale=1.0, batched_guidance=batched)
-        assert torch.equal(sampler.predict(x, t, cache, both, null), cond_out)
+        loop = DenoisingLoop(model.denoiser, model.objective, None, guidance_scale=1.0, batched_guidance=batched)
+        assert torch.equal(loop.predict(x, t, cache, both, null), cond_out)
     # the CFG formula at w = 1 reproduces the conditional output, and w = 0 the unconditional one
     uncond_out = model.denoiser(x, t, null)
     assert torch.allclose(cfg_combine(cond_out, uncond_out, 1.0), cond_out, atol=1e-6)
     assert torch.allclose(cfg_combine(cond_out, uncond_out, 0.0), uncond_out)
     # batched and two-pass guidance agree, and guidance changes the prediction
     g3 = [
-        GraspSampler(model.denoiser, model.objective, None, guidance_scale=3.0, batched_guidance=b).predict(
+        DenoisingLoop(model.denoiser, model.objective, None, guidance_scale=3.0, batched_guidance=b).predict(
             x, t, cache, both, null
         )
         for b in (True, False)
     ]
     assert torch.allclose(g3[0], g3[1], atol=1e-5) and not torch.allclose(g3[0], cond_out)
-    # the full sampler with w = 1 equals a hand-written conditional DDIM loop
+    # the full denoising loop with w = 1 equals a hand-written conditional DDIM loop
     got = model.sample(
         points, num_grasps=G, steps=4, sampler="ddim", guidance_scale=1.0, generator=torch.Generator().manual_seed(7)
     )
@@ -252,7 +252,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="drop"):
         model.encode_scene(points, drop=torch.zeros(B + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="null_cache"):
-        GraspSampler(model.denoiser, model.objective, model.make_scheduler(), guidance_scale=2.0)(
+        DenoisingLoop(model.denoiser, model.objective, model.make_scheduler(), guidance_scale=2.0)(
             model.encode_scene(points), torch.zeros(B, G, D)
         )
 

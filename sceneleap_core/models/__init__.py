@@ -1,5 +1,5 @@
 """Networks of SceneLeapUltra: point encoders, grasp-set denoisers, objectives, schedulers,
-the sampling loop, grasp losses and the :class:`GraspGenerator` that ties them together.
+the denoising loop, grasp losses and the :class:`GraspGenerator` that ties them together.
 
     from sceneleap_core.models import GraspGenerator, GeneratorConfig, build_generator, GENERATOR_PRESETS
     model = build_generator("dit_s")
@@ -8,6 +8,7 @@ the sampling loop, grasp losses and the :class:`GraspGenerator` that ties them t
 """
 
 from sceneleap_core.models.denoisers import DENOISERS, GraspDiT, GraspUNet, SceneCache
+from sceneleap_core.models.denoising_loop import DenoisingLoop, cfg_combine
 from sceneleap_core.models.encoders import ENCODERS, LiteEncoder, PointNet2Encoder, PointTransformerEncoder
 from sceneleap_core.models.generator import (
     GENERATOR_PRESETS,
@@ -19,7 +20,6 @@ from sceneleap_core.models.generator import (
     build_objective,
 )
 from sceneleap_core.models.objectives import OBJECTIVES, CVAEObjective, DiffusionObjective, FlowMatchingObjective
-from sceneleap_core.models.sampler import GraspSampler, cfg_combine
 from sceneleap_core.models.schedulers import (
     SCHEDULERS,
     DDIMScheduler,
@@ -40,6 +40,7 @@ __all__ = [
     "DDIMScheduler",
     "DDPMScheduler",
     "DPMSolverMultistepScheduler",
+    "DenoisingLoop",
     "DiffusionObjective",
     "FlowEulerScheduler",
     "FlowHeunScheduler",
@@ -47,7 +48,6 @@ __all__ = [
     "GeneratorConfig",
     "GraspDiT",
     "GraspGenerator",
-    "GraspSampler",
     "GraspUNet",
     "LiteEncoder",
     "PointNet2Encoder",

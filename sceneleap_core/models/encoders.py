@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sceneleap_core.geometry.pointops import gather_points
-from sceneleap_core.models.pointops import SAMPLERS, SERIAL_ORDERS, ball_query, sample_points, serialize
+from sceneleap_core.models.pointops import POINT_SAMPLERS, SERIAL_ORDERS, ball_query, sample_points, serialize
 
 
 def _check_cloud(points: torch.Tensor, min_points: int) -> None:
@@ -151,8 +151,8 @@ class PointNet2Encoder(nn.Module):
             )
         if any(b > a for a, b in zip((num_points, *npoints[:-1]), npoints)):
             raise ValueError(f"npoints: expected non-increasing counts <= num_points={num_points}, got {npoints}")
-        _check_choice("sampler", sampler, SAMPLERS)
-        _check_choice("presampler", presampler, SAMPLERS)
+        _check_choice("sampler", sampler, POINT_SAMPLERS)
+        _check_choice("presampler", presampler, POINT_SAMPLERS)
         self.num_points, self.presampler = num_points, presampler
         self.out_dim, self.num_tokens = out_dim, npoints[-1]
         dims = (0, *widths)
@@ -259,7 +259,7 @@ class PointTransformerEncoder(nn.Module):
                 )
         for o in orders:
             _check_choice("orders", o, SERIAL_ORDERS)
-        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("sampler", sampler, POINT_SAMPLERS)
         self.num_points, self.sampler, self.orders, self.knn, self.bits = num_points, sampler, tuple(orders), knn, bits
         self.strides, self.depths = tuple(strides), tuple(depths)
         self.out_dim, self.num_tokens = out_dim, counts[-1]
@@ -320,7 +320,7 @@ class LiteEncoder(nn.Module):
         self, out_dim: int = 256, num_tokens: int = 128, knn: int = 16, width: int = 128, sampler: str = "voxel"
     ):
         super().__init__()
-        _check_choice("sampler", sampler, SAMPLERS)
+        _check_choice("sampler", sampler, POINT_SAMPLERS)
         self.out_dim, self.num_tokens, self.knn, self.sampler = out_dim, num_tokens, knn, sampler
         self.local = PointMLP((3, width // 2, width))
         self.token = PointMLP((2 * width + 3, width, out_dim), last_act=False)

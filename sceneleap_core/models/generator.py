@@ -27,10 +27,10 @@ from torch import nn
 
 from sceneleap_core.hand.representation import GraspNormalizer
 from sceneleap_core.models.denoisers import DENOISERS, SceneCache
+from sceneleap_core.models.denoising_loop import DenoisingLoop
 from sceneleap_core.models.encoders import ENCODERS, LiteEncoder, PointNet2Encoder, PointTransformerEncoder
 from sceneleap_core.models.objectives import OBJECTIVES, CVAEObjective, DiffusionObjective, FlowMatchingObjective
-from sceneleap_core.models.pointops import SAMPLERS
-from sceneleap_core.models.sampler import GraspSampler
+from sceneleap_core.models.pointops import POINT_SAMPLERS
 from sceneleap_core.models.schedulers import BETA_SCHEDULES, PREDICTION_TYPES
 
 FORMAT = "sceneleap_core.GraspGenerator"
@@ -98,8 +98,8 @@ class GeneratorConfig:
             ("objective", tuple(OBJECTIVES)),
             ("prediction", PREDICTION_TYPES),
             ("schedule", BETA_SCHEDULES),
-            ("point_sampler", SAMPLERS),
-            ("centre_sampler", SAMPLERS),
+            ("point_sampler", POINT_SAMPLERS),
+            ("centre_sampler", POINT_SAMPLERS),
             ("flow_time_sampling", ("uniform", "logit_normal")),
         ):
             if getattr(self, key) not in choices:
@@ -442,7 +442,7 @@ class GraspGenerator(nn.Module):
         cache = self.denoiser.precompute_scene(tokens, xyz)
         null = self.denoiser.precompute_scene(tokens, xyz, True) if guidance_scale != 1.0 else None
         x_init = self.objective.initial_noise((points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator)
-        runner = GraspSampler(
+        runner = DenoisingLoop(
             self.denoiser, self.objective, scheduler, guidance_scale=guidance_scale, batched_guidance=batched_guidance
         )
         return runner(cache, x_init, num_inference_steps=steps, null_cache=null, generator=generator)

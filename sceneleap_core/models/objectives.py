@@ -18,13 +18,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from sceneleap_core.models.schedulers import (
-    DIFFUSION_SAMPLERS,
-    FLOW_SAMPLERS,
+from sceneleap_core.models.noise import (
     PREDICTION_TYPES,
-    SCHEDULERS,
-    make_alphas_cumprod,
+    add_noise,
+    flow_interpolate,
+    flow_velocity,
+    flow_x0,
+    prediction_target,
+    x0_from_prediction,
 )
+from sceneleap_core.models.schedulers import DIFFUSION_SAMPLERS, FLOW_SAMPLERS, SCHEDULERS, make_alphas_cumprod
 
 
 @dataclass
@@ -100,8 +103,8 @@ class DiffusionObjective(nn.Module):
         eps = _randn(x0.shape, x0, generator)
         a = self.sqrt_abar[t].to(x0.dtype)[:, None, None]  # (B, 1, 1)
         s = self.sqrt_one_minus_abar[t].to(x0.dtype)[:, None, None]  # (B, 1, 1)
-        x_t = a * x0 + s * eps
-        target = {"eps": eps, "x0": x0, "v": a * eps - s * x0}[self.prediction]
+        x_t = add_noise(x0, eps, a, s)
+        target = prediction_target(self.prediction, x0, eps, a, s)
         return ObjectiveBatch(
             x0, x_t, self.model_time(t), target, {"noise": eps, "timesteps": t, "alpha": a, "sigma": s}
         )
@@ -109,10 +112,8 @@ class DiffusionObjective(nn.Module):
     def pred_x0(self, out: torch.Tensor, batch: ObjectiveBatch) -> torch.Tensor:
         a, s, x_t = batch.extras["alpha"], batch.extras["sigma"], batch.x_in
         if self.prediction == "eps":
-            return (x_t - s * out) / a.clamp_min(1e-4)
-        if self.prediction == "x0":
-            return out
-        return a * x_t - s * out
+            a = a.clamp_min(1e-4)  # the eps inversion divides by alpha, ~0 at the last timesteps
+        return x0_from_prediction(self.prediction, out, x_t, a, s)
 
     def loss(
         self, out: torch.Tensor, batch: ObjectiveBatch, mask: torch.Tensor | None = None
@@ -168,14 +169,14 @@ class FlowMatchingObjective(nn.Module):
             t = torch.sigmoid(torch.randn(b, generator=generator, device=x0.device))
         eps = _randn(x0.shape, x0, generator)
         tt = t.to(x0.dtype)[:, None, None]  # (B, 1, 1)
-        x_t = (1 - tt) * x0 + tt * eps
-        return ObjectiveBatch(x0, x_t, self.model_time(t), eps - x0, {"noise": eps, "t": tt})
+        x_t = flow_interpolate(x0, eps, tt)
+        return ObjectiveBatch(x0, x_t, self.model_time(t), flow_velocity(x0, eps), {"noise": eps, "t": tt})
 
     def loss(
         self, out: torch.Tensor, batch: ObjectiveBatch, mask: torch.Tensor | None = None
     ) -> dict[str, torch.Tensor]:
         mse = masked_mse(out, batch.target, mask)
-        return {"loss": mse, "mse": mse.detach(), "pred_x0": batch.x_in - batch.extras["t"] * out}
+        return {"loss": mse, "mse": mse.detach(), "pred_x0": flow_x0(batch.x_in, out, batch.extras["t"])}
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
         if name not in self.samplers:

@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     triton = None
     tl = None
 
-SAMPLERS = ("fps", "fps_loop", "fps_triton", "voxel", "voxel_fps", "random", "first")
+POINT_SAMPLERS = ("fps", "fps_loop", "fps_triton", "voxel", "voxel_fps", "random", "first")
 
 
 def _check_count(num_samples: int, n: int) -> None:
@@ -281,7 +281,7 @@ def sample_points(
         check_points("points", points)
         _check_count(num_samples, points.shape[1])
         return torch.arange(num_samples, device=points.device).expand(points.shape[0], -1)
-    raise ValueError(f"sampler: expected one of {SAMPLERS}, got {method!r}")
+    raise ValueError(f"sampler: expected one of {POINT_SAMPLERS}, got {method!r}")
 
 
 ################################################################################

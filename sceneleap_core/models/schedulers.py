@@ -1,9 +1,9 @@
 """Noise schedules and sampling schedulers (diffusers-style; no scheduler touches a model).
 
 Every scheduler exposes ``set_timesteps(n, device)`` (fills ``timesteps``, the values the
-sampler feeds the model, in the objective's native units), ``step(model_output, timestep,
-sample, generator=None) -> StepOutput`` and ``add_noise(x0, noise, t)``. The sampler loop in
-:mod:`sceneleap_core.models.sampler` calls them in order: ``for t in scheduler.timesteps: out =
+denoising loop feeds the model, in the objective's native units), ``step(model_output, timestep,
+sample, generator=None) -> StepOutput`` and ``add_noise(x0, noise, t)``. The denoising loop in
+:mod:`sceneleap_core.models.denoising_loop` calls them in order: ``for t in scheduler.timesteps: out =
 model(x, t); x = scheduler.step(out, t, x).prev_sample``. Each scheduler tracks its position
 itself (a step counter; per-step coefficients are Python floats computed on the host in
 ``set_timesteps``), so ``step`` never reads a device tensor back: the loop has no host syncs
@@ -18,6 +18,9 @@ rectified flow, Liu et al. 2023):
     lambda_t = log(alpha_t / sigma_t)             half log-SNR (DPM-Solver)
     x_t = (1 - t) x_0 + t eps, t in [0, 1]         v = eps - x_0 = dx/dt             (flow)
 
+The formulas themselves (forward noise, x_0 / eps / v conversions, the flow path) live in
+:mod:`sceneleap_core.models.noise`, shared with the training objectives.
+
 Shapes: x (B, G, D); timesteps are shared by the whole batch.
 """
 
@@ -28,8 +31,16 @@ from dataclasses import dataclass
 
 import torch
 
+from sceneleap_core.models.noise import (  # PREDICTION_TYPES is also re-exported from here
+    PREDICTION_TYPES,
+    add_noise,
+    eps_from_prediction,
+    flow_interpolate,
+    flow_x0,
+    x0_from_prediction,
+)
+
 BETA_SCHEDULES = ("linear", "cosine")
-PREDICTION_TYPES = ("eps", "x0", "v")
 
 
 @dataclass
@@ -149,21 +160,17 @@ class _DiffusionScheduler:
     def _pred_x0_eps(self, model_output, sample, abar_t):
         """x_0 and eps implied by the model output at abar_t (python float)."""
         a, s = math.sqrt(abar_t), math.sqrt(1.0 - abar_t)
-        if self.prediction_type == "eps":
-            x0, eps = (sample - s * model_output) / a, model_output
-        elif self.prediction_type == "x0":
-            x0, eps = model_output, (sample - a * model_output) / s
-        else:  # v = a eps - s x0  ->  x0 = a x - s v, eps = s x + a v
-            x0, eps = a * sample - s * model_output, s * sample + a * model_output
-        if self.clip_sample:
-            x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
-            eps = (sample - a * x0) / s
-        return x0, eps
+        x0 = x0_from_prediction(self.prediction_type, model_output, sample, a, s)
+        if not self.clip_sample:
+            return x0, eps_from_prediction(self.prediction_type, model_output, sample, a, s)
+        # eps re-derived from the clipped x_0, as if the model had predicted it
+        x0 = x0.clamp(-self.clip_sample_range, self.clip_sample_range)
+        return x0, eps_from_prediction("x0", x0, sample, a, s)
 
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """Forward process q(x_t | x_0): x_0 (B, ...), eps (B, ...), integer t (B,) -> x_t (B, ...)."""
         abar = _gather(self.alphas_cumprod, timesteps, original_samples.dim()).to(original_samples.dtype)
-        return abar.sqrt() * original_samples + (1 - abar).sqrt() * noise
+        return add_noise(original_samples, noise, abar.sqrt(), (1 - abar).sqrt())
 
 
 class DDPMScheduler(_DiffusionScheduler):
@@ -210,10 +217,9 @@ class DDIMScheduler(_DiffusionScheduler):
         x0, eps = self._pred_x0_eps(model_output, sample, abar_t)
         # 3. sigma_t(eta) = eta sqrt((1 - abar_prev) / (1 - abar_t)) sqrt(1 - abar_t / abar_prev), formula (16)
         sigma = self.eta * math.sqrt((1 - abar_prev) / (1 - abar_t) * (1 - abar_t / abar_prev))
-        # 4. direction pointing to x_t: sqrt(1 - abar_prev - sigma^2) eps
-        direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * eps
-        # 5. x_prev = sqrt(abar_prev) x_0 + direction (+ sigma z)
-        prev = math.sqrt(abar_prev) * x0 + direction
+        # 4.-5. x_prev = sqrt(abar_prev) x_0 + sqrt(1 - abar_prev - sigma^2) eps (+ sigma z): the
+        # forward process at abar_prev with the deterministic share of eps ("direction pointing to x_t")
+        prev = add_noise(x0, eps, math.sqrt(abar_prev), math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)))
         if sigma > 0:
             prev = prev + sigma * _randn_like(sample, generator)
         return StepOutput(prev, x0)
@@ -311,7 +317,7 @@ class _FlowScheduler:
     def add_noise(self, original_samples: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """x_t = (1 - t) x_0 + t eps for continuous t (B,) in [0, 1]."""
         t = timesteps.to(original_samples.dtype).reshape(-1, *([1] * (original_samples.dim() - 1)))  # (B, 1, 1)
-        return (1 - t) * original_samples + t * noise
+        return flow_interpolate(original_samples, noise, t)
 
 
 class FlowEulerScheduler(_FlowScheduler):
@@ -327,7 +333,7 @@ class FlowEulerScheduler(_FlowScheduler):
         i = self._begin_step()
         t, t_next = self._t[i], self._t[i + 1]
         # 2. x_0 estimate: x_t - t v
-        x0 = sample - t * model_output
+        x0 = flow_x0(sample, model_output, t)
         # 3. x_t' = x_t + (t' - t) v
         return StepOutput(sample + (t_next - t) * model_output, x0)
 
@@ -360,11 +366,11 @@ class FlowHeunScheduler(_FlowScheduler):
         if k % 2 == 0:
             # 1. predictor: v_i at (x_i, t_i); Euler estimate at t_{i+1}
             self._x_i, self._v_i = sample, model_output
-            return StepOutput(sample + (t_next - t) * model_output, sample - t * model_output)
+            return StepOutput(sample + (t_next - t) * model_output, flow_x0(sample, model_output, t))
         # 2. corrector: x_{i+1} = x_i + (t' - t) (v_i + v') / 2
         v = 0.5 * (self._v_i + model_output)
         prev = self._x_i + (t_next - t) * v
-        return StepOutput(prev, self._x_i - t * v)
+        return StepOutput(prev, flow_x0(self._x_i, v, t))
 
 
 SCHEDULERS = {

@@ -1,4 +1,4 @@
-"""The sampling loop: scheduler + denoiser + classifier-free guidance.
+"""The denoising loop: scheduler + denoiser + classifier-free guidance.
 
 The loop is the only place where a model and a scheduler meet (schedulers never call models).
 Shapes: B batch, G grasps, D grasp width, Din denoiser input width (= D, or Z for the CVAE).
@@ -18,7 +18,7 @@ def cfg_combine(cond_out: torch.Tensor, uncond_out: torch.Tensor, guidance_scale
     return uncond_out + guidance_scale * (cond_out - uncond_out)
 
 
-class GraspSampler:
+class DenoisingLoop:
     """Runs a scheduler's reverse process with a denoiser, optionally guided.
 
     Args:
