@@ -156,7 +156,7 @@ def test_resume_continues_exactly(toy_root, tmp_path, accumulate):
     for key, value in model.state_dict().items():
         if key in b["ema"]["shadow"]:
             torch.testing.assert_close(value, b["ema"]["shadow"][key].to(value.dtype), msg=key)
-    assert norm is not None and extra["preprocess"]["num_points"] == 96 and extra["global_step"] == 6
+    assert norm is not None and extra["data"]["num_points"] == 96 and extra["global_step"] == 6
     assert sorted(p.name for p in (tmp_path / "b" / "model").iterdir()) == ["config.json", "model.safetensors"]
     # validation ran and logged the sampled-grasp metrics
     csv = next((tmp_path / "a" / "csv").rglob("metrics.csv")).read_text()

@@ -266,7 +266,7 @@ def train(
     out = run / "model"
     if trainer.is_global_zero:
         extra = {
-            "preprocess": {"num_points": cfg.data.num_points, "center": cfg.data.center, "frame": "camera, centred"},
+            "data": {"num_points": cfg.data.num_points, "center": cfg.data.center, "frame": cfg.data.frame},
             "hand": cfg.data.hand,
             "train": config_to_dict(cfg),
             "global_step": int(trainer.global_step),
