@@ -540,3 +540,70 @@ def library_from_dataset(root: str | Path, hand=None) -> GraspLibrary:
         grasp_approach=approach.astype(np.uint8),
         metadata={"source": str(root)},
     )
+
+
+##################################################################################################
+# Observations: rendered views as shard samples
+##################################################################################################
+def render_samples(
+    composer: SceneComposer,
+    scene: ComposedScene,
+    camera_poses: np.ndarray,
+    *,
+    camera=None,
+    workspace=None,
+    seed: int = 0,
+) -> tuple[list, dict]:
+    """Render V views of a composed scene as :class:`~sceneleap_core.data.shards.Sample` objects
+    (what ``data/pipeline.py`` writes: points and grasps in the camera frame, per-point object ids,
+    -1 for the table). Views whose crop is empty are skipped.
+
+    Args:
+        camera_poses: (V, 4, 4) world <- camera.
+        camera: :class:`~sceneleap_core.data.depth.DepthCamera` (default D435-like).
+        workspace: :class:`~sceneleap_core.data.depth.Workspace` (crop, voxel, point budget).
+        seed: seeds the sensor noise and the subsampling (on the composer's device).
+
+    Returns:
+        samples, stats (points and target points per view, seconds of rendering).
+    """
+    from sceneleap_core.data.depth import DepthCamera, Workspace, apply_sensor, observe, render_depth
+    from sceneleap_core.data.shards import Sample
+
+    camera = camera or DepthCamera()
+    workspace = workspace or Workspace()
+    t0 = time.perf_counter()
+    dev, dt = composer.device, composer.dtype
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    meshes = [(c.vertices, c.faces) for c in (composer.object_cache(o.id) for o in scene.objects)]
+    cams = torch.as_tensor(camera_poses, dtype=dt, device=dev)
+    with torch.no_grad():
+        depth, index = render_depth(camera, cams, meshes, torch.as_tensor(scene.object_pose, dtype=dt, device=dev))
+        noisy = apply_sensor(camera, depth, gen)
+    ids = torch.as_tensor(np.append(scene.object_ids, -1), device=dev)  # index -1 -> last entry -> -1
+    samples, points, on_target = [], [], []
+    targets = set(scene.grasp_object.tolist())
+    for v in range(len(cams)):
+        pts, idx = observe(camera, cams[v], noisy[v], index[v], workspace, gen)
+        if len(pts) == 0:
+            continue
+        lab = ids[idx].cpu().numpy().astype(np.int32)
+        cam = np.asarray(camera_poses[v], dtype=np.float64)
+        inv = np.linalg.inv(cam)
+        samples.append(
+            Sample(
+                points=pts.cpu().numpy().astype(np.float32),
+                point_object=lab,
+                camera_pose=cam,
+                grasp_pose=(inv @ scene.grasp_pose).astype(np.float32).reshape(-1, 4, 4),
+                grasp_joints=scene.grasp_joints.astype(np.float32).reshape(len(scene.grasp_pose), -1),
+                grasp_object=scene.grasp_object.astype(np.int32),
+                scene_id=scene.scene_id,
+                object_ids=scene.object_ids,
+                object_pose=np.asarray(scene.object_pose, dtype=np.float64),
+            )
+        )
+        points.append(len(lab))
+        on_target.extend(int((lab == t).sum()) for t in targets)
+    stats = {"points": points, "points_on_target": on_target, "seconds_render": time.perf_counter() - t0}
+    return samples, stats
