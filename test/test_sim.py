@@ -256,3 +256,22 @@ def test_cli_eval_grasps_table_and_png(tmp_path, capsys):
     np.savez(tmp_path / "short.npz", palm_pose=poses, joints=np.zeros((2, 15)))
     assert main([args[0], "--scene", args[2], "--grasps", str(tmp_path / "short.npz")]) == 2
     assert "expected shape (G, 16), got (2, 15)" in capsys.readouterr().err
+
+
+def test_lift_reports_displacement_of_other_objects():
+    """An untouched neighbour stays put (~0 mm); a plate lying on the lifted cube rides along (> 10 mm)."""
+    pose, q = CASES["envelop"]
+    far = np.eye(4)
+    far[:3, 3] = [0.0, -0.25, 0.02]
+    plate = np.eye(4)
+    plate[:3, 3] = [0.0, 0.0, 2 * CUBE_HALF + 0.005]
+    results = {}
+    for name, spec in (
+        ("far", ObjectSpec("box", (0.02, 0.02, 0.02), far, mass=0.05, object_id="far")),
+        ("plate", ObjectSpec("box", (0.012, 0.012, 0.005), plate, mass=0.01, object_id="plate")),
+    ):
+        scene = cube_scene(table_height=0.0)
+        scene.objects.append(spec)
+        results[name] = evaluate_grasps(scene, pose[None], np.array([q]), 0, protocol="lift").lift
+    assert results["far"].success[0] and results["far"].max_other_displacement_mm[0] < 0.5
+    assert results["plate"].success[0] and results["plate"].max_other_displacement_mm[0] > 10.0

@@ -41,6 +41,9 @@ class LiftResult:
         tip_contacts: (G,) int, fingertip links touching the target after the squeeze.
         q1: (G,) Q1 of the hand–target contacts after the squeeze (newtons, see eval.metrics).
         lift_height: (G,) target z at the end minus its start (NaN when not simulated).
+        max_other_displacement_mm: (G,) largest displacement of any non-target object during the
+            rollout (approach, close, squeeze, settle, lift, hold; sampled every 10 steps); 0 when
+            the grasp failed a gate and was not simulated. Clutter rule: > 10 mm disturbs the scene.
     """
 
     success: np.ndarray
@@ -51,6 +54,7 @@ class LiftResult:
     tip_contacts: np.ndarray
     q1: np.ndarray
     lift_height: np.ndarray
+    max_other_displacement_mm: np.ndarray
 
 
 @dataclass
@@ -274,6 +278,7 @@ def _stack_lift(outcomes) -> LiftResult:
         tip_contacts=_col(outcomes, "tip_contacts", np.int64),
         q1=_col(outcomes, "q1"),
         lift_height=_col(outcomes, "lift_height"),
+        max_other_displacement_mm=1e3 * _col(outcomes, "other_displacement"),
     )
 
 

@@ -52,6 +52,7 @@ class GraspOutcome:
     tip_contacts: int = 0
     q1: float = 0.0
     lift_height: float = float("nan")  # m, target z at the end minus at the start
+    other_displacement: float = 0.0  # m, largest displacement of any non-target object while simulated
     translation: np.ndarray = field(default_factory=lambda: np.full(6, np.nan))  # m per push direction
     rotation_deg: np.ndarray = field(default_factory=lambda: np.full(6, np.nan))
     frames: list[Frame] = field(default_factory=list)
@@ -131,6 +132,8 @@ class GraspSim:
         self._state = np.zeros(mujoco.mj_stateSize(m, self._state_spec))
         self.dt = m.opt.timestep
         self.on_step = None  # optional callable(sim, phase) called after every step (video capture)
+        self._object_start = np.zeros((len(self.object_body), 3))  # object positions at the last reset
+        self._object_moved = np.zeros(len(self.object_body))  # (O,) largest displacement since then (m)
         self.phase = ""
 
     # ------------------------------------------------------------------ helpers
@@ -170,6 +173,13 @@ class GraspSim:
         mujoco.mj_resetData(self.model, self.data)
         self._set_hand(palm_pose, joints)
         mujoco.mj_forward(self.model, self.data)
+        self._object_start = self.data.xpos[self.object_body].copy()
+        self._object_moved[:] = 0.0
+
+    def _track_objects(self) -> None:
+        """Update the largest displacement (O,) of every object since the last reset."""
+        moved = np.linalg.norm(self.data.xpos[self.object_body] - self._object_start, axis=1)
+        np.maximum(self._object_moved, moved, out=self._object_moved)
 
     def hand_penetration(self, palm_pose: np.ndarray, joints: np.ndarray) -> np.ndarray:
         """Deepest penetration (m) of the hand, placed kinematically, into each object and the
@@ -239,6 +249,8 @@ class GraspSim:
             mujoco.mj_step(m, d)
             if self.on_step is not None:
                 self.on_step(self)
+            if k % CHECK_EVERY == 0 or k == steps:
+                self._track_objects()
 
     # ------------------------------------------------------------------ protocols
     def _approach_and_close(self, palm_pose: np.ndarray, joints: np.ndarray, out: GraspOutcome, record: bool) -> bool:
@@ -312,6 +324,7 @@ class GraspSim:
             if record:
                 out.frames.append(self._frame("lift"))
             out.lift_height = float(self.data.xpos[self.object_body[target], 2] - start_z)
+            out.other_displacement = float(np.delete(self._object_moved, target).max(initial=0.0))
             out.success = bool(out.lift_height > cfg.lift_success_height)
             out.failure = OK if out.success else NOT_LIFTED
             return out

@@ -87,6 +87,9 @@ class DataConfig:
         normalizer_samples: training samples (augmented) used to fit the grasp normalization.
         val_samples: validation samples used (0 = all).
         augment: see :class:`AugmentConfig`.
+        source: "shards" (read ``root``) or "compose" (scenes composed on the fly from ``library``,
+            :mod:`sceneleap_core.train.composed`; validation still reads ``val_root`` or ``root``).
+        library: grasp library (``library.npz``) when ``source == "compose"``.
     """
 
     root: str = "data/train"
@@ -106,6 +109,8 @@ class DataConfig:
     normalizer_samples: int = 512
     val_samples: int = 64
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    source: str = "shards"
+    library: Optional[str] = None  # noqa: UP045 (OmegaConf structured configs need typing.Optional)
 
 
 @dataclass
@@ -440,6 +445,13 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(d.num_workers >= 0, "data.num_workers", "an int >= 0", d.num_workers)
     _check(d.prefetch_factor >= 1, "data.prefetch_factor", "an int >= 1", d.prefetch_factor)
     _check(d.cache_size >= 0, "data.cache_size", "an int >= 0", d.cache_size)
+    _check(d.source in ("shards", "compose"), "data.source", "'shards' or 'compose'", d.source)
+    _check(
+        d.source != "compose" or bool(d.library),
+        "data.library",
+        "a grasp library path (data.source=compose)",
+        d.library,
+    )
     _check(d.normalizer_samples >= 2, "data.normalizer_samples", "an int >= 2", d.normalizer_samples)
     _check(d.val_samples >= 0, "data.val_samples", "an int >= 0", d.val_samples)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "a fraction in [0, 1)", d.val_fraction)

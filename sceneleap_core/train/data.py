@@ -301,12 +301,20 @@ class GraspDataModule(L.LightningDataModule):
         if self.train_set is not None:
             return
         cfg = self.cfg
-        source = _open_dataset(cfg.root, "data.root")
-        if cfg.val_root:
+        if getattr(cfg, "source", "shards") == "compose":  # fresh scenes per index; validation from shards
+            from sceneleap_core.train.composed import ComposedSource
+
+            source = ComposedSource(cfg.library, "train", seed=self.seed)
+            train_idx = np.arange(len(source))
+            val_source = _open_dataset(cfg.val_root or cfg.root, "data.val_root")
+            val_idx = usable_indices(val_source)
+        elif cfg.val_root:
+            source = _open_dataset(cfg.root, "data.root")
             train_idx = usable_indices(source)
             val_source = _open_dataset(cfg.val_root, "data.val_root")
             val_idx = usable_indices(val_source)
         else:
+            source = _open_dataset(cfg.root, "data.root")
             train_idx, val_idx = split_by_scene(source, cfg.val_fraction, self.seed)
             val_source = source
         if len(train_idx) == 0:

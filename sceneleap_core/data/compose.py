@@ -1,0 +1,609 @@
+"""Scenes composed from the object grasp library: placement on the table and collision filtering of
+the transferred grasps, in torch, batched over all grasps of a scene, on any device.
+
+Frames (see :mod:`sceneleap_core.data.library`): world z up, the table top at z = 0. An object in
+resting pose ``rest`` (table <- object) placed by the planar placement P (yaw about z, xy shift) sits
+at ``P @ rest``; its library grasp ``T_o_g`` lands at ``P @ rest @ T_o_g``.
+
+Notation: O objects, G grasps, J hand DoF, S hand states per grasp (sweep + grasp), K hand collision
+boxes, M surface samples per object, T (state, box, object) triples that pass the broad phase.
+
+The filter (:func:`hand_collisions`, a tensor core) checks every grasp at S = ``sweep_steps`` + 2
+hand states: the open hand at ``sweep_steps`` + 1 palm poses evenly spaced from the pregrasp
+(backed off ``pregrasp_distance`` along the approach axis, as in the lift test) to the grasp, and the
+grasp itself with the grasp joints. Against
+
+* the table: the lowest corner of every hand box, exact (boxes are the hand's collision geometry);
+* other objects: the box signed distance at the object's surface samples, after a sphere-sphere
+  broad phase per (state, box, object); a grasp is dropped when any sample comes closer than
+  ``clearance`` to any box in any state;
+* its target: only the open-hand states (the closed grasp touches it by design), with the
+  tolerance ``target_tolerance`` (the library's grasps close onto the surface; some open-hand
+  boxes graze it at the end of the approach, see the value's note).
+
+The table and target checks do not depend on the placement (P leaves the table and the grasp's
+relation to its object unchanged), so they are computed once per library grasp and cached; a scene
+only pays for its neighbours.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sceneleap_core.data.library import APPROACHES, GraspLibrary, planar_placement
+from sceneleap_core.data.objects import LibraryObject, build_mesh
+from sceneleap_core.geometry.box_sdf import box_signed_distance
+
+# Measured on the sample dataset's library (129 grasps, ``library_from_dataset``): the deepest
+# open-hand box penetration of the target along the whole approach sweep (pregrasp to grasp, 2 cm
+# steps, 384 surface samples) is 0 mm for every grasp (the open pose only unflexes fingers and the
+# palm stops where the validated grasp holds it). The tolerance is the simulator's pregrasp gate
+# (``SimConfig.penetration_tolerance``, 1 mm) so a library built with other samples or a coarser
+# hand still keeps grazing grasps the simulator accepts.
+TARGET_TOLERANCE = 0.001
+
+
+@dataclass
+class ComposedScene:
+    """A scene composed from the library, with its collision-free grasps.
+
+    Attributes:
+        scene_id: index (seeds the composition).
+        objects: the O library objects on the table.
+        rest_index: (O,) library resting-pose index of each object.
+        object_pose: (O, 4, 4) world <- object.
+        grasp_pose: (G, 4, 4) palm poses, world frame.
+        grasp_joints: (G, J).
+        grasp_object: (G,) object id held by each grasp.
+        grasp_type: (G,) index into ``library.GRASP_TYPES``.
+        grasp_approach: (G,) index into ``library.APPROACHES`` (in the rest pose, so in the scene).
+        grasp_index: (G,) library grasp index.
+        stats: counts (candidates, dropped by table/target/neighbour) and seconds per stage.
+    """
+
+    scene_id: int
+    objects: list[LibraryObject]
+    rest_index: np.ndarray
+    object_pose: np.ndarray
+    grasp_pose: np.ndarray
+    grasp_joints: np.ndarray
+    grasp_object: np.ndarray
+    grasp_type: np.ndarray
+    grasp_approach: np.ndarray
+    grasp_index: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def object_ids(self) -> np.ndarray:
+        return np.array([o.id for o in self.objects], dtype=np.int32)
+
+
+##################################################################################################
+# Tensor core
+##################################################################################################
+def sweep_states(
+    hand, pose: torch.Tensor, joints: torch.Tensor, *, pregrasp_distance: float = 0.10, sweep_steps: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Palm poses (G, S, 4, 4) and joints (G, S, J) of the checked hand states, S = sweep_steps + 2.
+
+    States 0..sweep_steps: the open hand (closing joints unflexed to the open pose, never past the
+    grasp, as the simulator's ``open_joints``) from the pregrasp (0) to the grasp palm pose
+    (sweep_steps); state S - 1: the grasp with its joints.
+    """
+    g, j = joints.shape
+    dt = pose.dtype
+    closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=pose.device)
+    open_pose = hand.open_pose.to(dtype=dt, device=pose.device)
+    q_open = torch.where(closing > 0, torch.minimum(joints, open_pose), joints)
+    q_open = torch.where(closing < 0, torch.maximum(q_open, open_pose), q_open)
+    axis = pose[:, :3, :3] @ hand.approach_axis.to(dtype=dt, device=pose.device)  # (G, 3)
+    back = pregrasp_distance * (1 - torch.linspace(0, 1, sweep_steps + 1, dtype=dt, device=pose.device))
+    poses = pose[:, None].repeat(1, sweep_steps + 2, 1, 1)  # (G, S, 4, 4)
+    poses[:, : sweep_steps + 1, :3, 3] -= back[None, :, None] * axis[:, None]
+    q = torch.cat([q_open[:, None].expand(g, sweep_steps + 1, j), joints[:, None]], 1)  # (G, S, J)
+    return poses, q
+
+
+def hand_collisions(
+    hand,
+    pose: torch.Tensor,
+    joints: torch.Tensor,
+    target: torch.Tensor,
+    samples: torch.Tensor,
+    centre: torch.Tensor,
+    radius: torch.Tensor,
+    *,
+    pregrasp_distance: float = 0.10,
+    sweep_steps: int = 8,
+    clearance: float = 0.0,
+    check_target: bool = True,
+    chunk: int = 8192,
+) -> dict[str, torch.Tensor]:
+    """Collision measures of G grasps along their approach (module docstring).
+
+    Args:
+        hand: HandModel.
+        pose: (G, 4, 4) grasp palm poses, world frame.
+        joints: (G, J).
+        target: (G,) int64 index (into the O objects) of each grasp's object; -1 = none.
+        samples: (O, M, 3) object surface samples, world frame.
+        centre: (O, 3) bounding-sphere centres; radius: (O,) their radii.
+        clearance: broad-phase and narrow-phase margin (m): a sample closer than this to a box counts.
+        check_target: measure the target too (False when its depth is known already: scenes).
+
+    Returns:
+        ``table_z`` (G,): lowest hand-box corner over all states (m, table top = 0);
+        ``target_depth`` (G,): deepest target sample inside an open-hand box (m);
+        ``other_depth`` (G,): largest ``clearance - distance`` of any non-target sample to any box
+        over all states (> 0 means a hit), ``-inf`` when nothing is near.
+
+    Recipe: 1. hand states (G, S); 2. FK, box poses (G S, K); 3. table: box corner heights;
+    4. broad phase: box sphere (centre, half-diagonal) vs object sphere, + clearance -> triples;
+    5. narrow phase per triple: samples into the box frame, box SDF, min over samples; 6. reduce.
+    """
+    g, j = joints.shape
+    dt, dev = pose.dtype, pose.device
+    out = {
+        "table_z": torch.full((g,), float("inf"), dtype=dt, device=dev),
+        "target_depth": torch.zeros(g, dtype=dt, device=dev),
+        "other_depth": torch.full((g,), float("-inf"), dtype=dt, device=dev),
+    }
+    if g == 0:
+        return out
+    # 1-2. states, forward kinematics, boxes
+    poses, q = sweep_states(hand, pose, joints, pregrasp_distance=pregrasp_distance, sweep_steps=sweep_steps)
+    s = poses.shape[1]
+    state = hand(q.reshape(g * s, j), poses.reshape(g * s, 4, 4), validate=False)  # (G S, ...)
+    rot, ctr = hand.box_poses(state)  # (G S, K, 3, 3), (G S, K, 3)
+    half = hand.box_half.to(dt)  # (K, 3)
+    # 3. table: lowest corner = c_z - sum_i |R_zi| h_i
+    low = ctr[..., 2] - (rot[..., 2, :].abs() * half).sum(-1)  # (G S, K)
+    out["table_z"] = low.amin(-1).view(g, s).amin(-1)
+    if samples.shape[0] == 0:
+        return out
+    # 4. broad phase
+    box_r = half.norm(dim=-1)  # (K,)
+    gap = (ctr[:, :, None] - centre[None, None]).norm(dim=-1) - box_r[None, :, None] - radius[None, None]  # (GS, K, O)
+    tgt = target.repeat_interleave(s)  # (G S,)
+    is_target = torch.arange(samples.shape[0], device=dev)[None] == tgt[:, None]  # (G S, O)
+    open_state = (torch.arange(g * s, device=dev) % s) < s - 1  # (G S,)
+    # the target only in open states; its tolerance is applied by the caller
+    relevant = ~is_target | (open_state[:, None] if check_target else False)  # (G S, O)
+    near = (gap < clearance) & relevant[:, None, :]  # (G S, K, O)
+    b_idx, k_idx, o_idx = near.nonzero(as_tuple=True)  # (T,)
+    # 5. narrow phase, chunked over triples
+    sd = torch.empty(len(b_idx), dtype=dt, device=dev)
+    for a in range(0, len(b_idx), chunk):
+        bb, kk, oo = b_idx[a : a + chunk], k_idx[a : a + chunk], o_idx[a : a + chunk]
+        r, c = rot[bb, kk], ctr[bb, kk]  # (t, 3, 3), (t, 3)
+        # rows p @ R - c @ R = (R^T (p - c))^T: the samples in each box frame, (t, M, 3)
+        local = torch.bmm(samples[oo], r) - (c[:, None] @ r)
+        sd[a : a + chunk] = box_signed_distance(local, half[kk][:, None]).amin(-1)
+    # 6. reduce to grasps
+    grasp = b_idx // s
+    hit_target = is_target[b_idx, o_idx]
+    out["target_depth"].scatter_reduce_(0, grasp[hit_target], (-sd[hit_target]).clamp_min(0), "amax")
+    out["other_depth"].scatter_reduce_(0, grasp[~hit_target], clearance - sd[~hit_target], "amax")
+    return out
+
+
+##################################################################################################
+# Composer
+##################################################################################################
+@dataclass
+class _ObjectCache:
+    samples: torch.Tensor  # (M, 3) object frame
+    radius: float  # bounding sphere about the object origin
+    vertices: torch.Tensor  # (V, 3) object frame (rendering)
+    faces: torch.Tensor  # (F, 3) int64
+
+
+class SceneComposer:
+    """Draw scenes from a :class:`GraspLibrary` (module docstring).
+
+    Args:
+        library: the grasp library.
+        split: "train", "val" or "test": only objects of this split are drawn.
+        hand: HandModel (its device and dtype are used).
+        device: where the filter runs (default: the hand's device).
+        objects_per_scene: (min, max) objects drawn per scene.
+        placement_half: (x, y) half extents of the table region object centres may use (m).
+        placement_margin: gap between footprint discs (m).
+        placement_tries: rejection-sampling attempts per object (an object that does not fit is left out).
+        max_candidates: library grasps per object tried per scene (random subset).
+        max_grasps: surviving grasps kept per object (random subset).
+        pregrasp_distance: back-off of the pregrasp (m), as the lift test.
+        sweep_steps: open-hand poses from pregrasp to grasp (spacing ``pregrasp_distance / sweep_steps``).
+        clearance: minimum distance (m) of other objects' samples to the hand boxes.
+        target_tolerance: allowed open-hand penetration (m) of the target (see :data:`TARGET_TOLERANCE`).
+        table_margin: hand boxes must stay this high above the table top (m); negative tolerates
+            grazing (the library's grasps were validated with the table as a contact).
+        samples_per_object: M surface samples per object for the checks.
+    """
+
+    def __init__(
+        self,
+        library: GraspLibrary,
+        split: str,
+        hand,
+        device: str | torch.device | None = None,
+        *,
+        objects_per_scene: tuple[int, int] = (1, 8),
+        placement_half: tuple[float, float] = (0.2, 0.2),
+        placement_margin: float = 0.01,
+        placement_tries: int = 50,
+        max_candidates: int = 48,
+        max_grasps: int = 16,
+        pregrasp_distance: float = 0.10,
+        sweep_steps: int = 5,
+        clearance: float = 0.003,
+        target_tolerance: float = TARGET_TOLERANCE,
+        table_margin: float = -0.002,
+        samples_per_object: int = 384,
+    ):
+        lo, hi = objects_per_scene
+        if not 1 <= lo <= hi:
+            raise ValueError(f"objects_per_scene: expected 1 <= min <= max, got {objects_per_scene}")
+        self.library = library
+        self.pool = library.split(split)
+        if not self.pool:
+            raise ValueError(f"split {split!r}: expected library objects with grasps in it, got none")
+        self.split = split
+        self.device = torch.device(device) if device is not None else hand.device
+        self.hand = hand.to(self.device)
+        self.dtype = self.hand.dtype
+        self.objects_per_scene = (int(lo), int(hi))
+        self.placement_half = tuple(float(v) for v in placement_half)
+        self.placement_margin, self.placement_tries = float(placement_margin), int(placement_tries)
+        self.max_candidates, self.max_grasps = int(max_candidates), int(max_grasps)
+        self.pregrasp_distance, self.sweep_steps = float(pregrasp_distance), int(sweep_steps)
+        self.clearance, self.target_tolerance = float(clearance), float(target_tolerance)
+        self.table_margin, self.samples_per_object = float(table_margin), int(samples_per_object)
+        self._objects: dict[int, _ObjectCache] = {}
+        self._footprint = np.full(len(library.rest_object), np.nan)  # per rest pose (m)
+        self._static_ok = torch.full((library.num_grasps,), -1, dtype=torch.int8)  # -1 unknown
+        self._grasp_pose = torch.as_tensor(library.grasp_pose, dtype=self.dtype)  # host copies
+        self._grasp_joints = torch.as_tensor(library.grasp_joints, dtype=self.dtype)
+        self._rests = {o.id: library.rests_of(o.id) for o in self.pool}
+        self._rests = {k: np.array([r for r in v if len(library.grasps_of_rest(r))]) for k, v in self._rests.items()}
+        self._grasps_of_rest = {}
+
+    # ------------------------------------------------------------------ caches
+    def object_cache(self, object_id: int) -> _ObjectCache:
+        """Surface samples, bounding radius and mesh of an object, on the device (built once)."""
+        cached = self._objects.get(object_id)
+        if cached is None:
+            import trimesh
+
+            mesh = build_mesh(self.library.object(object_id))
+            pts, _ = trimesh.sample.sample_surface_even(mesh, self.samples_per_object, seed=object_id)
+            if len(pts) < self.samples_per_object:  # even sampling may return fewer
+                extra, _ = trimesh.sample.sample_surface(mesh, self.samples_per_object - len(pts), seed=object_id)
+                pts = np.concatenate([pts, extra])
+            kw = {"dtype": self.dtype, "device": self.device}
+            cached = _ObjectCache(
+                samples=torch.as_tensor(np.asarray(pts), **kw),
+                radius=float(np.linalg.norm(mesh.vertices, axis=1).max()),
+                vertices=torch.as_tensor(np.asarray(mesh.vertices), **kw),
+                faces=torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=self.device),
+            )
+            self._objects[object_id] = cached
+        return cached
+
+    def footprint(self, rest: int) -> float:
+        """Radius (m) of the object's footprint disc in resting pose ``rest`` (about its centroid)."""
+        if np.isnan(self._footprint[rest]):
+            obj = self.object_cache(int(self.library.rest_object[rest]))
+            rp = torch.as_tensor(self.library.rest_pose[rest], dtype=self.dtype, device=self.device)
+            xy = (obj.vertices @ rp[:3, :3].T + rp[:3, 3])[:, :2]
+            self._footprint[rest] = float(xy.norm(dim=1).max())
+        return float(self._footprint[rest])
+
+    def grasps_of_rest(self, rest: int) -> np.ndarray:
+        out = self._grasps_of_rest.get(rest)
+        if out is None:
+            out = self._grasps_of_rest[rest] = self.library.grasps_of_rest(rest)
+        return out
+
+    def static_checks(self, index: np.ndarray) -> np.ndarray:
+        """(G,) bool: library grasps ``index`` clear of the table and within the target tolerance
+        in their rest pose (placement independent; computed once per grasp, then cached)."""
+        index = np.asarray(index, dtype=np.int64)
+        todo = index[self._static_ok[index].numpy() < 0]
+        if len(todo):
+            todo = np.unique(todo)
+            rests = self.library.grasp_rest[todo]
+            for rest in np.unique(rests):
+                sel = todo[rests == rest]
+                oid = int(self.library.rest_object[rest])
+                obj = self.object_cache(oid)
+                rp = torch.as_tensor(self.library.rest_pose[rest], dtype=self.dtype, device=self.device)
+                pose = rp @ self._grasp_pose[sel].to(self.device)
+                with torch.no_grad():
+                    m = hand_collisions(
+                        self.hand,
+                        pose,
+                        self._grasp_joints[sel].to(self.device),
+                        torch.zeros(len(sel), dtype=torch.int64, device=self.device),
+                        (obj.samples @ rp[:3, :3].T + rp[:3, 3])[None],
+                        rp[None, :3, 3],
+                        torch.tensor([obj.radius], dtype=self.dtype, device=self.device),
+                        pregrasp_distance=self.pregrasp_distance,
+                        sweep_steps=self.sweep_steps,
+                        clearance=0.0,
+                    )
+                ok = (m["table_z"] >= self.table_margin) & (m["target_depth"] <= self.target_tolerance)
+                self._static_ok[sel] = ok.to(torch.int8).cpu()
+        return self._static_ok[index].numpy() > 0
+
+    # ------------------------------------------------------------------ placement
+    def place(self, rng: np.random.Generator) -> tuple[list[LibraryObject], np.ndarray, np.ndarray]:
+        """Draw objects, one resting pose each, and non-overlapping planar placements.
+
+        Returns objects (O,), rest indices (O,), world <- object poses (O, 4, 4).
+        """
+        lo, hi = self.objects_per_scene
+        count = min(int(rng.integers(lo, hi + 1)), len(self.pool))
+        chosen = [self.pool[j] for j in rng.choice(len(self.pool), size=count, replace=False)]
+        hx, hy = self.placement_half
+        objects, rests, poses, placed = [], [], [], []  # placed: (x, y, r)
+        for obj in chosen:
+            rests_obj = self._rests[obj.id]
+            if not len(rests_obj):
+                continue
+            rest = int(rests_obj[rng.integers(len(rests_obj))])
+            r = self.footprint(rest)
+            for _ in range(self.placement_tries):
+                x, y = (
+                    rng.uniform(-max(hx - r, 0.0), max(hx - r, 0.0)),
+                    rng.uniform(-max(hy - r, 0.0), max(hy - r, 0.0)),
+                )
+                if all(np.hypot(x - px, y - py) >= r + pr + self.placement_margin for px, py, pr in placed):
+                    break
+            else:
+                continue  # did not fit: left out
+            yaw = rng.uniform(0, 2 * np.pi)
+            placed.append((x, y, r))
+            objects.append(obj)
+            rests.append(rest)
+            poses.append(planar_placement(x, y, yaw) @ self.library.rest_pose[rest])
+        return objects, np.array(rests, dtype=np.int64), np.stack(poses) if poses else np.zeros((0, 4, 4))
+
+    # ------------------------------------------------------------------ grasps
+    def filter_scene(
+        self, objects: list[LibraryObject], rests: np.ndarray, poses: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Candidate library grasps of every object and their keep mask in the scene.
+
+        Returns library grasp indices (C,), object index in the scene (C,), keep (C,) bool, counts.
+        """
+        cand, owner = [], []
+        for i, rest in enumerate(rests):
+            idx = self.grasps_of_rest(int(rest))
+            if len(idx) > self.max_candidates:
+                idx = np.sort(rng.choice(idx, self.max_candidates, replace=False))
+            cand.append(idx)
+            owner.append(np.full(len(idx), i))
+        cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+        owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
+        static = self.static_checks(cand)
+        stats = {"candidates": len(cand), "dropped_table_or_target": int((~static).sum())}
+        keep = static.copy()
+        sel = np.flatnonzero(static)
+        if len(objects) > 1 and len(sel):
+            kw = {"dtype": self.dtype, "device": self.device}
+            pw = torch.as_tensor(poses, **kw)  # (O, 4, 4)
+            caches = [self.object_cache(o.id) for o in objects]
+            samples = torch.stack([c.samples for c in caches]) @ pw[:, :3, :3].transpose(1, 2) + pw[:, None, :3, 3]
+            radius = torch.tensor([c.radius for c in caches], **kw)
+            grasp_w = pw[torch.as_tensor(owner[sel], device=self.device)] @ self._grasp_pose[sel].to(self.device)
+            with torch.no_grad():
+                m = hand_collisions(
+                    self.hand,
+                    grasp_w,
+                    self._grasp_joints[sel].to(self.device),
+                    torch.as_tensor(owner[sel], device=self.device),
+                    samples,
+                    pw[:, :3, 3],
+                    radius,
+                    pregrasp_distance=self.pregrasp_distance,
+                    sweep_steps=self.sweep_steps,
+                    clearance=self.clearance,
+                    check_target=False,
+                )
+            hit = (m["other_depth"] > 0).cpu().numpy()
+            keep[sel[hit]] = False
+            stats["dropped_neighbour"] = int(hit.sum())
+        else:
+            stats["dropped_neighbour"] = 0
+        return cand, owner, keep, stats
+
+    def compose(self, scene_id: int, rng: np.random.Generator | None = None) -> ComposedScene:
+        """One scene, deterministic from ``rng`` (default: seeded by ``scene_id``)."""
+        rng = rng if rng is not None else np.random.default_rng([0, int(scene_id)])
+        t0 = time.perf_counter()
+        objects, rests, poses = self.place(rng)
+        t1 = time.perf_counter()
+        cand, owner, keep, stats = self.filter_scene(objects, rests, poses, rng)
+        # keep at most max_grasps per object (random), in object order
+        chosen = []
+        for i in range(len(objects)):
+            idx = np.flatnonzero(keep & (owner == i))
+            if len(idx) > self.max_grasps:
+                idx = np.sort(rng.choice(idx, self.max_grasps, replace=False))
+            chosen.append(idx)
+        sel = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        lib, own = cand[sel], owner[sel]
+        lib_ = self.library
+        stats.update(kept=len(sel), seconds_place=t1 - t0, seconds_filter=time.perf_counter() - t1)
+        return ComposedScene(
+            scene_id=int(scene_id),
+            objects=objects,
+            rest_index=rests,
+            object_pose=poses,
+            grasp_pose=poses[own] @ lib_.grasp_pose[lib] if len(sel) else np.zeros((0, 4, 4)),
+            grasp_joints=lib_.grasp_joints[lib].reshape(len(sel), lib_.dof),
+            grasp_object=np.array([objects[i].id for i in own], dtype=np.int32),
+            grasp_type=lib_.grasp_type[lib],
+            grasp_approach=lib_.grasp_approach[lib],
+            grasp_index=lib,
+            stats=stats,
+        )
+
+
+##################################################################################################
+# Re-validation in the scene and a library from the sample dataset
+##################################################################################################
+def revalidate(
+    scene: ComposedScene, *, max_displacement: float = 0.01, workers: int = 1, sim_config=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """MuJoCo lift test of the scene's grasps in the scene (table + every object); a grasp also
+    fails when any non-target object moves more than ``max_displacement`` m during the rollout.
+
+    Returns success (G,) bool and the largest other-object displacement (G,) in mm.
+    """
+    from sceneleap_core.data.validate import sim_scene
+    from sceneleap_core.sim import SimConfig, evaluate_grasps
+
+    if len(scene.grasp_pose) == 0:
+        return np.zeros(0, bool), np.zeros(0)
+    spec = sim_scene(scene.objects, scene.object_pose, 0.0)
+    index = {o.id: k for k, o in enumerate(scene.objects)}
+    target = np.array([index[int(o)] for o in scene.grasp_object], dtype=np.int64)
+    config = sim_config or SimConfig()
+    lift = evaluate_grasps(
+        spec, scene.grasp_pose, scene.grasp_joints, target, protocol="lift", config=config, workers=workers
+    ).lift
+    disp = lift.max_other_displacement_mm
+    return lift.success & (disp <= 1e3 * max_displacement), disp
+
+
+def library_from_dataset(root: str | Path, hand=None) -> GraspLibrary:
+    """A :class:`GraspLibrary` from a dataset written by ``sceneleap data generate`` (e.g. the
+    committed ``sceneleap_core/data/sample``): one resting pose per ``grasps/obj_N_sceneM.npz``,
+    the object's settled pose in scene M (from the shards' ``object_pose``) with x = y = 0.
+
+    Labels (the dataset has none): approach "top" when the approach axis points down (z < -0.5)
+    in the rest pose, else "side"; type "power" when the palm origin is within 1.2 object bounding
+    radii of the centroid, else "precision" (heuristics, for tests and benches).
+    """
+    from sceneleap_core.data.objects import load_object_table
+    from sceneleap_core.data.shards import ShardDataset
+    from sceneleap_core.hand import HandModel
+
+    root = Path(root)
+    objects = load_object_table(root)
+    by_id = {o.id: o for o in objects}
+    settled: dict[tuple[int, int], np.ndarray] = {}
+    ds = ShardDataset(root)
+    for i in range(len(ds)):
+        s = ds[i]
+        for oid, pose in zip(s.object_ids.tolist(), s.object_pose, strict=True):
+            settled[(s.scene_id, oid)] = pose
+    axis = (hand or HandModel.load()).approach_axis.double().cpu().numpy()
+    rest_object, rest_pose, grest, gpose, gjoints = [], [], [], [], []
+    for path in sorted((root / "grasps").glob("obj_*_scene*.npz")):
+        oid, sid = int(path.stem.split("_")[1]), int(path.stem.split("scene")[1])
+        if (sid, oid) not in settled or oid not in by_id:
+            continue
+        with np.load(path) as z:
+            pose, joints = z["pose"], z["joints"]
+        if not len(pose):
+            continue
+        rest = settled[(sid, oid)].copy()
+        rest[:2, 3] = 0.0
+        rest_object.append(oid)
+        rest_pose.append(rest)
+        grest.append(np.full(len(pose), len(rest_object) - 1))
+        gpose.append(pose)
+        gjoints.append(joints)
+    grest, gpose = np.concatenate(grest), np.concatenate(gpose)
+    rest_pose = np.stack(rest_pose)
+    world = rest_pose[grest] @ gpose
+    approach = np.where((world[:, :3, :3] @ axis)[:, 2] < -0.5, APPROACHES.index("top"), APPROACHES.index("side"))
+    radius = np.array([np.linalg.norm(build_mesh(by_id[o]).extents) / 2 for o in rest_object])
+    power = np.linalg.norm(gpose[:, :3, 3], axis=1) < 1.2 * radius[grest]
+    used = sorted(set(rest_object))
+    return GraspLibrary(
+        objects=[by_id[o] for o in used],
+        rest_object=np.array(rest_object),
+        rest_pose=rest_pose,
+        grasp_rest=grest,
+        grasp_pose=gpose,
+        grasp_joints=np.concatenate(gjoints),
+        grasp_type=power.astype(np.uint8),
+        grasp_approach=approach.astype(np.uint8),
+        metadata={"source": str(root)},
+    )
+
+
+##################################################################################################
+# Observations: rendered views as shard samples
+##################################################################################################
+def render_samples(
+    composer: SceneComposer,
+    scene: ComposedScene,
+    camera_poses: np.ndarray,
+    *,
+    camera=None,
+    workspace=None,
+    seed: int = 0,
+) -> tuple[list, dict]:
+    """Render V views of a composed scene as :class:`~sceneleap_core.data.shards.Sample` objects
+    (what ``data/pipeline.py`` writes: points and grasps in the camera frame, per-point object ids,
+    -1 for the table). Views whose crop is empty are skipped.
+
+    Args:
+        camera_poses: (V, 4, 4) world <- camera.
+        camera: :class:`~sceneleap_core.data.depth.DepthCamera` (default D435-like).
+        workspace: :class:`~sceneleap_core.data.depth.Workspace` (crop, voxel, point budget).
+        seed: seeds the sensor noise and the subsampling (on the composer's device).
+
+    Returns:
+        samples, stats (points and target points per view, seconds of rendering).
+    """
+    from sceneleap_core.data.depth import DepthCamera, Workspace, apply_sensor, observe, render_depth
+    from sceneleap_core.data.shards import Sample
+
+    camera = camera or DepthCamera()
+    workspace = workspace or Workspace()
+    t0 = time.perf_counter()
+    dev, dt = composer.device, composer.dtype
+    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    meshes = [(c.vertices, c.faces) for c in (composer.object_cache(o.id) for o in scene.objects)]
+    cams = torch.as_tensor(camera_poses, dtype=dt, device=dev)
+    with torch.no_grad():
+        depth, index = render_depth(camera, cams, meshes, torch.as_tensor(scene.object_pose, dtype=dt, device=dev))
+        noisy = apply_sensor(camera, depth, gen)
+    ids = torch.as_tensor(np.append(scene.object_ids, -1), device=dev)  # index -1 -> last entry -> -1
+    samples, points, on_target = [], [], []
+    targets = set(scene.grasp_object.tolist())
+    for v in range(len(cams)):
+        pts, idx = observe(camera, cams[v], noisy[v], index[v], workspace, gen)
+        if len(pts) == 0:
+            continue
+        lab = ids[idx].cpu().numpy().astype(np.int32)
+        cam = np.asarray(camera_poses[v], dtype=np.float64)
+        inv = np.linalg.inv(cam)
+        samples.append(
+            Sample(
+                points=pts.cpu().numpy().astype(np.float32),
+                point_object=lab,
+                camera_pose=cam,
+                grasp_pose=(inv @ scene.grasp_pose).astype(np.float32).reshape(-1, 4, 4),
+                grasp_joints=scene.grasp_joints.astype(np.float32).reshape(len(scene.grasp_pose), -1),
+                grasp_object=scene.grasp_object.astype(np.int32),
+                scene_id=scene.scene_id,
+                object_ids=scene.object_ids,
+                object_pose=np.asarray(scene.object_pose, dtype=np.float64),
+            )
+        )
+        points.append(len(lab))
+        on_target.extend(int((lab == t).sum()) for t in targets)
+    stats = {"points": points, "points_on_target": on_target, "seconds_render": time.perf_counter() - t0}
+    return samples, stats
