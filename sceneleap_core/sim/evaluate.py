@@ -188,7 +188,7 @@ def evaluate_grasps(
         seed: CoACD seed for non-convex meshes (the physics itself is deterministic).
         progress: show a tqdm progress bar.
         chunk_size: grasps per task (default: about 8 tasks per worker, at most 16 grasps).
-        mp_context: multiprocessing start method (default "fork" on Linux, else "spawn").
+        mp_context: multiprocessing start method (default "forkserver" on Linux, else "spawn").
 
     Returns:
         GraspEvaluation with ``lift`` / ``disturbance`` results of G entries each.
@@ -245,9 +245,10 @@ def evaluate_grasps(
         finally:
             _WORKER.clear()
     else:
-        # fork where available: fast start and no ``if __name__ == "__main__"`` guard needed in
-        # scripts; the workers run only MuJoCo and numpy (no torch / OpenMP work after the fork)
-        ctx = mp.get_context(mp_context or ("fork" if "fork" in mp.get_all_start_methods() else "spawn"))
+        # forkserver where available: workers fork from a clean server process, never from a caller
+        # that has run multi-threaded torch (a plain fork inherited a held lock and hung training's
+        # validation); spawn elsewhere. Pass mp_context="fork" for the fastest start in plain scripts.
+        ctx = mp.get_context(mp_context or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"))
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker, initargs=(scene, config, seed)
         ) as pool:
