@@ -145,7 +145,7 @@ class PendingValidation:
         self._futures, self._t0 = futures, t0
 
     def done(self) -> bool:
-        return all(f.done() for f in self._futures)
+        return all(f.done() for f in self._futures if hasattr(f, "done"))
 
     def result(self) -> ValidationResult:
         import time

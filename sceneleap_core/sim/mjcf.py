@@ -284,7 +284,10 @@ def build_objects_xml(scene: SceneSpec, config: SimConfig, *, seed: int = 0) -> 
     for i, obj in enumerate(scene.objects):
         pieces = convex_pieces(obj, config, seed=seed) if obj.kind == "mesh" else None
         objects.append(_object_xml(i, obj, pad, pieces, assets))
-    asset_block, object_block = "\n".join(assets), "\n".join(objects)
+    # collision geoms only (every geom is a named object piece or the table: ray casts label points by name)
+    collision = lambda block: "\n".join(ln for ln in block.split("\n") if "_visual" not in ln)  # noqa: E731
+    asset_block = "\n".join(a for a in assets if "_visual" not in a)
+    object_block = collision("\n".join(objects))
     return f"""<mujoco model="sceneleap_objects_{scene.name}">
   <compiler angle="radian" autolimits="true" inertiafromgeom="auto"/>
   <option timestep="{config.timestep:.9g}" integrator="{config.integrator}" cone="{config.cone}"
@@ -293,19 +296,13 @@ def build_objects_xml(scene: SceneSpec, config: SimConfig, *, seed: int = 0) -> 
     <default class="object">
       <geom group="3" contype="1" conaffinity="1" rgba="0.9 0.6 0.2 0.5"/>
     </default>
-    <default class="object_visual">
-      <geom contype="0" conaffinity="0" group="2" density="0" rgba="0.95 0.65 0.2 1"/>
-    </default>
-    <default class="table_visual">
-      <geom contype="0" conaffinity="0" group="2" density="0" rgba="0.55 0.45 0.35 1"/>
-    </default>
   </default>
   <asset>
 {asset_block}
   </asset>
   <worldbody>
 {object_block}
-{table_xml(scene.table_height, config)}
+{collision(table_xml(scene.table_height, config))}
   </worldbody>
 </mujoco>
 """
