@@ -7,8 +7,8 @@ import torch
 
 pytest.importorskip("mujoco")
 
-from sceneleap_core.data.library import GraspLibrary  # noqa: E402
-from sceneleap_core.data.library_build import (  # noqa: E402
+from sceneleap_core.data.library import GraspLibrary
+from sceneleap_core.data.library_build import (
     BuildConfig,
     build,
     grasp_labels,
@@ -17,7 +17,7 @@ from sceneleap_core.data.library_build import (  # noqa: E402
     part_path,
     resting_poses,
 )
-from sceneleap_core.data.objects import make_procedural  # noqa: E402
+from sceneleap_core.data.objects import make_procedural
 
 TINY = dict(num_objects=1, objects_per_part=1, rests_per_object=1, synth_batch=16, synth_steps=40, workers=1)
 
