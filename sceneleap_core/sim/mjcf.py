@@ -262,14 +262,14 @@ def table_xml(table_height: float | None, config: SimConfig) -> str:
     """The table geoms (one definition for settling, validation and evaluation): a collision box of
     half extents :data:`~sceneleap_core.sim.scene.TABLE_HALF_EXTENTS` whose top face is
     z = ``table_height``, friction ``config.table_friction``, ``condim`` 6 (torsional and rolling
-    resistance, so round objects come to rest), and its visual twin. "" without a table."""
+    resistance 0.01 and 0.005, the values settling always used, so round objects come to rest), and its visual twin. "" without a table."""
     if table_height is None:
         return ""
     hx, hy, hz = TABLE_HALF_EXTENTS
     z = table_height - hz
     return (
         f'    <geom name="table" type="box" size="{hx:.9g} {hy:.9g} {hz:.9g}" pos="0 0 {z:.9g}" condim="6" '
-        f'friction="{config.table_friction:.9g} 0.005 0.0001" rgba="0.55 0.45 0.35 1" group="3"/>\n'
+        f'friction="{config.table_friction:.9g} 0.01 0.005" rgba="0.55 0.45 0.35 1" group="3"/>\n'
         f'    <geom class="table_visual" type="box" size="{hx:.9g} {hy:.9g} {hz:.9g}" pos="0 0 {z:.9g}"/>'
     )
 
@@ -277,7 +277,9 @@ def table_xml(table_height: float | None, config: SimConfig) -> str:
 def build_objects_xml(scene: SceneSpec, config: SimConfig, *, seed: int = 0) -> str:
     """The MJCF of the scene's objects and table without the hand (settling objects on the table):
     the same object bodies (``object_i``, geoms ``object_i_gK``, convex pieces, masses, friction)
-    and the same table as :func:`build_scene_xml`."""
+    and the same table as :func:`build_scene_xml`. Only difference: object geoms use ``condim`` 6
+    here (torsional and rolling resistance in every contact, whatever the geoms' priorities), so that
+    round objects come to rest when settling instead of rolling off the table."""
     assets: list[str] = []
     objects = []
     pad = _with_pad(config, config.pad_friction if config.pad_friction is not None else 0.5)
@@ -294,7 +296,7 @@ def build_objects_xml(scene: SceneSpec, config: SimConfig, *, seed: int = 0) -> 
           impratio="{config.impratio:.9g}" gravity="0 0 {-config.gravity:.9g}"/>
   <default>
     <default class="object">
-      <geom group="3" contype="1" conaffinity="1" rgba="0.9 0.6 0.2 0.5"/>
+      <geom group="3" contype="1" conaffinity="1" condim="6" rgba="0.9 0.6 0.2 0.5"/>
     </default>
   </default>
   <asset>
