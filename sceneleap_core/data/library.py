@@ -102,7 +102,8 @@ class GraspLibrary:
         self.grasp_rest = np.asarray(self.grasp_rest, dtype=np.int32).reshape(-1)
         self.grasp_pose = np.asarray(self.grasp_pose, dtype=np.float64).reshape(-1, 4, 4)
         g = len(self.grasp_rest)
-        self.grasp_joints = np.asarray(self.grasp_joints, dtype=np.float64).reshape(g, -1)
+        joints = np.asarray(self.grasp_joints, dtype=np.float64)
+        self.grasp_joints = joints if joints.ndim == 2 and len(joints) == g else joints.reshape(g, -1)
         self.grasp_type = np.asarray(self.grasp_type, dtype=np.uint8).reshape(-1)
         self.grasp_approach = np.asarray(self.grasp_approach, dtype=np.uint8).reshape(-1)
         self.validate()
@@ -174,7 +175,7 @@ class GraspLibrary:
             rest_pose=np.concatenate([p.rest_pose for p in parts]),
             grasp_rest=np.concatenate([p.grasp_rest + off for p, off in zip(parts, offsets, strict=True)]),
             grasp_pose=np.concatenate([p.grasp_pose for p in parts]),
-            grasp_joints=np.concatenate([p.grasp_joints.reshape(len(p.grasp_rest), -1) for p in parts]),
+            grasp_joints=np.concatenate([p.grasp_joints for p in parts]),
             grasp_type=np.concatenate([p.grasp_type for p in parts]),
             grasp_approach=np.concatenate([p.grasp_approach for p in parts]),
             metadata=metadata or {},

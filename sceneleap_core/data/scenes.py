@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from sceneleap_core.data.objects import LibraryObject, build_mesh
+from sceneleap_core.sim.scene import TABLE_HALF_EXTENTS
 
 log = logging.getLogger(__name__)
-TABLE_HALF = (0.4, 0.4, 0.02)  # half extents of the table-top box (m); its top face is z = 0
-PRIMITIVES = ("box", "sphere", "cylinder", "capsule")
+TABLE_HALF = TABLE_HALF_EXTENTS  # half extents of the table-top box (m); its top face is z = 0
 
 
 @dataclass
@@ -47,52 +47,25 @@ class Scene:
         ids = np.full(self.model.ngeom, -1, dtype=np.int32)
         for g in range(self.model.ngeom):
             name = mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_GEOM, g) or ""
-            if name.startswith("obj_"):
+            if name.startswith("object_"):  # object_{i}_g{k}: collision piece k of object i
                 ids[g] = self.objects[int(name.split("_")[1])].id
         return ids
 
 
-def _geom_xml(i: int, spec: LibraryObject, assets: list[str]) -> str:
-    p, s = spec.params, spec.scale
-    fr = f'condim="6" friction="{spec.friction:.3f} 0.01 0.005"'
-    if spec.kind == "box":
-        h = 0.5 * s * np.asarray(p["extents"])
-        return f'<geom name="obj_{i}" type="box" size="{h[0]:.5f} {h[1]:.5f} {h[2]:.5f}" {fr}/>'
-    if spec.kind == "sphere":
-        return f'<geom name="obj_{i}" type="sphere" size="{s * p["radius"]:.5f}" {fr}/>'
-    if spec.kind in ("cylinder", "capsule"):
-        return (
-            f'<geom name="obj_{i}" type="{spec.kind}" size="{s * p["radius"]:.5f} {0.5 * s * p["height"]:.5f}" {fr}/>'
-        )
-    mesh = build_mesh(spec)
-    v = " ".join(f"{x:.6f}" for x in mesh.vertices.ravel())
-    f = " ".join(str(x) for x in mesh.faces.ravel())
-    assets.append(f'<mesh name="mesh_{i}" vertex="{v}" face="{f}"/>')
-    return f'<geom name="obj_{i}" type="mesh" mesh="mesh_{i}" {fr}/>'
-
-
 def scene_xml(objects: list[LibraryObject], poses: np.ndarray, *, timestep: float = 0.002) -> str:
-    """MJCF of objects (free bodies at ``poses`` (O, 4, 4)) on the table. Object meshes collide as
-    their convex hulls (MuJoCo), primitives exactly; masses from the specs."""
-    from scipy.spatial.transform import Rotation
+    """MJCF of objects (free bodies ``object_i`` at ``poses`` (O, 4, 4)) on the table, without the
+    hand: the evaluator's own translation of library objects (:func:`data.validate.sim_object`:
+    primitives exact, meshes as the evaluator's convex pieces) and its one table
+    (:func:`sim.mjcf.table_xml`), so settling, validation and evaluation see the same world."""
+    from dataclasses import replace
 
-    assets: list[str] = []
-    bodies = []
-    for i, (spec, pose) in enumerate(zip(objects, poses, strict=True)):
-        q = Rotation.from_matrix(pose[:3, :3]).as_quat()  # xyzw
-        geom = _geom_xml(i, spec, assets).replace("/>", f' mass="{spec.mass:.4f}"/>')
-        pos = " ".join(f"{x:.5f}" for x in pose[:3, 3])
-        bodies.append(
-            f'<body name="body_{i}" pos="{pos}" quat="{q[3]:.6f} {q[0]:.6f} {q[1]:.6f} {q[2]:.6f}">'
-            f'<freejoint name="free_{i}"/>{geom}</body>'
-        )
-    th = TABLE_HALF
-    return (
-        f'<mujoco model="scene"><option timestep="{timestep}" integrator="implicitfast" cone="elliptic"/>'
-        f"<asset>{''.join(assets)}</asset><worldbody>"
-        f'<geom name="table" type="box" pos="0 0 {-th[2]}" size="{th[0]} {th[1]} {th[2]}" condim="6" friction="0.6 0.01 0.005"/>'
-        f"{''.join(bodies)}</worldbody></mujoco>"
-    )
+    from sceneleap_core.data.validate import sim_scene
+    from sceneleap_core.sim.config import SimConfig
+    from sceneleap_core.sim.mjcf import build_objects_xml
+
+    scene = sim_scene(objects, poses, 0.0)
+    scene.validate()
+    return build_objects_xml(scene, replace(SimConfig(), timestep=timestep))
 
 
 def settle_scene(
@@ -131,7 +104,7 @@ def settle_scene(
     mujoco.mj_forward(model, data)
     keep, final = [], []
     for i in range(len(objects)):
-        bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"body_{i}")
+        bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, f"object_{i}")
         pos, rot = data.xpos[bid].copy(), data.xmat[bid].reshape(3, 3).copy()
         on_table = pos[2] > -0.01 and np.all(np.abs(pos[:2]) < np.asarray(TABLE_HALF[:2]) - 0.01)
         speed = np.linalg.norm(data.cvel[bid])

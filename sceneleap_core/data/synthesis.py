@@ -207,6 +207,14 @@ class GraspSynthesizer:
         close_in: post-process with :func:`close_fingers` (every finger closed until it touches).
         preshape: (J,) initial joints; None = :data:`LEAP_PRESHAPE` (or the open pose for other hands).
         grasp_centre: point of the palm frame placed facing the object; None = :data:`LEAP_GRASP_CENTRE`.
+        side_fraction: with a table plane, the fraction of the batch (its first rows) initialized
+            with near-horizontal approaches (5-25 degrees above the table) instead of the default
+            pull toward the table normal: side grasps. 0 (default) keeps every approach from above.
+        power_fraction: the fraction of the batch (its last rows) initialized for power grasps: the
+            palm's inner face ``power_gap_range`` from the object and the preshape closed by
+            ``power_close`` rad along every joint's closing direction. 0 (default) = none.
+        power_gap_range: (m) palm gap of the power initializations.
+        power_close: (rad) extra flexion of the power preshape.
     """
 
     def __init__(
@@ -233,11 +241,21 @@ class GraspSynthesizer:
         close_in: bool = True,
         preshape: tuple[float, ...] | None = None,
         grasp_centre: tuple[float, float, float] | None = None,
+        side_fraction: float = 0.0,
+        power_fraction: float = 0.0,
+        power_gap_range: tuple[float, float] = (-0.005, 0.008),
+        power_close: float = 0.3,
     ):
         if batch_size < 1 or steps < 0 or num_contacts < 1:
             raise ValueError(
                 f"expected batch_size >= 1, steps >= 0, num_contacts >= 1, got {batch_size}, {steps}, {num_contacts}"
             )
+        if not (0.0 <= side_fraction <= 1.0 and 0.0 <= power_fraction <= 1.0):
+            raise ValueError(
+                f"side_fraction, power_fraction: expected values in [0, 1], got {side_fraction}, {power_fraction}"
+            )
+        self.side_fraction, self.power_fraction = float(side_fraction), float(power_fraction)
+        self.power_gap_range, self.power_close = tuple(power_gap_range), float(power_close)
         self.hand = hand
         self.batch_size, self.steps, self.num_contacts = int(batch_size), int(steps), int(num_contacts)
         self.weights = (float(w_dis), float(w_pen), float(w_spen), float(w_joint))
@@ -282,6 +300,8 @@ class GraspSynthesizer:
         ``tilt`` (the palm faces the object along -z), random roll about it; 3. the palm's grasp
         centre is placed at distance h(u) + gap from the object centre along u (h = support
         function); 4. joints = preshape + clamped Gaussian jitter; 5. random contact indices.
+        With ``side_fraction`` (table only), rows [0, S) approach near-horizontally; with
+        ``power_fraction``, rows [B - P, B) start closer (``power_gap_range``) and more closed.
         """
         hand, b = self.hand, self.batch_size
         dev, dt = hand.device, hand.dtype
@@ -291,6 +311,12 @@ class GraspSynthesizer:
             n = obj.table[:3].to(dt)
             u = torch.where((u @ n)[:, None] < 0, -u, u)
             u = torch.nn.functional.normalize(u + 0.7 * n, dim=-1)
+            n_side = round(self.side_fraction * b)
+            if n_side:  # 1c. side approaches: horizontal direction lifted 5-25 deg above the table
+                h = u[:n_side] - (u[:n_side] @ n)[:, None] * n
+                h = torch.nn.functional.normalize(h, dim=-1)
+                elev = torch.deg2rad(5 + 20 * torch.rand(n_side, 1, generator=generator, dtype=dt).to(dev))
+                u = torch.cat([h * elev.cos() + n * elev.sin(), u[n_side:]])
         # 2. rotation: columns (x, y, z) with z = tilted u, roll uniform
         tilt_axis = torch.randn(b, 3, generator=generator, dtype=dt).to(dev)
         tilt_axis = torch.nn.functional.normalize(tilt_axis - (tilt_axis * u).sum(-1, keepdim=True) * u, dim=-1)
@@ -303,11 +329,18 @@ class GraspSynthesizer:
         # 3. translation: R c + t = u (h(u) + gap)
         lo, hi = self.gap_range
         gap = lo + (hi - lo) * torch.rand(b, generator=generator, dtype=dt).to(dev)
+        n_power = round(self.power_fraction * b)
+        power = torch.arange(b, device=dev) >= b - n_power  # (B,) power initializations
+        if n_power:
+            plo, phi = self.power_gap_range
+            gap = torch.where(power, plo + (phi - plo) * (gap - lo) / max(hi - lo, 1e-9), gap)
         target = u * (obj.support(u.to(obj.surface.dtype)).to(dt) + gap)[:, None]
         t = target - (rot @ self.grasp_centre[:, None]).squeeze(-1)
         # 4. joints
         noise = torch.randn(b, hand.dof, generator=generator, dtype=dt).to(dev) * self.joint_noise * self._noise_scale
-        q = torch.minimum(torch.maximum(self.preshape + noise, hand.joint_lower), hand.joint_upper)
+        closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev)
+        shape = self.preshape + torch.where(power[:, None], self.power_close * closing.clamp_min(0), 0.0)  # (B, J)
+        q = torch.minimum(torch.maximum(shape + noise, hand.joint_lower), hand.joint_upper)
         return t, matrix_to_rot6d(rot), q, self._sample_contacts(b, generator)
 
     def _sample_contacts(self, b: int, generator: torch.Generator | None) -> torch.Tensor:

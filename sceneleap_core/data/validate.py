@@ -25,11 +25,20 @@ from sceneleap_core.data.objects import LibraryObject, build_mesh
 
 @dataclass
 class ValidationResult:
-    """success (G,) bool, failure reasons (G,) str ("" on success), and timing."""
+    """success (G,) bool, failure reasons (G,) str ("" on success; a disturbance failure starts with
+    "disturbance:", so those grasps passed the lift test), wall time, and the CPU seconds spent in
+    each protocol (summed over workers)."""
 
     success: np.ndarray
     failure: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    lift_seconds: float = 0.0
+    disturbance_seconds: float = 0.0
+
+    @property
+    def lift_passed(self) -> np.ndarray:
+        """(G,) grasps that passed the lift test (whatever the disturbance test said)."""
+        return self.success | np.array([f.startswith("disturbance:") for f in self.failure], dtype=bool)
 
 
 class GraspValidator(Protocol):
@@ -78,8 +87,16 @@ def approach_from_above(pose: np.ndarray, approach_axis: np.ndarray) -> np.ndarr
     return out
 
 
-def _validate_chunk(args) -> tuple[np.ndarray, list[str]]:
-    spec_dict, pose, joints, protocol, config = args
+def _validate_chunk(args) -> tuple[np.ndarray, list[str], float, float]:
+    """Worker: validate grasps (object frame) of one object. Without a resting pose, the lift test
+    runs in free space with the approach turned to point down; with ``rest_pose`` (4, 4) (table <-
+    object), it runs with the object resting on the table (top z = 0) in that pose, one compiled
+    sim for the chunk (so the pregrasp must clear the table). The disturbance test is the object
+    alone either way. Returns success, failures, lift and disturbance CPU seconds."""
+    import time
+
+    spec_dict, pose, joints, protocol, config = args[:5]
+    rest_pose = args[5] if len(args) > 5 else None
     from sceneleap_core.hand.description import HandDescription
     from sceneleap_core.sim.config import SimConfig
     from sceneleap_core.sim.scene import SceneSpec
@@ -90,15 +107,24 @@ def _validate_chunk(args) -> tuple[np.ndarray, list[str]]:
     cfg = SimConfig.from_dict(config) if config else SimConfig()
     mesh = None if spec.kind in ("box", "sphere", "cylinder", "capsule") else build_mesh(spec)
     success, failure = np.zeros(len(pose), dtype=bool), []
-    align = approach_from_above(pose, desc.approach_axis)
+    align = approach_from_above(pose, desc.approach_axis) if rest_pose is None else None
     sims: dict = {}
+    t_lift = t_dist = 0.0
     for g in range(len(pose)):
         ok, why = True, ""
-        if "lift" in protocol:
+        t0 = time.perf_counter()
+        if "lift" in protocol and rest_pose is not None:
+            if "t" not in sims:
+                sims["t"] = GraspSim(sim_scene([spec], rest_pose[None], 0.0), config=cfg, hand=desc)
+            out = sims["t"].run_lift(rest_pose @ pose[g], joints[g], 0)
+            ok, why = out.success, out.failure
+        elif "lift" in protocol:
             # one sim per orientation: the object pose is part of the compiled scene
             scene = SceneSpec([sim_object(spec, align[g], mesh)], table_height=None)
             out = GraspSim(scene, config=cfg, hand=desc).run_lift(align[g] @ pose[g], joints[g], 0)
             ok, why = out.success, out.failure
+        t1 = time.perf_counter()
+        t_lift += t1 - t0
         if ok and "disturbance" in protocol:
             if "d" not in sims:
                 sims["d"] = GraspSim(
@@ -106,9 +132,10 @@ def _validate_chunk(args) -> tuple[np.ndarray, list[str]]:
                 )
             out = sims["d"].run_disturbance(pose[g], joints[g], 0)
             ok, why = out.success, (out.failure and f"disturbance:{out.failure}")
+            t_dist += time.perf_counter() - t1
         success[g] = ok
         failure.append(why)
-    return success, failure
+    return success, failure, t_lift, t_dist
 
 
 class PendingValidation:
@@ -118,7 +145,7 @@ class PendingValidation:
         self._futures, self._t0 = futures, t0
 
     def done(self) -> bool:
-        return all(f.done() for f in self._futures)
+        return all(f.done() for f in self._futures if hasattr(f, "done"))
 
     def result(self) -> ValidationResult:
         import time
@@ -128,7 +155,9 @@ class PendingValidation:
             return ValidationResult(np.zeros(0, bool), [], 0.0)
         success = np.concatenate([r[0] for r in results])
         failure = [f for r in results for f in r[1]]
-        return ValidationResult(success, failure, time.perf_counter() - self._t0)
+        lift_s = sum(r[2] for r in results if len(r) > 2)
+        dist_s = sum(r[3] for r in results if len(r) > 3)
+        return ValidationResult(success, failure, time.perf_counter() - self._t0, lift_s, dist_s)
 
 
 class SimValidator:
@@ -170,8 +199,13 @@ class SimValidator:
         self.name = f"mujoco-{protocol}"
         self._pool: ProcessPoolExecutor | None = None
 
-    def submit(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> PendingValidation:
-        """Start validating grasps of one object (palm poses (G, 4, 4), joints (G, J), object frame)."""
+    def submit(
+        self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray, *, rest_pose: np.ndarray | None = None
+    ) -> PendingValidation:
+        """Start validating grasps of one object (palm poses (G, 4, 4), joints (G, J), object frame).
+
+        ``rest_pose`` (4, 4) (table <- object): lift-test with the object resting on the table in
+        that pose (the grasps are moved there with it) instead of the free-space, from-above test."""
         import time
 
         pose, joints = np.asarray(pose, np.float64), np.asarray(joints, np.float64)
@@ -184,7 +218,8 @@ class SimValidator:
         if self.workers > 1:  # at least one task per worker for small batches
             n_chunks = max(n_chunks, min(self.workers, len(pose)))
         chunks = [c for c in np.array_split(np.arange(len(pose)), n_chunks) if len(c)]
-        jobs = [(spec.to_dict(), pose[c], joints[c], self.protocol, self.sim_config) for c in chunks]
+        rest = None if rest_pose is None else np.asarray(rest_pose, np.float64).reshape(4, 4)
+        jobs = [(spec.to_dict(), pose[c], joints[c], self.protocol, self.sim_config, rest) for c in chunks]
         if self.workers == 1:
             return PendingValidation([_validate_chunk(j) for j in jobs], t0)
         if self._pool is None:

@@ -15,7 +15,8 @@ Derivation, step by step (what :func:`build_scene_xml` writes):
    mesh for display.
 3. World: a ``hand_target`` mocap body; the hand root ``palm_lower`` with a free joint, gravity
    compensated (``gravcomp=1``), followed by its links in description (breadth-first) order, each at
-   its URDF joint origin; the objects as free bodies; the table as a plane at ``table_height``.
+   its URDF joint origin; the objects as free bodies; the table (:func:`table_xml`) with its top at
+   ``table_height``.
 4. Contact excludes for every parent/child link pair (and the description's extra pairs).
 5. A weld from ``hand_target`` to ``palm_lower`` with identity relative pose: moving the mocap body
    drags the free palm onto the commanded pose while the hand stays fully dynamic.
@@ -41,7 +42,7 @@ import numpy as np
 
 from sceneleap_core.hand.description import HandDescription, rpy_to_matrix
 from sceneleap_core.sim.config import SimConfig
-from sceneleap_core.sim.scene import ObjectSpec, SceneSpec
+from sceneleap_core.sim.scene import TABLE_HALF_EXTENTS, ObjectSpec, SceneSpec
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,58 @@ def _object_xml(i: int, obj: ObjectSpec, config: SimConfig, pieces, assets: list
     return "\n".join(lines)
 
 
+def table_xml(table_height: float | None, config: SimConfig) -> str:
+    """The table geoms (one definition for settling, validation and evaluation): a collision box of
+    half extents :data:`~sceneleap_core.sim.scene.TABLE_HALF_EXTENTS` whose top face is
+    z = ``table_height``, friction ``config.table_friction``, ``condim`` 6 (torsional and rolling
+    resistance 0.01 and 0.005, the values settling always used, so round objects come to rest), and its visual twin. "" without a table."""
+    if table_height is None:
+        return ""
+    hx, hy, hz = TABLE_HALF_EXTENTS
+    z = table_height - hz
+    return (
+        f'    <geom name="table" type="box" size="{hx:.9g} {hy:.9g} {hz:.9g}" pos="0 0 {z:.9g}" condim="6" '
+        f'friction="{config.table_friction:.9g} 0.01 0.005" rgba="0.55 0.45 0.35 1" group="3"/>\n'
+        f'    <geom class="table_visual" type="box" size="{hx:.9g} {hy:.9g} {hz:.9g}" pos="0 0 {z:.9g}"/>'
+    )
+
+
+def build_objects_xml(scene: SceneSpec, config: SimConfig, *, seed: int = 0) -> str:
+    """The MJCF of the scene's objects and table without the hand (settling objects on the table):
+    the same object bodies (``object_i``, geoms ``object_i_gK``, convex pieces, masses, friction)
+    and the same table as :func:`build_scene_xml`. Only difference: object geoms use ``condim`` 6
+    here (torsional and rolling resistance in every contact, whatever the geoms' priorities), so that
+    round objects come to rest when settling instead of rolling off the table."""
+    assets: list[str] = []
+    objects = []
+    pad = _with_pad(config, config.pad_friction if config.pad_friction is not None else 0.5)
+    for i, obj in enumerate(scene.objects):
+        pieces = convex_pieces(obj, config, seed=seed) if obj.kind == "mesh" else None
+        objects.append(_object_xml(i, obj, pad, pieces, assets))
+    # collision geoms only (every geom is a named object piece or the table: ray casts label points by name)
+    collision = lambda block: "\n".join(ln for ln in block.split("\n") if "_visual" not in ln)  # noqa: E731
+    asset_block = "\n".join(a for a in assets if "_visual" not in a)
+    object_block = collision("\n".join(objects))
+    return f"""<mujoco model="sceneleap_objects_{scene.name}">
+  <compiler angle="radian" autolimits="true" inertiafromgeom="auto"/>
+  <option timestep="{config.timestep:.9g}" integrator="{config.integrator}" cone="{config.cone}"
+          impratio="{config.impratio:.9g}" gravity="0 0 {-config.gravity:.9g}"/>
+  <default>
+    <default class="object">
+      <geom group="3" contype="1" conaffinity="1" condim="6" rgba="0.9 0.6 0.2 0.5"/>
+    </default>
+  </default>
+  <asset>
+{asset_block}
+  </asset>
+  <worldbody>
+{object_block}
+{collision(table_xml(scene.table_height, config))}
+  </worldbody>
+</mujoco>
+"""
+
+
 def build_scene_xml(
     scene: SceneSpec,
     desc: HandDescription,
@@ -283,13 +336,7 @@ def build_scene_xml(
     for i, obj in enumerate(scene.objects):
         pieces = convex_pieces(obj, config, seed=seed) if obj.kind == "mesh" else None
         objects.append(_object_xml(i, obj, config_for_objects, pieces, assets))
-    table = ""
-    if scene.table_height is not None:
-        table = (
-            f'    <geom name="table" type="plane" size="1 1 0.01" pos="0 0 {scene.table_height:.9g}" '
-            f'friction="{config.table_friction:.9g} 0.005 0.0001" rgba="0.55 0.45 0.35 1" group="3"/>\n'
-            f'    <geom class="table_visual" type="box" size="0.5 0.5 0.01" pos="0 0 {scene.table_height - 0.01:.9g}"/>'
-        )
+    table = table_xml(scene.table_height, config)
     cap = config.force_limit if config.force_limit is not None else 0.95
     solref = _f(config.weld_solref)
     root = desc.root_link

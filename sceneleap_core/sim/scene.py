@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 OBJECT_KINDS = ("box", "sphere", "cylinder", "capsule", "mesh")
+# The one table of the project (settling, validation, evaluation): a box, top face at table_height.
+TABLE_HALF_EXTENTS = (0.4, 0.4, 0.02)
 _SIZE_LEN = {"box": 3, "sphere": 1, "cylinder": 2, "capsule": 2}
 
 
