@@ -72,7 +72,10 @@ def main(argv=None) -> int:
     model.float().to(args.device)
     for name, root in sets:
         source = ShardDataset(root)
-        ds = GraspSceneDataset(source, usable_indices(source), **common)
+        usable = usable_indices(source)
+        if name == "train_views" and cfg.data.train_samples and not cfg.data.val_root and cfg.data.val_fraction == 0:
+            usable = usable[: cfg.data.train_samples]  # exactly the views it was trained on
+        ds = GraspSceneDataset(source, usable, **common)
         views = spread_indices(len(ds), args.views)
         evaluator = SimLiftEvaluator(root, workers=args.workers)
         if name == "train_views":

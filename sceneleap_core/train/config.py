@@ -86,6 +86,8 @@ class DataConfig:
         cache_size: decoded samples kept in each worker's LRU cache (0 disables).
         normalizer_samples: training samples (augmented) used to fit the grasp normalization.
         val_samples: validation samples used (0 = all).
+        train_samples: train on the first this many usable samples only (0 = all): the learning
+            ladder's "fit a few views" rung.
         augment: see :class:`AugmentConfig`.
         source: "shards" (read ``root``) or "compose" (scenes composed on the fly from ``library``,
             :mod:`sceneleap_core.train.composed`; validation still reads ``val_root`` or ``root``).
@@ -108,6 +110,7 @@ class DataConfig:
     cache_size: int = 256
     normalizer_samples: int = 512
     val_samples: int = 64
+    train_samples: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     source: str = "shards"
     library: Optional[str] = None  # noqa: UP045 (OmegaConf structured configs need typing.Optional)
@@ -454,6 +457,7 @@ def validate_config(cfg: TrainConfig) -> None:
     )
     _check(d.normalizer_samples >= 2, "data.normalizer_samples", "an int >= 2", d.normalizer_samples)
     _check(d.val_samples >= 0, "data.val_samples", "an int >= 0", d.val_samples)
+    _check(d.train_samples >= 0, "data.train_samples", "an int >= 0", d.train_samples)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "a fraction in [0, 1)", d.val_fraction)
     _check(0.0 <= a.max_angle <= math.pi, "data.augment.max_angle", "an angle in [0, pi]", a.max_angle)
     _check(a.jitter_sigma >= 0, "data.augment.jitter_sigma", "a distance >= 0 (m)", a.jitter_sigma)

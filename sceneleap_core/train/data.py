@@ -319,6 +319,8 @@ class GraspDataModule(L.LightningDataModule):
             val_source = source
         if len(train_idx) == 0:
             raise ValueError(f"data.root: expected training samples with grasps in {cfg.root}, got none")
+        if cfg.train_samples:
+            train_idx = train_idx[: cfg.train_samples]
         common = {"num_points": cfg.num_points, "num_grasps": cfg.num_grasps, "center": cfg.center, "frame": cfg.frame}
         self.train_set = GraspSceneDataset(
             source, train_idx, augment=cfg.augment, seed=self.seed, cache_size=cfg.cache_size, **common
