@@ -84,7 +84,7 @@ phase_train() {
     gpu=$((k % NG)); k=$((k + 1))
     if [ -f "$W/run_$name/model/model.safetensors" ]; then stamp "train $name: done already"; continue; fi
     stamp "train $name on GPU $gpu: $STEPS steps, $extra"
-    CUDA_VISIBLE_DEVICES=$gpu setsid $SL train --config "$CONFIG" data.root="$W/train" data.val_root="$W/test" \
+    CUDA_VISIBLE_DEVICES=$gpu setsid $SL train --config "$CONFIG" data.root="$W/train" data.val_root="${VAL_ROOT:-$W/test}" \
       run_dir="$W/run_$name" trainer.max_steps="$STEPS" trainer.progress_bar=false trainer.devices=1 \
       data.num_workers=$(( (CPUS - 2) / $(echo $RUNS | wc -w) )) val.every=$((STEPS / 4)) \
       trainer.checkpoint_every=$((STEPS / 4)) $TRAIN_ARGS $extra > "$W/train_$name.log" 2>&1 &
@@ -97,9 +97,11 @@ phase_ladder() {
   local k=0 n=$(echo $RUNS | wc -w)
   for spec in $RUNS; do
     name=${spec%%:*}; gpu=$((k % NG)); k=$((k + 1))
-    CUDA_VISIBLE_DEVICES=$gpu $PY bench/learning.py --run "$W/run_$name" --held-out new_scenes="$W/val" \
-      --held-out unseen_objects="$W/test" --views "$LADDER_VIEWS" --grasps "$LADDER_GRASPS" \
-      --workers $(( (CPUS - 2) / n )) > "$W/ladder_$name.log" 2>&1 &
+    held=""
+    [ -f "$W/val/manifest.json" ] && held="$held --held-out new_scenes=$W/val"
+    [ -f "$W/test/manifest.json" ] && held="$held --held-out unseen_objects=$W/test"
+    CUDA_VISIBLE_DEVICES=$gpu $PY bench/learning.py --run "$W/run_$name" $held --views "$LADDER_VIEWS" --grasps "$LADDER_GRASPS" \
+      --workers $(( (CPUS - 2) / n > 0 ? (CPUS - 2) / n : 1 )) > "$W/ladder_$name.log" 2>&1 &
   done
   wait
   for spec in $RUNS; do name=${spec%%:*}; stamp "ladder $name"; grep -A 30 "^ladder of" "$W/ladder_$name.log" | tee -a "$W/e2e.log"; done
