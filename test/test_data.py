@@ -226,3 +226,34 @@ def test_inside_test_of_a_concave_object_follows_the_mesh():
     nearest_plane = (geom.signed_distance(x)[0][0] < 0).numpy()
     assert (majority != truth)[far].mean() < 0.01
     assert (nearest_plane != truth)[far].mean() > 3 * (majority != truth)[far].mean()
+
+
+def test_pregrasp_table_check_agrees_with_the_evaluator_gate():
+    """The prefilter's geometric pregrasp check (open hand, backed off) takes the evaluator's
+    table-penetration gate decision; the roll choice of side initializations clears it."""
+    pytest.importorskip("mujoco")
+    from sceneleap_core.data.synthesis import GraspSynthesizer, object_geometry, pregrasp_penetration
+    from sceneleap_core.data.validate import sim_scene
+    from sceneleap_core.geometry.rotations import make_transform, rot6d_to_matrix
+    from sceneleap_core.hand import HandModel
+    from sceneleap_core.hand.description import HandDescription
+    from sceneleap_core.sim.simulator import GraspSim
+
+    hand = HandModel.load()
+    spec = LibraryObject(0, "box", {"extents": [0.05, 0.06, 0.08]}, mass=0.1, friction=0.7)
+    rest = np.eye(4)
+    rest[2, 3] = 0.04
+    geom = object_geometry(build_mesh(spec), num_surface=512, num_pen=128).on_table(rest, table_z=0.0)
+    depth = {}
+    for k in (8, 1):  # (the unrolled poses last: they are checked against the evaluator)
+        syn = GraspSynthesizer(hand, batch_size=16, steps=0, side_fraction=1.0, roll_candidates=k)
+        t, r, q, _ = syn.initialize(geom, torch.Generator().manual_seed(0))
+        pose = make_transform(rot6d_to_matrix(r), t)
+        depth[k], _ = pregrasp_penetration(hand, pose, q, geom)
+    sim = GraspSim(sim_scene([spec], rest[None], 0.0), hand=HandDescription.load())
+    pose, q = pose.double().numpy(), q.double().numpy()
+    for g in range(6):  # random-roll side initializations against the evaluator's own check
+        world = rest @ pose[g]
+        table = sim.hand_penetration(sim.pregrasp_pose(world), sim.open_joints(q[g]))[-1]
+        assert (table > 1e-3) == (float(depth[1][g]) > 1e-3), (g, table, float(depth[1][g]))  # same gate decision
+    assert (depth[8] > 0.001).sum() < (depth[1] > 0.001).sum()
