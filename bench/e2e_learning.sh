@@ -27,6 +27,7 @@ VIEWS=${VIEWS:-4}
 COMPOSE_SECONDS=${COMPOSE_SECONDS:-180}
 COMPOSE_PROCS=${COMPOSE_PROCS:-$((CPUS - 2))}
 STEPS=${STEPS:-6000}
+TRAIN_MINUTES=${TRAIN_MINUTES:-0}
 CONFIG=${CONFIG:-config/train/default.yaml}
 TRAIN_ARGS=${TRAIN_ARGS:-}
 RUNS=${RUNS:-"default:"}
@@ -85,7 +86,7 @@ phase_train() {
     if [ -f "$W/run_$name/model/model.safetensors" ]; then stamp "train $name: done already"; continue; fi
     stamp "train $name on GPU $gpu: $STEPS steps, $extra"
     CUDA_VISIBLE_DEVICES=$gpu setsid $SL train --config "$CONFIG" data.root="$W/train" data.val_root="${VAL_ROOT:-$W/test}" \
-      run_dir="$W/run_$name" trainer.max_steps="$STEPS" trainer.progress_bar=false trainer.devices=1 \
+      run_dir="$W/run_$name" trainer.max_steps="$STEPS" trainer.max_minutes="$TRAIN_MINUTES" trainer.progress_bar=false trainer.devices=1 \
       data.num_workers=$(( (CPUS - 2) / $(echo $RUNS | wc -w) )) val.every=$((STEPS / 4)) \
       trainer.checkpoint_every=$((STEPS / 4)) $TRAIN_ARGS $extra > "$W/train_$name.log" 2>&1 &
   done

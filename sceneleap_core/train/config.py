@@ -211,7 +211,9 @@ class TrainerConfig:
     """Lightning trainer settings.
 
     Attributes:
-        max_steps: optimizer steps to train.
+        max_steps: optimizer steps to train (the learning-rate schedule's length).
+        max_minutes: wall-clock budget (0 = none): training stops at the first step past it, and the
+            run ends as usual (final checkpoint, EMA export).
         accelerator: "auto", "cpu", "gpu"/"cuda".
         devices: "auto", a count, or -1 for all.
         num_nodes: nodes (multi-node DDP through torchrun or SLURM, see ``sceneleap_core.train``).
@@ -228,6 +230,7 @@ class TrainerConfig:
     """
 
     max_steps: int = 20000
+    max_minutes: float = 0.0
     accelerator: str = "auto"
     devices: int | str = "auto"
     num_nodes: int = 1
@@ -457,6 +460,7 @@ def validate_config(cfg: TrainConfig) -> None:
     )
     _check(d.normalizer_samples >= 2, "data.normalizer_samples", "an int >= 2", d.normalizer_samples)
     _check(d.val_samples >= 0, "data.val_samples", "an int >= 0", d.val_samples)
+    _check(cfg.trainer.max_minutes >= 0, "trainer.max_minutes", "a number >= 0", cfg.trainer.max_minutes)
     _check(d.train_samples >= 0, "data.train_samples", "an int >= 0", d.train_samples)
     _check(0.0 <= d.val_fraction < 1.0, "data.val_fraction", "a fraction in [0, 1)", d.val_fraction)
     _check(0.0 <= a.max_angle <= math.pi, "data.augment.max_angle", "an angle in [0, pi]", a.max_angle)

@@ -164,6 +164,8 @@ def build_trainer(cfg: TrainConfig, run: Path, *, callbacks: list | None = None,
         default_root_dir=str(run),
         use_distributed_sampler=False,  # the StreamSampler shards by rank itself
     )
+    if t.max_minutes > 0:  # wall-clock budget: stop early (the EMA weights are exported as usual)
+        kwargs["max_time"] = {"minutes": t.max_minutes}
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
 
