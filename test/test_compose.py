@@ -209,3 +209,72 @@ def test_observe_keeps_the_budget():
     depth, index = render_depth(cam, _down_camera(0.6), [_box_mesh((0.025, 0.025, 0.025))], torch.eye(4)[None].double())
     pts, ids = observe(cam, _down_camera(0.6)[0], depth[0], index[0], Workspace(max_points=500))
     assert len(pts) == 500 and ((ids == 0) | (ids == -1)).all()
+
+
+def test_hull_check_drops_a_hand_between_sparse_samples_of_a_neighbour_face(composer, library, hand):
+    # a slab neighbour known to the sample check only by its 8 corners (far from the hand) whose
+    # face cuts 2 mm into the hand at the grasp: only the convex-hull check sees it
+    import trimesh
+
+    from sceneleap_core.data.compose import hand_collisions, hull_planes, sweep_states
+
+    g = int(np.flatnonzero(composer.static_checks(np.arange(library.num_grasps)))[0])
+    rest = int(library.grasp_rest[g])
+    obj = composer.object_cache(int(library.rest_object[rest]))
+    rp = torch.as_tensor(library.rest_pose[rest], dtype=hand.dtype)
+    pose = (rp @ torch.as_tensor(library.grasp_pose[g], dtype=hand.dtype))[None]
+    joints = torch.as_tensor(library.grasp_joints[g], dtype=hand.dtype)[None]
+    poses, q = sweep_states(hand, pose, joints, sweep_steps=5)  # every checked hand state
+    rot, ctr = hand.box_poses(hand(q[0], poses[0], validate=False))
+    p = composer.patches
+    surface = (rot[:, p.box] @ p.points.transpose(1, 2)[None]).transpose(2, 3) + ctr[:, p.box][:, :, None]
+    surface = surface.reshape(-1, 3)
+    point = surface[surface[:, 0].argmax()]  # the hand's farthest point along world +x
+    x_max = float(point[0])
+
+    def run(cut: float, with_hull: bool) -> float:
+        half = np.array([0.05, 0.15, 0.15])
+        centre = point.double().numpy() + np.array([half[0] - cut + (x_max - float(point[0])), 0.0, 0.0])
+        slab = trimesh.creation.box(extents=2 * half)
+        slab.apply_translation(centre)
+        corners = np.asarray(slab.vertices)  # (8, 3) world
+        samples = torch.stack([obj.samples[:8] @ rp[:3, :3].T + rp[:3, 3], torch.as_tensor(corners, dtype=hand.dtype)])
+        hull = torch.stack([torch.zeros(6, 4), torch.as_tensor(hull_planes(slab), dtype=hand.dtype)])
+        hull[0, :, 3] = 1e9  # the target's hull is never checked
+        m = hand_collisions(
+            hand,
+            pose,
+            joints,
+            torch.zeros(1, dtype=torch.int64),
+            samples,
+            torch.stack([rp[:3, 3], torch.as_tensor(centre, dtype=hand.dtype)]),
+            torch.tensor([obj.radius, float(np.linalg.norm(half))], dtype=hand.dtype),
+            sweep_steps=5,
+            clearance=0.003,
+            check_target=False,
+            hull=hull if with_hull else None,
+            patches=p if with_hull else None,
+            leaf=8,
+        )
+        return float(m["other_depth"][0])
+
+    assert run(0.002, with_hull=False) <= 0  # the corners are far: the sample check misses it
+    assert run(0.002, with_hull=True) > 0.003  # the hull check sees 2 mm of penetration (+ clearance)
+    assert run(-0.01, with_hull=True) <= 0  # 1 cm clear of the hand: kept
+
+
+def test_hull_planes_contain_the_object_and_stay_tight():
+    import trimesh
+
+    from sceneleap_core.data.compose import hull_planes
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.03)  # 1280 facets -> 128 planes
+    planes = hull_planes(sphere, 128)
+    assert planes.shape == (128, 4)
+    assert (np.asarray(sphere.vertices) @ planes[:, :3].T - planes[:, 3]).max() < 1e-9  # contains
+    # no point 2 mm outside the sphere is inside the polytope (loose by < 2 mm)
+    d = np.random.default_rng(0).normal(size=(4000, 3))
+    far = 0.032 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    assert ((far @ planes[:, :3].T - planes[:, 3]).max(1) > 0).all()
+    box = trimesh.creation.box(extents=[0.02, 0.04, 0.06])
+    assert len(hull_planes(box)) == 6  # coplanar facets merged

@@ -14,9 +14,14 @@ hand states: the open hand at ``sweep_steps`` + 1 palm poses evenly spaced from 
 grasp itself with the grasp joints. Against
 
 * the table: the lowest corner of every hand box, exact (boxes are the hand's collision geometry);
-* other objects: the box signed distance at the object's surface samples, after a sphere-sphere
-  broad phase per (state, box, object); a grasp is dropped when any sample comes closer than
-  ``clearance`` to any box in any state;
+* other objects, two conservative tests, a grasp is dropped when either fires in any state:
+  (1) the box signed distance at the object's surface samples (1024: the convex hull's corners,
+  then even samples) closer than ``clearance`` to any box; (2) the hand's surface (a 5 mm grid on
+  every box face, :class:`HandPatches`) within ``clearance`` of the object's convex hull, tested
+  as half-spaces (:func:`hull_planes`; max_k(n_k . x - d_k) bounds the distance to the hull from
+  below and the hull contains the object, so no hand point that touches the object slips through
+  between samples). Broad and mid phases: spheres per (state, box or patch, object), then sample
+  leaves vs the box SDF and the patch centre's plane bound (both 1-Lipschitz bounds);
 * its target: only the open-hand states (the closed grasp touches it by design), with the
   tolerance ``target_tolerance`` (the library's grasps close onto the surface; some open-hand
   boxes graze it at the end of the approach, see the value's note).
@@ -46,6 +51,7 @@ from sceneleap_core.geometry.box_sdf import box_signed_distance
 # (``SimConfig.penetration_tolerance``, 1 mm) so a library built with other samples or a coarser
 # hand still keeps grazing grasps the simulator accepts.
 TARGET_TOLERANCE = 0.001
+LEAF = 64  # surface samples per mid-phase group (samples_per_object must be a power-of-two multiple)
 
 
 @dataclass
@@ -109,6 +115,120 @@ def sweep_states(
     return poses, q
 
 
+@dataclass
+class HandPatches:
+    """The hand's collision-box surfaces as patches of points, for the hull check.
+
+    Every box face carries a grid of spacing at most ``spacing`` (edges and corners included);
+    points buried inside another box of the same link are dropped (not on the hand's surface);
+    each box's points are cut into patches of ``size`` (the last one padded by repeating a point).
+
+    Attributes:
+        points: (N, size, 3) box-frame points; box: (N,) box index; centre: (N, 3) box frame;
+        radius: (N,) bounding radius of each patch about its centre; homogeneous: (N, size, 4)
+        the points with a trailing 1.
+    """
+
+    points: torch.Tensor
+    box: torch.Tensor
+    centre: torch.Tensor
+    radius: torch.Tensor
+
+    @property
+    def homogeneous(self) -> torch.Tensor:
+        out = self.__dict__.get("_homogeneous")
+        if out is None:
+            out = self.__dict__["_homogeneous"] = torch.cat([self.points, torch.ones_like(self.points[..., :1])], -1)
+        return out
+
+    @classmethod
+    def build(cls, hand, spacing: float = 0.005, size: int = 32) -> HandPatches:
+        half = hand.box_half.double().cpu().numpy()
+        link = hand.box_link.cpu().numpy()
+        rot, trans = hand.box_rot.double().cpu().numpy(), hand.box_trans.double().cpu().numpy()
+        pts, box = [], []
+        for k, h in enumerate(half):
+            grid = []
+            for a in range(3):
+                b, c = [i for i in range(3) if i != a]
+                u = np.linspace(-h[b], h[b], int(np.ceil(2 * h[b] / spacing)) + 1)
+                v = np.linspace(-h[c], h[c], int(np.ceil(2 * h[c] / spacing)) + 1)
+                uu, vv = (x.ravel() for x in np.meshgrid(u, v, indexing="ij"))
+                for sign in (-1.0, 1.0):
+                    f = np.zeros((len(uu), 3))
+                    f[:, a], f[:, b], f[:, c] = sign * h[a], uu, vv
+                    grid.append(f)
+            grid = np.unique(np.round(np.concatenate(grid), 9), axis=0)
+            # drop points deeper than 0.5 mm inside another box of the same link
+            in_link = rot[k] @ grid.T + trans[k][:, None]  # (3, n) link frame
+            keep = np.ones(len(grid), bool)
+            for j in np.flatnonzero((link == link[k]) & (np.arange(len(half)) != k)):
+                q = np.abs(rot[j].T @ (in_link - trans[j][:, None])).T - half[j]
+                keep &= q.max(1) > -0.0005
+            grid = grid[keep]
+            grid = grid[leaf_order(grid, size)]  # compact patches
+            for a in range(0, len(grid), size):
+                chunk = grid[a : a + size]
+                pts.append(np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)]))
+                box.append(k)
+        pts = np.stack(pts)
+        centre = pts.mean(1)
+        kw = {"dtype": hand.dtype, "device": hand.device}
+        return cls(
+            points=torch.as_tensor(pts, **kw),
+            box=torch.as_tensor(np.array(box), device=hand.device),
+            centre=torch.as_tensor(centre, **kw),
+            radius=torch.as_tensor(np.linalg.norm(pts - centre[:, None], axis=-1).max(1), **kw),
+        )
+
+    def to(self, device=None, dtype=None) -> HandPatches:
+        return HandPatches(
+            self.points.to(device, dtype),
+            self.box.to(device),
+            self.centre.to(device, dtype),
+            self.radius.to(device, dtype),
+        )
+
+
+def leaf_order(points: np.ndarray, leaf: int) -> np.ndarray:
+    """Permutation of points (M, 3) into consecutive groups of ``leaf`` spatially coherent points
+    (the last one shorter when ``leaf`` does not divide M): recursive splits along the widest axis
+    at a multiple of ``leaf`` near the median (a balanced k-d tree; exact halves when M = leaf 2^k)."""
+
+    def split(idx: np.ndarray) -> list[np.ndarray]:
+        if len(idx) <= leaf:
+            return [idx]
+        p = points[idx]
+        axis = int(np.argmax(p.max(0) - p.min(0)))
+        order = idx[np.argsort(p[:, axis], kind="stable")]
+        half = leaf * -(-len(idx) // (2 * leaf))
+        return split(order[:half]) + split(order[half:])
+
+    return np.concatenate(split(np.arange(len(points))))
+
+
+def hull_planes(mesh, max_planes: int = 128) -> np.ndarray:
+    """(F, 4) half-spaces (n, d), |n| = 1, of the object's convex hull in its frame: x is inside when
+    max_k (n_k . x - d_k) <= 0. Coplanar facets are merged; with more than ``max_planes`` facets a
+    spread subset of normals is kept (farthest point sampling on the sphere) and each offset is
+    recomputed as max over the hull's vertices, so the polytope still contains the hull (looser by
+    at most a few % of the radius on smooth objects: conservative)."""
+    hull = mesh.convex_hull
+    verts = np.asarray(hull.vertices)
+    normals = np.asarray(hull.face_normals)
+    normals = np.unique(np.round(normals, 6), axis=0)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    if len(normals) > max_planes:
+        chosen = [int(np.argmax(normals[:, 2]))]
+        dist = np.linalg.norm(normals - normals[chosen[0]], axis=1)
+        for _ in range(max_planes - 1):
+            chosen.append(int(np.argmax(dist)))
+            dist = np.minimum(dist, np.linalg.norm(normals - normals[chosen[-1]], axis=1))
+        normals = normals[chosen]
+    offset = (verts @ normals.T).max(0)
+    return np.concatenate([normals, offset[:, None]], 1)
+
+
 def hand_collisions(
     hand,
     pose: torch.Tensor,
@@ -122,6 +242,9 @@ def hand_collisions(
     sweep_steps: int = 8,
     clearance: float = 0.0,
     check_target: bool = True,
+    hull: torch.Tensor | None = None,
+    patches: HandPatches | None = None,
+    leaf: int = 64,
     chunk: int = 8192,
 ) -> dict[str, torch.Tensor]:
     """Collision measures of G grasps along their approach (module docstring).
@@ -135,16 +258,27 @@ def hand_collisions(
         centre: (O, 3) bounding-sphere centres; radius: (O,) their radii.
         clearance: broad-phase and narrow-phase margin (m): a sample closer than this to a box counts.
         check_target: measure the target too (False when its depth is known already: scenes).
+        hull: (O, F, 4) convex-hull half-spaces (n, d) of the objects, world frame (pad with
+            n = 0, d = 1e9); with ``patches``, the hand's surface points are also tested against
+            every non-target hull (a point counts when max_k(n_k . x - d_k) < clearance, a lower
+            bound of its distance to the hull: conservative).
+        patches: :class:`HandPatches` of the hand (box frames).
+        leaf: the samples of each object come in groups of ``leaf`` consecutive, spatially
+            coherent points (see :func:`leaf_order`; M divisible by it): the mid-phase unit.
 
     Returns:
         ``table_z`` (G,): lowest hand-box corner over all states (m, table top = 0);
         ``target_depth`` (G,): deepest target sample inside an open-hand box (m);
         ``other_depth`` (G,): largest ``clearance - distance`` of any non-target sample to any box
-        over all states (> 0 means a hit), ``-inf`` when nothing is near.
+        over all states (> 0 means a hit), ``-inf`` when nothing is near; with ``hull``, also
+        ``clearance`` minus the hull distance bound of any hand point (the larger of the two);
+        ``hull_depth`` (G,): that hull part alone (``-inf`` without ``hull``).
 
     Recipe: 1. hand states (G, S); 2. FK, box poses (G S, K); 3. table: box corner heights;
     4. broad phase: box sphere (centre, half-diagonal) vs object sphere, + clearance -> triples;
-    5. narrow phase per triple: samples into the box frame, box SDF, min over samples; 6. reduce.
+    5. mid phase per triple: leaf spheres vs the box SDF; narrow phase per (triple, leaf): its
+    samples into the box frame, box SDF, min; 6. reduce; 7. hull check (patches vs hulls: sphere
+    broad phase, patch-centre plane bound, every point against every plane).
     """
     g, j = joints.shape
     dt, dev = pose.dtype, pose.device
@@ -152,6 +286,7 @@ def hand_collisions(
         "table_z": torch.full((g,), float("inf"), dtype=dt, device=dev),
         "target_depth": torch.zeros(g, dtype=dt, device=dev),
         "other_depth": torch.full((g,), float("-inf"), dtype=dt, device=dev),
+        "hull_depth": torch.full((g,), float("-inf"), dtype=dt, device=dev),
     }
     if g == 0:
         return out
@@ -176,31 +311,77 @@ def hand_collisions(
     relevant = ~is_target | (open_state[:, None] if check_target else False)  # (G S, O)
     near = (gap < clearance) & relevant[:, None, :]  # (G S, K, O)
     b_idx, k_idx, o_idx = near.nonzero(as_tuple=True)  # (T,)
-    # 5. narrow phase, chunked over triples
-    sd = torch.empty(len(b_idx), dtype=dt, device=dev)
-    for a in range(0, len(b_idx), chunk):
-        bb, kk, oo = b_idx[a : a + chunk], k_idx[a : a + chunk], o_idx[a : a + chunk]
-        r, c = rot[bb, kk], ctr[bb, kk]  # (t, 3, 3), (t, 3)
-        # rows p @ R - c @ R = (R^T (p - c))^T: the samples in each box frame, (t, M, 3)
-        local = torch.bmm(samples[oo], r) - (c[:, None] @ r)
-        sd[a : a + chunk] = box_signed_distance(local, half[kk][:, None]).amin(-1)
+    # 5. mid phase: sample leaves (L consecutive groups of M / L samples) whose bounding sphere
+    # reaches the box (the box SDF is 1-Lipschitz); narrow phase: their samples, chunked
+    o_n, m = samples.shape[:2]
+    leaves = samples.view(o_n, m // leaf, leaf, 3)  # (O, L, Ls, 3)
+    leaf_c = leaves.mean(2)  # (O, L, 3)
+    leaf_r = (leaves - leaf_c[:, :, None]).norm(dim=-1).amax(-1)  # (O, L)
+    r, c = rot[b_idx, k_idx], ctr[b_idx, k_idx]  # (T, 3, 3), (T, 3)
+    lc = torch.bmm(leaf_c[o_idx], r) - (c[:, None] @ r)  # (T, L, 3) leaf centres in the box frame
+    reach = box_signed_distance(lc, half[k_idx][:, None]) - leaf_r[o_idx] < clearance  # (T, L)
+    t_idx, l_idx = reach.nonzero(as_tuple=True)
+    sd = torch.full((len(b_idx),), float("inf"), dtype=dt, device=dev)
+    for a in range(0, len(t_idx), chunk):
+        tt, ll = t_idx[a : a + chunk], l_idx[a : a + chunk]
+        rr, cc = r[tt], c[tt]
+        # rows p @ R - c @ R = (R^T (p - c))^T: the samples in each box frame, (t, Ls, 3)
+        local = torch.bmm(leaves[o_idx[tt], ll], rr) - (cc[:, None] @ rr)
+        part = box_signed_distance(local, half[k_idx[tt]][:, None]).amin(-1)
+        sd.scatter_reduce_(0, tt, part, "amin")
     # 6. reduce to grasps
     grasp = b_idx // s
     hit_target = is_target[b_idx, o_idx]
     out["target_depth"].scatter_reduce_(0, grasp[hit_target], (-sd[hit_target]).clamp_min(0), "amax")
     out["other_depth"].scatter_reduce_(0, grasp[~hit_target], clearance - sd[~hit_target], "amax")
+    # 7. hand surface points against every non-target hull: patch sphere broad phase; mid phase:
+    # the patch centre's plane bound minus the patch radius; narrow: every point, planes in the box frame
+    if hull is not None and patches is not None:
+        pk = patches.box  # (N,)
+        pc = (rot[:, pk] @ patches.centre[None, :, :, None]).squeeze(-1) + ctr[:, pk]  # (G S, N, 3)
+        gap = (pc[:, :, None] - centre[None, None]).norm(dim=-1) - patches.radius[None, :, None] - radius[None, None]
+        near = (gap < clearance) & ~is_target[:, None, :]  # (G S, N, O)
+        b_idx, p_idx, o_idx = near.nonzero(as_tuple=True)
+        h = hull[o_idx]  # (T, F, 4)
+        bound = torch.bmm(h[..., :3], pc[b_idx, p_idx][:, :, None]).squeeze(-1) - h[..., 3]  # (T, F)
+        near = bound.amax(-1) - patches.radius[p_idx] < clearance
+        b_idx, p_idx, o_idx, h = b_idx[near], p_idx[near], o_idx[near], h[near]
+        hd = torch.empty(len(b_idx), dtype=dt, device=dev)
+        step = max(1, chunk // 4)
+        for a in range(0, len(b_idx), step):
+            bb, pp, hh = b_idx[a : a + step], p_idx[a : a + step], h[a : a + step]
+            kk = pk[pp]
+            r, c = rot[bb, kk], ctr[bb, kk]  # (t, 3, 3), (t, 3)
+            # planes in the box frame, homogeneous: [n^T R, n.c - d] (t, F, 4); points [x, 1]
+            planes = torch.cat([torch.bmm(hh[..., :3], r), (hh[..., :3] @ c[:, :, None]) - hh[..., 3:]], -1)
+            val = torch.bmm(patches.homogeneous[pp], planes.transpose(1, 2))  # (t, P, F)
+            hd[a : a + step] = val.amax(-1).amin(-1)
+        out["hull_depth"].scatter_reduce_(0, b_idx // s, clearance - hd, "amax")
+        out["sample_depth"] = out["other_depth"]
+        out["other_depth"] = torch.maximum(out["other_depth"], out["hull_depth"])
     return out
 
 
 ##################################################################################################
 # Composer
 ##################################################################################################
+def _pad_planes(planes: list[torch.Tensor]) -> torch.Tensor:
+    """(O, F, 4) from O (Fk, 4) half-space lists; padding planes never bind (n = 0, d = 1e9)."""
+    f = max(len(p) for p in planes)
+    out = planes[0].new_zeros((len(planes), f, 4))
+    out[..., 3] = 1e9
+    for i, p in enumerate(planes):
+        out[i, : len(p)] = p
+    return out
+
+
 @dataclass
 class _ObjectCache:
     samples: torch.Tensor  # (M, 3) object frame
     radius: float  # bounding sphere about the object origin
     vertices: torch.Tensor  # (V, 3) object frame (rendering)
     faces: torch.Tensor  # (F, 3) int64
+    hull: torch.Tensor  # (H, 4) convex-hull half-spaces (n, d), object frame
 
 
 class SceneComposer:
@@ -223,7 +404,10 @@ class SceneComposer:
         target_tolerance: allowed open-hand penetration (m) of the target (see :data:`TARGET_TOLERANCE`).
         table_margin: hand boxes must stay this high above the table top (m); negative tolerates
             grazing (the library's grasps were validated with the table as a contact).
-        samples_per_object: M surface samples per object for the checks.
+        samples_per_object: M surface samples per object for the checks (the convex hull's
+            vertices first, up to a quarter of them, then even surface samples).
+        hull_planes: at most this many half-spaces per object hull (see :func:`hull_planes`).
+        hand_spacing: grid spacing (m) of the hand surface points tested against the hulls.
     """
 
     def __init__(
@@ -244,9 +428,13 @@ class SceneComposer:
         clearance: float = 0.003,
         target_tolerance: float = TARGET_TOLERANCE,
         table_margin: float = -0.002,
-        samples_per_object: int = 384,
+        samples_per_object: int = 1024,
+        hull_planes: int = 128,
+        hand_spacing: float = 0.005,
     ):
         lo, hi = objects_per_scene
+        if samples_per_object < LEAF or samples_per_object & (samples_per_object - 1):
+            raise ValueError(f"samples_per_object: expected a power of two >= {LEAF}, got {samples_per_object}")
         if not 1 <= lo <= hi:
             raise ValueError(f"objects_per_scene: expected 1 <= min <= max, got {objects_per_scene}")
         self.library = library
@@ -265,6 +453,8 @@ class SceneComposer:
         self.clearance, self.target_tolerance = float(clearance), float(target_tolerance)
         self.table_margin, self.samples_per_object = float(table_margin), int(samples_per_object)
         self._objects: dict[int, _ObjectCache] = {}
+        self.hull_planes = int(hull_planes)
+        self.patches = HandPatches.build(self.hand, spacing=float(hand_spacing))
         self._footprint = np.full(len(library.rest_object), np.nan)  # per rest pose (m)
         self._static_ok = torch.full((library.num_grasps,), -1, dtype=torch.int8)  # -1 unknown
         self._grasp_pose = torch.as_tensor(library.grasp_pose, dtype=self.dtype)  # host copies
@@ -281,16 +471,23 @@ class SceneComposer:
             import trimesh
 
             mesh = build_mesh(self.library.object(object_id))
-            pts, _ = trimesh.sample.sample_surface_even(mesh, self.samples_per_object, seed=object_id)
-            if len(pts) < self.samples_per_object:  # even sampling may return fewer
-                extra, _ = trimesh.sample.sample_surface(mesh, self.samples_per_object - len(pts), seed=object_id)
+            m = self.samples_per_object
+            corners = np.asarray(mesh.convex_hull.vertices)  # the extreme points (sharp corners)
+            if len(corners) > m // 4:
+                corners = corners[np.random.default_rng(object_id).choice(len(corners), m // 4, replace=False)]
+            pts, _ = trimesh.sample.sample_surface_even(mesh, m - len(corners), seed=object_id)
+            if len(pts) < m - len(corners):  # even sampling may return fewer
+                extra, _ = trimesh.sample.sample_surface(mesh, m - len(corners) - len(pts), seed=object_id)
                 pts = np.concatenate([pts, extra])
+            pts = np.concatenate([corners, pts])
+            pts = pts[leaf_order(pts, LEAF)]
             kw = {"dtype": self.dtype, "device": self.device}
             cached = _ObjectCache(
                 samples=torch.as_tensor(np.asarray(pts), **kw),
                 radius=float(np.linalg.norm(mesh.vertices, axis=1).max()),
                 vertices=torch.as_tensor(np.asarray(mesh.vertices), **kw),
                 faces=torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=self.device),
+                hull=torch.as_tensor(hull_planes(mesh, self.hull_planes), **kw),
             )
             self._objects[object_id] = cached
         return cached
@@ -401,6 +598,9 @@ class SceneComposer:
             caches = [self.object_cache(o.id) for o in objects]
             samples = torch.stack([c.samples for c in caches]) @ pw[:, :3, :3].transpose(1, 2) + pw[:, None, :3, 3]
             radius = torch.tensor([c.radius for c in caches], **kw)
+            hull = _pad_planes([c.hull for c in caches])  # (O, F, 4) object frame -> world
+            n_w = hull[..., :3] @ pw[:, :3, :3].transpose(1, 2)
+            hull = torch.cat([n_w, (hull[..., 3] + (n_w * pw[:, None, :3, 3]).sum(-1))[..., None]], -1)
             grasp_w = pw[torch.as_tensor(owner[sel], device=self.device)] @ self._grasp_pose[sel].to(self.device)
             with torch.no_grad():
                 m = hand_collisions(
@@ -415,12 +615,16 @@ class SceneComposer:
                     sweep_steps=self.sweep_steps,
                     clearance=self.clearance,
                     check_target=False,
+                    hull=hull,
+                    patches=self.patches,
+                    leaf=LEAF,
                 )
             hit = (m["other_depth"] > 0).cpu().numpy()
             keep[sel[hit]] = False
             stats["dropped_neighbour"] = int(hit.sum())
+            stats["dropped_neighbour_hull_only"] = int((hit & (m["sample_depth"] <= 0).cpu().numpy()).sum())
         else:
-            stats["dropped_neighbour"] = 0
+            stats["dropped_neighbour"] = stats["dropped_neighbour_hull_only"] = 0
         return cand, owner, keep, stats
 
     def compose(self, scene_id: int, rng: np.random.Generator | None = None) -> ComposedScene:
