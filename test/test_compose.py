@@ -278,3 +278,24 @@ def test_hull_planes_contain_the_object_and_stay_tight():
     assert ((far @ planes[:, :3].T - planes[:, 3]).max(1) > 0).all()
     box = trimesh.creation.box(extents=[0.02, 0.04, 0.06])
     assert len(hull_planes(box)) == 6  # coplanar facets merged
+
+
+def test_revalidate_measures_displacement_against_the_no_hand_rollout(composer):
+    from sceneleap_core.data.compose import relative_displacement, revalidate
+
+    # the helper: step by step against the baseline, target excluded, the shorter rollout bounds it
+    base = np.zeros((5, 3, 3))
+    base[:, 1, 2] = -np.linspace(0, 0.0045, 5)  # object 1 settles 4.5 mm on its own
+    track = base.copy()
+    assert relative_displacement(track, base, target=0) == 0.0
+    track[3:, 2, 0] += 0.02  # the hand pushes object 2 by 2 cm
+    track[:, 0] += 1.0  # the lifted target is ignored
+    assert abs(relative_displacement(track, base, target=0) - 0.02) < 1e-12
+    assert relative_displacement(track[:2], base, target=0) == 0.0
+    # in MuJoCo: an untouched object reads ~0 mm against the baseline (raw: its settle drift)
+    scene = composer.compose(0, np.random.default_rng([0, 0]))
+    for key in ("grasp_pose", "grasp_joints", "grasp_object", "grasp_type", "grasp_approach", "grasp_index"):
+        setattr(scene, key, getattr(scene, key)[:1])
+    ok, disp, info = revalidate(scene, details=True)
+    # this grasp lifts its target and touches nothing else: raw ~4.6 mm of settle drift, 0 against the baseline
+    assert ok[0] and info["lifted"][0] and info["raw_mm"][0] > 1.0 and disp[0] < 0.5
