@@ -299,3 +299,27 @@ def test_revalidate_measures_displacement_against_the_no_hand_rollout(composer):
     ok, disp, info = revalidate(scene, details=True)
     # this grasp lifts its target and touches nothing else: raw ~4.6 mm of settle drift, 0 against the baseline
     assert ok[0] and info["lifted"][0] and info["raw_mm"][0] > 1.0 and disp[0] < 0.5
+
+
+def test_batched_compose_and_render_match_one_scene_at_a_time(composer):
+    from sceneleap_core.data.compose import render_scenes
+    from sceneleap_core.data.depth import sample_robot_cameras
+
+    ids = [5, 6, 7]
+    batch = composer.compose_batch(ids, [np.random.default_rng([2, i]) for i in ids])
+    for i, b in zip(ids, batch, strict=True):
+        a = composer.compose(i, np.random.default_rng([2, i]))
+        np.testing.assert_array_equal(a.grasp_index, b.grasp_index)
+        np.testing.assert_allclose(a.object_pose, b.object_pose)
+        assert a.stats["dropped_neighbour"] == b.stats["dropped_neighbour"]
+    cam = DepthCamera(width=160, height=120, fx=96.0, fy=96.0, cx=79.5, cy=59.5, noise=False)
+    poses = [sample_robot_cameras(2, np.random.default_rng(i)) for i in ids]
+    ws = Workspace(voxel=0.0)  # no random subsampling: batch and single renders agree exactly
+    together = render_scenes(composer, batch, poses, camera=cam, workspace=ws)
+    for scene, p, (samples, _) in zip(batch, poses, together, strict=True):
+        alone, _ = render_samples(composer, scene, p, camera=cam, workspace=ws)
+        assert len(alone) == len(samples)
+        for x, y in zip(alone, samples, strict=True):
+            np.testing.assert_array_equal(x.point_object, y.point_object)
+            np.testing.assert_allclose(x.points, y.points)
+            assert set(np.unique(y.point_object)) <= set(scene.object_ids.tolist()) | {-1}

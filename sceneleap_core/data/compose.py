@@ -245,6 +245,8 @@ def hand_collisions(
     hull: torch.Tensor | None = None,
     patches: HandPatches | None = None,
     leaf: int = 64,
+    grasp_group: torch.Tensor | None = None,
+    object_group: torch.Tensor | None = None,
     chunk: int = 8192,
 ) -> dict[str, torch.Tensor]:
     """Collision measures of G grasps along their approach (module docstring).
@@ -265,6 +267,8 @@ def hand_collisions(
         patches: :class:`HandPatches` of the hand (box frames).
         leaf: the samples of each object come in groups of ``leaf`` consecutive, spatially
             coherent points (see :func:`leaf_order`; M divisible by it): the mid-phase unit.
+        grasp_group, object_group: (G,), (O,) scene of each grasp and object (several scenes in
+            one query): a grasp meets only the objects of its scene. Default: one scene.
 
     Returns:
         ``table_z`` (G,): lowest hand-box corner over all states (m, table top = 0);
@@ -309,6 +313,10 @@ def hand_collisions(
     open_state = (torch.arange(g * s, device=dev) % s) < s - 1  # (G S,)
     # the target only in open states; its tolerance is applied by the caller
     relevant = ~is_target | (open_state[:, None] if check_target else False)  # (G S, O)
+    if grasp_group is not None:
+        same = grasp_group.repeat_interleave(s)[:, None] == object_group[None]  # (G S, O)
+        relevant = relevant & same
+        is_target = is_target | ~same  # other scenes' objects: never neighbours (hull check)
     near = (gap < clearance) & relevant[:, None, :]  # (G S, K, O)
     b_idx, k_idx, o_idx = near.nonzero(as_tuple=True)  # (T,)
     # 5. mid phase: sample leaves (L consecutive groups of M / L samples) whose bounding sphere
@@ -459,6 +467,9 @@ class SceneComposer:
         self._static_ok = torch.full((library.num_grasps,), -1, dtype=torch.int8)  # -1 unknown
         self._grasp_pose = torch.as_tensor(library.grasp_pose, dtype=self.dtype)  # host copies
         self._grasp_joints = torch.as_tensor(library.grasp_joints, dtype=self.dtype)
+        self._grasp_pose_dev = self._grasp_pose.to(self.device)  # the filter's copies, moved once
+        self._grasp_joints_dev = self._grasp_joints.to(self.device)
+        self._stacked = None
         self._rests = {o.id: library.rests_of(o.id) for o in self.pool}
         self._rests = {k: np.array([r for r in v if len(library.grasps_of_rest(r))]) for k, v in self._rests.items()}
         self._grasps_of_rest = {}
@@ -572,92 +583,146 @@ class SceneComposer:
         return objects, np.array(rests, dtype=np.int64), np.stack(poses) if poses else np.zeros((0, 4, 4))
 
     # ------------------------------------------------------------------ grasps
+    def _object_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, int]]:
+        """Samples (N, M, 3), hull planes (N, F, 4) (object frames) and radii (N,) of every pool
+        object, stacked once on the device, with the row of each object id."""
+        if getattr(self, "_stacked", None) is None:
+            ids = [o.id for o in self.pool]
+            caches = [self.object_cache(i) for i in ids]
+            self._stacked = (
+                torch.stack([c.samples for c in caches]),
+                _pad_planes([c.hull for c in caches]),
+                torch.tensor([c.radius for c in caches], dtype=self.dtype, device=self.device),
+                {i: k for k, i in enumerate(ids)},
+            )
+        return self._stacked
+
     def filter_scene(
         self, objects: list[LibraryObject], rests: np.ndarray, poses: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, dict]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Candidate library grasps of every object and their keep mask in the scene.
 
         Returns library grasp indices (C,), object index in the scene (C,), keep (C,) bool, counts.
         """
-        cand, owner = [], []
-        for i, rest in enumerate(rests):
-            idx = self.grasps_of_rest(int(rest))
-            if len(idx) > self.max_candidates:
-                idx = np.sort(rng.choice(idx, self.max_candidates, replace=False))
-            cand.append(idx)
-            owner.append(np.full(len(idx), i))
-        cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-        owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
-        static = self.static_checks(cand)
-        stats = {"candidates": len(cand), "dropped_table_or_target": int((~static).sum())}
-        keep = static.copy()
-        sel = np.flatnonzero(static)
-        if len(objects) > 1 and len(sel):
-            kw = {"dtype": self.dtype, "device": self.device}
-            pw = torch.as_tensor(poses, **kw)  # (O, 4, 4)
-            caches = [self.object_cache(o.id) for o in objects]
-            samples = torch.stack([c.samples for c in caches]) @ pw[:, :3, :3].transpose(1, 2) + pw[:, None, :3, 3]
-            radius = torch.tensor([c.radius for c in caches], **kw)
-            hull = _pad_planes([c.hull for c in caches])  # (O, F, 4) object frame -> world
-            n_w = hull[..., :3] @ pw[:, :3, :3].transpose(1, 2)
-            hull = torch.cat([n_w, (hull[..., 3] + (n_w * pw[:, None, :3, 3]).sum(-1))[..., None]], -1)
-            grasp_w = pw[torch.as_tensor(owner[sel], device=self.device)] @ self._grasp_pose[sel].to(self.device)
-            with torch.no_grad():
-                m = hand_collisions(
-                    self.hand,
-                    grasp_w,
-                    self._grasp_joints[sel].to(self.device),
-                    torch.as_tensor(owner[sel], device=self.device),
-                    samples,
-                    pw[:, :3, 3],
-                    radius,
-                    pregrasp_distance=self.pregrasp_distance,
-                    sweep_steps=self.sweep_steps,
-                    clearance=self.clearance,
-                    check_target=False,
-                    hull=hull,
-                    patches=self.patches,
-                    leaf=LEAF,
-                )
-            hit = (m["other_depth"] > 0).cpu().numpy()
+        return self.filter_scenes([(objects, rests, poses, rng)])[0]
+
+    def filter_scenes(self, scenes: list[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+        """:meth:`filter_scene` of several scenes (objects, rests, poses, rng) in one batched
+        collision query (each grasp is checked only against the objects of its own scene)."""
+        per, grasps, gscene, gowner, wposes, wobj, oscene = [], [], [], [], [], [], []
+        for si, (objects, rests, poses, rng) in enumerate(scenes):
+            cand, owner = [], []
+            for i, rest in enumerate(rests):
+                idx = self.grasps_of_rest(int(rest))
+                if len(idx) > self.max_candidates:
+                    idx = np.sort(rng.choice(idx, self.max_candidates, replace=False))
+                cand.append(idx)
+                owner.append(np.full(len(idx), i))
+            cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+            owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
+            static = self.static_checks(cand)
+            stats = {"candidates": len(cand), "dropped_table_or_target": int((~static).sum())}
+            stats["dropped_neighbour"] = stats["dropped_neighbour_hull_only"] = 0
+            keep = static.copy()
+            per.append((cand, owner, keep, stats))
+            if len(objects) > 1 and static.any():
+                sel = np.flatnonzero(static)
+                grasps.append((si, sel))
+                gscene.append(np.full(len(sel), si))
+                gowner.append(owner[sel] + len(wobj))
+                wposes.append(poses)
+                wobj.extend(o.id for o in objects)
+                oscene.extend([si] * len(objects))
+        if not grasps:
+            return per
+        samples_all, hull_all, radius_all, row = self._object_tensors()
+        kw = {"dtype": self.dtype, "device": self.device}
+        rows = torch.as_tensor([row[i] for i in wobj], device=self.device)
+        pw = torch.as_tensor(np.concatenate(wposes), **kw)  # (O, 4, 4) all scenes' objects
+        rw, tw = pw[:, :3, :3], pw[:, :3, 3]
+        samples = samples_all[rows] @ rw.transpose(1, 2) + tw[:, None]
+        hull = hull_all[rows]
+        n_w = hull[..., :3] @ rw.transpose(1, 2)
+        hull = torch.cat([n_w, (hull[..., 3] + (n_w * tw[:, None]).sum(-1))[..., None]], -1)
+        lib_idx = np.concatenate([per[si][0][sel] for si, sel in grasps])
+        owner_t = torch.as_tensor(np.concatenate(gowner), device=self.device)
+        grasp_w = pw[owner_t] @ self._grasp_pose_dev[torch.as_tensor(lib_idx, device=self.device)]
+        with torch.no_grad():
+            m = hand_collisions(
+                self.hand,
+                grasp_w,
+                self._grasp_joints_dev[torch.as_tensor(lib_idx, device=self.device)],
+                owner_t,
+                samples,
+                tw,
+                radius_all[rows],
+                pregrasp_distance=self.pregrasp_distance,
+                sweep_steps=self.sweep_steps,
+                clearance=self.clearance,
+                check_target=False,
+                hull=hull,
+                patches=self.patches,
+                leaf=LEAF,
+                grasp_group=torch.as_tensor(np.concatenate(gscene), device=self.device),
+                object_group=torch.as_tensor(oscene, device=self.device),
+            )
+        hit_all = (m["other_depth"] > 0).cpu().numpy()
+        hull_only_all = hit_all & (m["sample_depth"] <= 0).cpu().numpy()
+        a = 0
+        for si, sel in grasps:
+            hit, hull_only = hit_all[a : a + len(sel)], hull_only_all[a : a + len(sel)]
+            a += len(sel)
+            cand, owner, keep, stats = per[si]
             keep[sel[hit]] = False
             stats["dropped_neighbour"] = int(hit.sum())
-            stats["dropped_neighbour_hull_only"] = int((hit & (m["sample_depth"] <= 0).cpu().numpy()).sum())
-        else:
-            stats["dropped_neighbour"] = stats["dropped_neighbour_hull_only"] = 0
-        return cand, owner, keep, stats
+            stats["dropped_neighbour_hull_only"] = int(hull_only.sum())
+        return per
 
     def compose(self, scene_id: int, rng: np.random.Generator | None = None) -> ComposedScene:
         """One scene, deterministic from ``rng`` (default: seeded by ``scene_id``)."""
-        rng = rng if rng is not None else np.random.default_rng([0, int(scene_id)])
+        return self.compose_batch([scene_id], None if rng is None else [rng])[0]
+
+    def compose_batch(self, scene_ids, rngs: list[np.random.Generator] | None = None) -> list[ComposedScene]:
+        """Several scenes, each exactly as :meth:`compose` would make it, the collision filter
+        batched over all of them (one query: the fast path on a GPU). Stats seconds are the
+        batch's, divided evenly."""
+        rngs = rngs if rngs is not None else [np.random.default_rng([0, int(i)]) for i in scene_ids]
         t0 = time.perf_counter()
-        objects, rests, poses = self.place(rng)
+        placed = [self.place(rng) for rng in rngs]
         t1 = time.perf_counter()
-        cand, owner, keep, stats = self.filter_scene(objects, rests, poses, rng)
-        # keep at most max_grasps per object (random), in object order
-        chosen = []
-        for i in range(len(objects)):
-            idx = np.flatnonzero(keep & (owner == i))
-            if len(idx) > self.max_grasps:
-                idx = np.sort(rng.choice(idx, self.max_grasps, replace=False))
-            chosen.append(idx)
-        sel = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
-        lib, own = cand[sel], owner[sel]
+        filtered = self.filter_scenes([(*p, rng) for p, rng in zip(placed, rngs, strict=True)])
+        t2 = time.perf_counter()
+        out = []
         lib_ = self.library
-        stats.update(kept=len(sel), seconds_place=t1 - t0, seconds_filter=time.perf_counter() - t1)
-        return ComposedScene(
-            scene_id=int(scene_id),
-            objects=objects,
-            rest_index=rests,
-            object_pose=poses,
-            grasp_pose=poses[own] @ lib_.grasp_pose[lib] if len(sel) else np.zeros((0, 4, 4)),
-            grasp_joints=lib_.grasp_joints[lib].reshape(len(sel), lib_.dof),
-            grasp_object=np.array([objects[i].id for i in own], dtype=np.int32),
-            grasp_type=lib_.grasp_type[lib],
-            grasp_approach=lib_.grasp_approach[lib],
-            grasp_index=lib,
-            stats=stats,
-        )
+        for sid, rng, (objects, rests, poses), (cand, owner, keep, stats) in zip(
+            scene_ids, rngs, placed, filtered, strict=True
+        ):
+            # keep at most max_grasps per object (random), in object order
+            chosen = []
+            for i in range(len(objects)):
+                idx = np.flatnonzero(keep & (owner == i))
+                if len(idx) > self.max_grasps:
+                    idx = np.sort(rng.choice(idx, self.max_grasps, replace=False))
+                chosen.append(idx)
+            sel = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+            lib, own = cand[sel], owner[sel]
+            stats.update(kept=len(sel), seconds_place=(t1 - t0) / len(rngs), seconds_filter=(t2 - t1) / len(rngs))
+            out.append(
+                ComposedScene(
+                    scene_id=int(sid),
+                    objects=objects,
+                    rest_index=rests,
+                    object_pose=poses,
+                    grasp_pose=poses[own] @ lib_.grasp_pose[lib] if len(sel) else np.zeros((0, 4, 4)),
+                    grasp_joints=lib_.grasp_joints[lib].reshape(len(sel), lib_.dof),
+                    grasp_object=np.array([objects[i].id for i in own], dtype=np.int32),
+                    grasp_type=lib_.grasp_type[lib],
+                    grasp_approach=lib_.grasp_approach[lib],
+                    grasp_index=lib,
+                    stats=stats,
+                )
+            )
+        return out
 
 
 ##################################################################################################
@@ -857,6 +922,22 @@ def render_samples(
     Returns:
         samples, stats (points and target points per view, seconds of rendering).
     """
+    return render_scenes(composer, [scene], [camera_poses], camera=camera, workspace=workspace, seed=seed)[0]
+
+
+def render_scenes(
+    composer: SceneComposer,
+    scenes: list[ComposedScene],
+    camera_poses: list[np.ndarray],
+    *,
+    camera=None,
+    workspace=None,
+    seed: int = 0,
+) -> list[tuple[list, dict]]:
+    """:func:`render_samples` of several scenes, all their views rendered in one batch (each view
+    sees only its scene's objects). The noise comes from one generator seeded by ``seed``: a scene
+    renders the same as alone only when it is the batch's only scene. Seconds are the batch's,
+    divided evenly."""
     from sceneleap_core.data.depth import DepthCamera, Workspace, apply_sensor, observe, render_depth
     from sceneleap_core.data.shards import Sample
 
@@ -865,35 +946,54 @@ def render_samples(
     t0 = time.perf_counter()
     dev, dt = composer.device, composer.dtype
     gen = torch.Generator(device=dev).manual_seed(int(seed))
-    meshes = [(c.vertices, c.faces) for c in (composer.object_cache(o.id) for o in scene.objects)]
-    cams = torch.as_tensor(camera_poses, dtype=dt, device=dev)
+    meshes, opose, oscene, vscene = [], [], [], []
+    for k, (scene, cams) in enumerate(zip(scenes, camera_poses, strict=True)):
+        meshes += [(c.vertices, c.faces) for c in (composer.object_cache(o.id) for o in scene.objects)]
+        opose.append(np.asarray(scene.object_pose).reshape(-1, 4, 4))
+        oscene += [k] * len(scene.objects)
+        vscene += [k] * len(cams)
+    cams = torch.as_tensor(
+        np.concatenate([np.asarray(c).reshape(-1, 4, 4) for c in camera_poses]), dtype=dt, device=dev
+    )
+    view_of = torch.as_tensor(vscene, device=dev)
+    mask = view_of[:, None] == torch.as_tensor(oscene, device=dev, dtype=torch.int64).reshape(1, -1)
     with torch.no_grad():
-        depth, index = render_depth(camera, cams, meshes, torch.as_tensor(scene.object_pose, dtype=dt, device=dev))
-        noisy = apply_sensor(camera, depth, gen)
-    ids = torch.as_tensor(np.append(scene.object_ids, -1), device=dev)  # index -1 -> last entry -> -1
-    samples, points, on_target = [], [], []
-    targets = set(scene.grasp_object.tolist())
-    for v in range(len(cams)):
-        pts, idx = observe(camera, cams[v], noisy[v], index[v], workspace, gen)
-        if len(pts) == 0:
-            continue
-        lab = ids[idx].cpu().numpy().astype(np.int32)
-        cam = np.asarray(camera_poses[v], dtype=np.float64)
-        inv = np.linalg.inv(cam)
-        samples.append(
-            Sample(
-                points=pts.cpu().numpy().astype(np.float32),
-                point_object=lab,
-                camera_pose=cam,
-                grasp_pose=(inv @ scene.grasp_pose).astype(np.float32).reshape(-1, 4, 4),
-                grasp_joints=scene.grasp_joints.astype(np.float32).reshape(len(scene.grasp_pose), -1),
-                grasp_object=scene.grasp_object.astype(np.int32),
-                scene_id=scene.scene_id,
-                object_ids=scene.object_ids,
-                object_pose=np.asarray(scene.object_pose, dtype=np.float64),
-            )
+        depth, index = render_depth(
+            camera, cams, meshes, torch.as_tensor(np.concatenate(opose), dtype=dt, device=dev), object_view=mask
         )
-        points.append(len(lab))
-        on_target.extend(int((lab == t).sum()) for t in targets)
-    stats = {"points": points, "points_on_target": on_target, "seconds_render": time.perf_counter() - t0}
-    return samples, stats
+        noisy = apply_sensor(camera, depth, gen)
+    out, v, first = [], 0, 0  # first: the scene's first object in the batch's object list
+    for scene, cam_np in zip(scenes, camera_poses, strict=True):
+        # index -> object id: the scene's objects at [first, first + O), the table (-1) at the end
+        ids = torch.as_tensor(np.append(scene.object_ids, -1), device=dev)
+        samples, points, on_target = [], [], []
+        targets = set(scene.grasp_object.tolist())
+        g = len(scene.grasp_pose)
+        for cam in np.asarray(cam_np).reshape(-1, 4, 4):
+            pts, idx = observe(camera, cams[v], noisy[v], index[v], workspace, gen)
+            v += 1
+            if len(pts) == 0:
+                continue
+            lab = ids[torch.where(idx >= 0, idx - first, idx)].cpu().numpy().astype(np.int32)
+            inv = np.linalg.inv(cam)
+            samples.append(
+                Sample(
+                    points=pts.cpu().numpy().astype(np.float32),
+                    point_object=lab,
+                    camera_pose=np.asarray(cam, dtype=np.float64),
+                    grasp_pose=(inv @ scene.grasp_pose).astype(np.float32).reshape(-1, 4, 4),
+                    grasp_joints=scene.grasp_joints.astype(np.float32).reshape(g, -1),
+                    grasp_object=scene.grasp_object.astype(np.int32),
+                    scene_id=scene.scene_id,
+                    object_ids=scene.object_ids,
+                    object_pose=np.asarray(scene.object_pose, dtype=np.float64),
+                )
+            )
+            points.append(len(lab))
+            on_target.extend(int((lab == t).sum()) for t in targets)
+        first += len(scene.objects)
+        out.append((samples, {"points": points, "points_on_target": on_target}))
+    sec = (time.perf_counter() - t0) / max(len(scenes), 1)
+    for _, st in out:
+        st["seconds_render"] = sec
+    return out
