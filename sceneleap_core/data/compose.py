@@ -245,8 +245,7 @@ def hand_collisions(
     hull: torch.Tensor | None = None,
     patches: HandPatches | None = None,
     leaf: int = 64,
-    grasp_group: torch.Tensor | None = None,
-    object_group: torch.Tensor | None = None,
+    grasp_objects: torch.Tensor | None = None,
     chunk: int = 8192,
 ) -> dict[str, torch.Tensor]:
     """Collision measures of G grasps along their approach (module docstring).
@@ -267,8 +266,9 @@ def hand_collisions(
         patches: :class:`HandPatches` of the hand (box frames).
         leaf: the samples of each object come in groups of ``leaf`` consecutive, spatially
             coherent points (see :func:`leaf_order`; M divisible by it): the mid-phase unit.
-        grasp_group, object_group: (G,), (O,) scene of each grasp and object (several scenes in
-            one query): a grasp meets only the objects of its scene. Default: one scene.
+        grasp_objects: (G, Q) int64, the objects (indices, -1 = none) each grasp may meet: its
+            scene's, when several scenes share one query (the work then grows with G Q, not G O).
+            Default: every object.
 
     Returns:
         ``table_z`` (G,): lowest hand-box corner over all states (m, table top = 0);
@@ -307,18 +307,22 @@ def hand_collisions(
         return out
     # 4. broad phase
     box_r = half.norm(dim=-1)  # (K,)
-    gap = (ctr[:, :, None] - centre[None, None]).norm(dim=-1) - box_r[None, :, None] - radius[None, None]  # (GS, K, O)
+    # object slots (G S, Q): the objects each state may meet
+    if grasp_objects is None:
+        slots = torch.arange(samples.shape[0], device=dev)[None].expand(g * s, -1)
+    else:
+        slots = grasp_objects.repeat_interleave(s, dim=0)
+    valid = slots >= 0
+    slots = slots.clamp_min(0)
+    gap = (ctr[:, :, None] - centre[slots][:, None]).norm(dim=-1) - box_r[None, :, None] - radius[slots][:, None]
     tgt = target.repeat_interleave(s)  # (G S,)
-    is_target = torch.arange(samples.shape[0], device=dev)[None] == tgt[:, None]  # (G S, O)
+    is_target = slots == tgt[:, None]  # (G S, Q)
     open_state = (torch.arange(g * s, device=dev) % s) < s - 1  # (G S,)
     # the target only in open states; its tolerance is applied by the caller
-    relevant = ~is_target | (open_state[:, None] if check_target else False)  # (G S, O)
-    if grasp_group is not None:
-        same = grasp_group.repeat_interleave(s)[:, None] == object_group[None]  # (G S, O)
-        relevant = relevant & same
-        is_target = is_target | ~same  # other scenes' objects: never neighbours (hull check)
-    near = (gap < clearance) & relevant[:, None, :]  # (G S, K, O)
-    b_idx, k_idx, o_idx = near.nonzero(as_tuple=True)  # (T,)
+    relevant = valid & (~is_target | (open_state[:, None] if check_target else False))  # (G S, Q)
+    near = (gap < clearance) & relevant[:, None, :]  # (G S, K, Q)
+    b_idx, k_idx, j_idx = near.nonzero(as_tuple=True)  # (T,)
+    o_idx = slots[b_idx, j_idx]
     # 5. mid phase: sample leaves (L consecutive groups of M / L samples) whose bounding sphere
     # reaches the box (the box SDF is 1-Lipschitz); narrow phase: their samples, chunked
     o_n, m = samples.shape[:2]
@@ -339,7 +343,7 @@ def hand_collisions(
         sd.scatter_reduce_(0, tt, part, "amin")
     # 6. reduce to grasps
     grasp = b_idx // s
-    hit_target = is_target[b_idx, o_idx]
+    hit_target = is_target[b_idx, j_idx]
     out["target_depth"].scatter_reduce_(0, grasp[hit_target], (-sd[hit_target]).clamp_min(0), "amax")
     out["other_depth"].scatter_reduce_(0, grasp[~hit_target], clearance - sd[~hit_target], "amax")
     # 7. hand surface points against every non-target hull: patch sphere broad phase; mid phase:
@@ -347,9 +351,10 @@ def hand_collisions(
     if hull is not None and patches is not None:
         pk = patches.box  # (N,)
         pc = (rot[:, pk] @ patches.centre[None, :, :, None]).squeeze(-1) + ctr[:, pk]  # (G S, N, 3)
-        gap = (pc[:, :, None] - centre[None, None]).norm(dim=-1) - patches.radius[None, :, None] - radius[None, None]
-        near = (gap < clearance) & ~is_target[:, None, :]  # (G S, N, O)
-        b_idx, p_idx, o_idx = near.nonzero(as_tuple=True)
+        gap = (pc[:, :, None] - centre[slots][:, None]).norm(dim=-1) - patches.radius[None, :, None]
+        near = (gap - radius[slots][:, None] < clearance) & (valid & ~is_target)[:, None, :]  # (G S, N, Q)
+        b_idx, p_idx, j_idx = near.nonzero(as_tuple=True)
+        o_idx = slots[b_idx, j_idx]
         h = hull[o_idx]  # (T, F, 4)
         bound = torch.bmm(h[..., :3], pc[b_idx, p_idx][:, :, None]).squeeze(-1) - h[..., 3]  # (T, F)
         near = bound.amax(-1) - patches.radius[p_idx] < clearance
@@ -609,7 +614,7 @@ class SceneComposer:
     def filter_scenes(self, scenes: list[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
         """:meth:`filter_scene` of several scenes (objects, rests, poses, rng) in one batched
         collision query (each grasp is checked only against the objects of its own scene)."""
-        per, grasps, gscene, gowner, wposes, wobj, oscene = [], [], [], [], [], [], []
+        per, grasps, gslots, gowner, wposes, wobj = [], [], [], [], [], []
         for si, (objects, rests, poses, rng) in enumerate(scenes):
             cand, owner = [], []
             for i, rest in enumerate(rests):
@@ -628,11 +633,11 @@ class SceneComposer:
             if len(objects) > 1 and static.any():
                 sel = np.flatnonzero(static)
                 grasps.append((si, sel))
-                gscene.append(np.full(len(sel), si))
+                gslots.append(np.tile(len(wobj) + np.arange(self.objects_per_scene[1]), (len(sel), 1)))
+                gslots[-1][:, len(objects) :] = -1
                 gowner.append(owner[sel] + len(wobj))
                 wposes.append(poses)
                 wobj.extend(o.id for o in objects)
-                oscene.extend([si] * len(objects))
         if not grasps:
             return per
         samples_all, hull_all, radius_all, row = self._object_tensors()
@@ -663,8 +668,7 @@ class SceneComposer:
                 hull=hull,
                 patches=self.patches,
                 leaf=LEAF,
-                grasp_group=torch.as_tensor(np.concatenate(gscene), device=self.device),
-                object_group=torch.as_tensor(oscene, device=self.device),
+                grasp_objects=torch.as_tensor(np.concatenate(gslots), device=self.device),
             )
         hit_all = (m["other_depth"] > 0).cpu().numpy()
         hull_only_all = hit_all & (m["sample_depth"] <= 0).cpu().numpy()
