@@ -47,7 +47,7 @@ def test_library_grasps_survive_alone_and_neighbour_on_the_sweep_drops_them(comp
     # single-object scenes: most library grasps survive (only table checks can drop them)
     rng = np.random.default_rng(0)
     survive = composer.static_checks(np.arange(library.num_grasps))
-    assert survive.mean() > 0.85
+    assert survive.mean() > 0.6  # weak sample data: a quarter of its grasps close fingers into the table
     g = int(np.flatnonzero(survive)[0])
     rest = int(library.grasp_rest[g])
     target = library.object(int(library.rest_object[rest]))
@@ -323,3 +323,16 @@ def test_batched_compose_and_render_match_one_scene_at_a_time(composer):
             np.testing.assert_array_equal(x.point_object, y.point_object)
             np.testing.assert_allclose(x.points, y.points)
             assert set(np.unique(y.point_object)) <= set(scene.object_ids.tolist()) | {-1}
+
+
+def test_sweep_states_include_the_close_phase(hand, library):
+    from sceneleap_core.data.compose import sweep_states
+
+    pose = torch.as_tensor(library.grasp_pose[:2], dtype=hand.dtype)
+    joints = torch.as_tensor(library.grasp_joints[:2], dtype=hand.dtype)
+    poses, q = sweep_states(hand, pose, joints, sweep_steps=5, close_steps=3)
+    assert poses.shape[1] == q.shape[1] == 5 + 3 + 2
+    torch.testing.assert_close(poses[:, 5:], pose[:, None].expand(2, 5, 4, 4))  # close and grasp at the grasp pose
+    torch.testing.assert_close(q[:, -1], joints)
+    mid = q[:, 5] + 0.5 * (q[:, -1] - q[:, 5])  # open at the grasp pose .. grasp, halfway = close state 2 of 3
+    torch.testing.assert_close(q[:, 7], mid)

@@ -93,13 +93,22 @@ class ComposedScene:
 # Tensor core
 ##################################################################################################
 def sweep_states(
-    hand, pose: torch.Tensor, joints: torch.Tensor, *, pregrasp_distance: float = 0.10, sweep_steps: int = 8
+    hand,
+    pose: torch.Tensor,
+    joints: torch.Tensor,
+    *,
+    pregrasp_distance: float = 0.10,
+    sweep_steps: int = 8,
+    close_steps: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Palm poses (G, S, 4, 4) and joints (G, S, J) of the checked hand states, S = sweep_steps + 2.
+    """Palm poses (G, S, 4, 4) and joints (G, S, J) of the checked hand states,
+    S = sweep_steps + close_steps + 2.
 
     States 0..sweep_steps: the open hand (closing joints unflexed to the open pose, never past the
     grasp, as the simulator's ``open_joints``) from the pregrasp (0) to the grasp palm pose
-    (sweep_steps); state S - 1: the grasp with its joints.
+    (sweep_steps); then ``close_steps`` states at the grasp palm pose with the joints evenly
+    between open and grasp (a curling finger sweeps beyond both ends: the simulator's close
+    phase); state S - 1: the grasp with its joints.
     """
     g, j = joints.shape
     dt = pose.dtype
@@ -111,7 +120,10 @@ def sweep_states(
     back = pregrasp_distance * (1 - torch.linspace(0, 1, sweep_steps + 1, dtype=dt, device=pose.device))
     poses = pose[:, None].repeat(1, sweep_steps + 2, 1, 1)  # (G, S, 4, 4)
     poses[:, : sweep_steps + 1, :3, 3] -= back[None, :, None] * axis[:, None]
-    q = torch.cat([q_open[:, None].expand(g, sweep_steps + 1, j), joints[:, None]], 1)  # (G, S, J)
+    f = torch.arange(1, close_steps + 1, dtype=dt, device=pose.device) / (close_steps + 1)  # (C,)
+    q_close = q_open[:, None] + f[None, :, None] * (joints - q_open)[:, None]  # (G, C, J)
+    poses = torch.cat([poses[:, :-1], pose[:, None].expand(g, close_steps, 4, 4), poses[:, -1:]], 1)
+    q = torch.cat([q_open[:, None].expand(g, sweep_steps + 1, j), q_close, joints[:, None]], 1)  # (G, S, J)
     return poses, q
 
 
@@ -246,6 +258,7 @@ def hand_collisions(
     patches: HandPatches | None = None,
     leaf: int = 64,
     grasp_objects: torch.Tensor | None = None,
+    close_steps: int = 0,
     chunk: int = 8192,
 ) -> dict[str, torch.Tensor]:
     """Collision measures of G grasps along their approach (module docstring).
@@ -266,6 +279,7 @@ def hand_collisions(
         patches: :class:`HandPatches` of the hand (box frames).
         leaf: the samples of each object come in groups of ``leaf`` consecutive, spatially
             coherent points (see :func:`leaf_order`; M divisible by it): the mid-phase unit.
+        close_steps: closing states at the grasp pose (:func:`sweep_states`; no target check there).
         grasp_objects: (G, Q) int64, the objects (indices, -1 = none) each grasp may meet: its
             scene's, when several scenes share one query (the work then grows with G Q, not G O).
             Default: every object.
@@ -295,7 +309,9 @@ def hand_collisions(
     if g == 0:
         return out
     # 1-2. states, forward kinematics, boxes
-    poses, q = sweep_states(hand, pose, joints, pregrasp_distance=pregrasp_distance, sweep_steps=sweep_steps)
+    poses, q = sweep_states(
+        hand, pose, joints, pregrasp_distance=pregrasp_distance, sweep_steps=sweep_steps, close_steps=close_steps
+    )
     s = poses.shape[1]
     state = hand(q.reshape(g * s, j), poses.reshape(g * s, 4, 4), validate=False)  # (G S, ...)
     rot, ctr = hand.box_poses(state)  # (G S, K, 3, 3), (G S, K, 3)
@@ -317,7 +333,7 @@ def hand_collisions(
     gap = (ctr[:, :, None] - centre[slots][:, None]).norm(dim=-1) - box_r[None, :, None] - radius[slots][:, None]
     tgt = target.repeat_interleave(s)  # (G S,)
     is_target = slots == tgt[:, None]  # (G S, Q)
-    open_state = (torch.arange(g * s, device=dev) % s) < s - 1  # (G S,)
+    open_state = (torch.arange(g * s, device=dev) % s) <= sweep_steps  # (G S,)
     # the target only in open states; its tolerance is applied by the caller
     relevant = valid & (~is_target | (open_state[:, None] if check_target else False))  # (G S, Q)
     near = (gap < clearance) & relevant[:, None, :]  # (G S, K, Q)
@@ -413,6 +429,8 @@ class SceneComposer:
         max_grasps: surviving grasps kept per object (random subset).
         pregrasp_distance: back-off of the pregrasp (m), as the lift test.
         sweep_steps: open-hand poses from pregrasp to grasp (spacing ``pregrasp_distance / sweep_steps``).
+        close_steps: hand states between the open hand and the grasp at the grasp pose (the close
+            phase; neighbours and table only).
         clearance: minimum distance (m) of other objects' samples to the hand boxes.
         target_tolerance: allowed open-hand penetration (m) of the target (see :data:`TARGET_TOLERANCE`).
         table_margin: hand boxes must stay this high above the table top (m); negative tolerates
@@ -438,6 +456,7 @@ class SceneComposer:
         max_grasps: int = 16,
         pregrasp_distance: float = 0.10,
         sweep_steps: int = 5,
+        close_steps: int = 3,
         clearance: float = 0.003,
         target_tolerance: float = TARGET_TOLERANCE,
         table_margin: float = -0.002,
@@ -463,6 +482,7 @@ class SceneComposer:
         self.placement_margin, self.placement_tries = float(placement_margin), int(placement_tries)
         self.max_candidates, self.max_grasps = int(max_candidates), int(max_grasps)
         self.pregrasp_distance, self.sweep_steps = float(pregrasp_distance), int(sweep_steps)
+        self.close_steps = int(close_steps)
         self.clearance, self.target_tolerance = float(clearance), float(target_tolerance)
         self.table_margin, self.samples_per_object = float(table_margin), int(samples_per_object)
         self._objects: dict[int, _ObjectCache] = {}
@@ -548,6 +568,7 @@ class SceneComposer:
                         torch.tensor([obj.radius], dtype=self.dtype, device=self.device),
                         pregrasp_distance=self.pregrasp_distance,
                         sweep_steps=self.sweep_steps,
+                        close_steps=self.close_steps,
                         clearance=0.0,
                     )
                 ok = (m["table_z"] >= self.table_margin) & (m["target_depth"] <= self.target_tolerance)
@@ -663,6 +684,7 @@ class SceneComposer:
                 radius_all[rows],
                 pregrasp_distance=self.pregrasp_distance,
                 sweep_steps=self.sweep_steps,
+                close_steps=self.close_steps,
                 clearance=self.clearance,
                 check_target=False,
                 hull=hull,
