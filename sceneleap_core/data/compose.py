@@ -804,7 +804,8 @@ def revalidate(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        # forkserver: a fork after multi-threaded torch can hang (as in sim.evaluate_grasps)
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_revalidate_init, initargs=(spec, config, baseline)
         ) as pool:
