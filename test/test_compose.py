@@ -47,7 +47,7 @@ def test_library_grasps_survive_alone_and_neighbour_on_the_sweep_drops_them(comp
     # single-object scenes: most library grasps survive (only table checks can drop them)
     rng = np.random.default_rng(0)
     survive = composer.static_checks(np.arange(library.num_grasps))
-    assert survive.mean() > 0.85
+    assert survive.mean() > 0.6  # weak sample data: a quarter of its grasps close fingers into the table
     g = int(np.flatnonzero(survive)[0])
     rest = int(library.grasp_rest[g])
     target = library.object(int(library.rest_object[rest]))
@@ -209,3 +209,130 @@ def test_observe_keeps_the_budget():
     depth, index = render_depth(cam, _down_camera(0.6), [_box_mesh((0.025, 0.025, 0.025))], torch.eye(4)[None].double())
     pts, ids = observe(cam, _down_camera(0.6)[0], depth[0], index[0], Workspace(max_points=500))
     assert len(pts) == 500 and ((ids == 0) | (ids == -1)).all()
+
+
+def test_hull_check_drops_a_hand_between_sparse_samples_of_a_neighbour_face(composer, library, hand):
+    # a slab neighbour known to the sample check only by its 8 corners (far from the hand) whose
+    # face cuts 2 mm into the hand at the grasp: only the convex-hull check sees it
+    import trimesh
+
+    from sceneleap_core.data.compose import hand_collisions, hull_planes, sweep_states
+
+    g = int(np.flatnonzero(composer.static_checks(np.arange(library.num_grasps)))[0])
+    rest = int(library.grasp_rest[g])
+    obj = composer.object_cache(int(library.rest_object[rest]))
+    rp = torch.as_tensor(library.rest_pose[rest], dtype=hand.dtype)
+    pose = (rp @ torch.as_tensor(library.grasp_pose[g], dtype=hand.dtype))[None]
+    joints = torch.as_tensor(library.grasp_joints[g], dtype=hand.dtype)[None]
+    poses, q = sweep_states(hand, pose, joints, sweep_steps=5)  # every checked hand state
+    rot, ctr = hand.box_poses(hand(q[0], poses[0], validate=False))
+    p = composer.patches
+    surface = (rot[:, p.box] @ p.points.transpose(1, 2)[None]).transpose(2, 3) + ctr[:, p.box][:, :, None]
+    surface = surface.reshape(-1, 3)
+    point = surface[surface[:, 0].argmax()]  # the hand's farthest point along world +x
+    x_max = float(point[0])
+
+    def run(cut: float, with_hull: bool) -> float:
+        half = np.array([0.05, 0.15, 0.15])
+        centre = point.double().numpy() + np.array([half[0] - cut + (x_max - float(point[0])), 0.0, 0.0])
+        slab = trimesh.creation.box(extents=2 * half)
+        slab.apply_translation(centre)
+        corners = np.asarray(slab.vertices)  # (8, 3) world
+        samples = torch.stack([obj.samples[:8] @ rp[:3, :3].T + rp[:3, 3], torch.as_tensor(corners, dtype=hand.dtype)])
+        hull = torch.stack([torch.zeros(6, 4), torch.as_tensor(hull_planes(slab), dtype=hand.dtype)])
+        hull[0, :, 3] = 1e9  # the target's hull is never checked
+        m = hand_collisions(
+            hand,
+            pose,
+            joints,
+            torch.zeros(1, dtype=torch.int64),
+            samples,
+            torch.stack([rp[:3, 3], torch.as_tensor(centre, dtype=hand.dtype)]),
+            torch.tensor([obj.radius, float(np.linalg.norm(half))], dtype=hand.dtype),
+            sweep_steps=5,
+            clearance=0.003,
+            check_target=False,
+            hull=hull if with_hull else None,
+            patches=p if with_hull else None,
+            leaf=8,
+        )
+        return float(m["other_depth"][0])
+
+    assert run(0.002, with_hull=False) <= 0  # the corners are far: the sample check misses it
+    assert run(0.002, with_hull=True) > 0.003  # the hull check sees 2 mm of penetration (+ clearance)
+    assert run(-0.01, with_hull=True) <= 0  # 1 cm clear of the hand: kept
+
+
+def test_hull_planes_contain_the_object_and_stay_tight():
+    import trimesh
+
+    from sceneleap_core.data.compose import hull_planes
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.03)  # 1280 facets -> 128 planes
+    planes = hull_planes(sphere, 128)
+    assert planes.shape == (128, 4)
+    assert (np.asarray(sphere.vertices) @ planes[:, :3].T - planes[:, 3]).max() < 1e-9  # contains
+    # no point 2 mm outside the sphere is inside the polytope (loose by < 2 mm)
+    d = np.random.default_rng(0).normal(size=(4000, 3))
+    far = 0.032 * d / np.linalg.norm(d, axis=1, keepdims=True)
+    assert ((far @ planes[:, :3].T - planes[:, 3]).max(1) > 0).all()
+    box = trimesh.creation.box(extents=[0.02, 0.04, 0.06])
+    assert len(hull_planes(box)) == 6  # coplanar facets merged
+
+
+def test_revalidate_measures_displacement_against_the_no_hand_rollout(composer):
+    from sceneleap_core.data.compose import relative_displacement, revalidate
+
+    # the helper: step by step against the baseline, target excluded, the shorter rollout bounds it
+    base = np.zeros((5, 3, 3))
+    base[:, 1, 2] = -np.linspace(0, 0.0045, 5)  # object 1 settles 4.5 mm on its own
+    track = base.copy()
+    assert relative_displacement(track, base, target=0) == 0.0
+    track[3:, 2, 0] += 0.02  # the hand pushes object 2 by 2 cm
+    track[:, 0] += 1.0  # the lifted target is ignored
+    assert abs(relative_displacement(track, base, target=0) - 0.02) < 1e-12
+    assert relative_displacement(track[:2], base, target=0) == 0.0
+    # in MuJoCo: an untouched object reads ~0 mm against the baseline (raw: its settle drift)
+    scene = composer.compose(0, np.random.default_rng([0, 0]))
+    for key in ("grasp_pose", "grasp_joints", "grasp_object", "grasp_type", "grasp_approach", "grasp_index"):
+        setattr(scene, key, getattr(scene, key)[:1])
+    ok, disp, info = revalidate(scene, details=True)
+    # this grasp lifts its target and touches nothing else: raw ~4.6 mm of settle drift, 0 against the baseline
+    assert ok[0] and info["lifted"][0] and info["raw_mm"][0] > 1.0 and disp[0] < 0.5
+
+
+def test_batched_compose_and_render_match_one_scene_at_a_time(composer):
+    from sceneleap_core.data.compose import render_scenes
+    from sceneleap_core.data.depth import sample_robot_cameras
+
+    ids = [5, 6, 7]
+    batch = composer.compose_batch(ids, [np.random.default_rng([2, i]) for i in ids])
+    for i, b in zip(ids, batch, strict=True):
+        a = composer.compose(i, np.random.default_rng([2, i]))
+        np.testing.assert_array_equal(a.grasp_index, b.grasp_index)
+        np.testing.assert_allclose(a.object_pose, b.object_pose)
+        assert a.stats["dropped_neighbour"] == b.stats["dropped_neighbour"]
+    cam = DepthCamera(width=160, height=120, fx=96.0, fy=96.0, cx=79.5, cy=59.5, noise=False)
+    poses = [sample_robot_cameras(2, np.random.default_rng(i)) for i in ids]
+    ws = Workspace(voxel=0.0)  # no random subsampling: batch and single renders agree exactly
+    together = render_scenes(composer, batch, poses, camera=cam, workspace=ws)
+    for scene, p, (samples, _) in zip(batch, poses, together, strict=True):
+        alone, _ = render_samples(composer, scene, p, camera=cam, workspace=ws)
+        assert len(alone) == len(samples)
+        for x, y in zip(alone, samples, strict=True):
+            np.testing.assert_array_equal(x.point_object, y.point_object)
+            np.testing.assert_allclose(x.points, y.points)
+            assert set(np.unique(y.point_object)) <= set(scene.object_ids.tolist()) | {-1}
+
+
+def test_sweep_states_include_the_close_phase(hand, library):
+    from sceneleap_core.data.compose import sweep_states
+
+    pose = torch.as_tensor(library.grasp_pose[:2], dtype=hand.dtype)
+    joints = torch.as_tensor(library.grasp_joints[:2], dtype=hand.dtype)
+    poses, q = sweep_states(hand, pose, joints, sweep_steps=5, close_steps=3)
+    assert poses.shape[1] == q.shape[1] == 5 + 3 + 2
+    torch.testing.assert_close(poses[:, 5:], pose[:, None].expand(2, 5, 4, 4))  # close and grasp at the grasp pose
+    torch.testing.assert_close(q[:, -1], joints)
+    mid = q[:, 5] + 0.5 * (q[:, -1] - q[:, 5])  # open at the grasp pose .. grasp, halfway = close state 2 of 3
+    torch.testing.assert_close(q[:, 7], mid)

@@ -14,9 +14,14 @@ hand states: the open hand at ``sweep_steps`` + 1 palm poses evenly spaced from 
 grasp itself with the grasp joints. Against
 
 * the table: the lowest corner of every hand box, exact (boxes are the hand's collision geometry);
-* other objects: the box signed distance at the object's surface samples, after a sphere-sphere
-  broad phase per (state, box, object); a grasp is dropped when any sample comes closer than
-  ``clearance`` to any box in any state;
+* other objects, two conservative tests, a grasp is dropped when either fires in any state:
+  (1) the box signed distance at the object's surface samples (1024: the convex hull's corners,
+  then even samples) closer than ``clearance`` to any box; (2) the hand's surface (a 5 mm grid on
+  every box face, :class:`HandPatches`) within ``clearance`` of the object's convex hull, tested
+  as half-spaces (:func:`hull_planes`; max_k(n_k . x - d_k) bounds the distance to the hull from
+  below and the hull contains the object, so no hand point that touches the object slips through
+  between samples). Broad and mid phases: spheres per (state, box or patch, object), then sample
+  leaves vs the box SDF and the patch centre's plane bound (both 1-Lipschitz bounds);
 * its target: only the open-hand states (the closed grasp touches it by design), with the
   tolerance ``target_tolerance`` (the library's grasps close onto the surface; some open-hand
   boxes graze it at the end of the approach, see the value's note).
@@ -46,6 +51,7 @@ from sceneleap_core.geometry.box_sdf import box_signed_distance
 # (``SimConfig.penetration_tolerance``, 1 mm) so a library built with other samples or a coarser
 # hand still keeps grazing grasps the simulator accepts.
 TARGET_TOLERANCE = 0.001
+LEAF = 64  # surface samples per mid-phase group (samples_per_object must be a power-of-two multiple)
 
 
 @dataclass
@@ -87,13 +93,22 @@ class ComposedScene:
 # Tensor core
 ##################################################################################################
 def sweep_states(
-    hand, pose: torch.Tensor, joints: torch.Tensor, *, pregrasp_distance: float = 0.10, sweep_steps: int = 8
+    hand,
+    pose: torch.Tensor,
+    joints: torch.Tensor,
+    *,
+    pregrasp_distance: float = 0.10,
+    sweep_steps: int = 8,
+    close_steps: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Palm poses (G, S, 4, 4) and joints (G, S, J) of the checked hand states, S = sweep_steps + 2.
+    """Palm poses (G, S, 4, 4) and joints (G, S, J) of the checked hand states,
+    S = sweep_steps + close_steps + 2.
 
     States 0..sweep_steps: the open hand (closing joints unflexed to the open pose, never past the
     grasp, as the simulator's ``open_joints``) from the pregrasp (0) to the grasp palm pose
-    (sweep_steps); state S - 1: the grasp with its joints.
+    (sweep_steps); then ``close_steps`` states at the grasp palm pose with the joints evenly
+    between open and grasp (a curling finger sweeps beyond both ends: the simulator's close
+    phase); state S - 1: the grasp with its joints.
     """
     g, j = joints.shape
     dt = pose.dtype
@@ -105,8 +120,125 @@ def sweep_states(
     back = pregrasp_distance * (1 - torch.linspace(0, 1, sweep_steps + 1, dtype=dt, device=pose.device))
     poses = pose[:, None].repeat(1, sweep_steps + 2, 1, 1)  # (G, S, 4, 4)
     poses[:, : sweep_steps + 1, :3, 3] -= back[None, :, None] * axis[:, None]
-    q = torch.cat([q_open[:, None].expand(g, sweep_steps + 1, j), joints[:, None]], 1)  # (G, S, J)
+    f = torch.arange(1, close_steps + 1, dtype=dt, device=pose.device) / (close_steps + 1)  # (C,)
+    q_close = q_open[:, None] + f[None, :, None] * (joints - q_open)[:, None]  # (G, C, J)
+    poses = torch.cat([poses[:, :-1], pose[:, None].expand(g, close_steps, 4, 4), poses[:, -1:]], 1)
+    q = torch.cat([q_open[:, None].expand(g, sweep_steps + 1, j), q_close, joints[:, None]], 1)  # (G, S, J)
     return poses, q
+
+
+@dataclass
+class HandPatches:
+    """The hand's collision-box surfaces as patches of points, for the hull check.
+
+    Every box face carries a grid of spacing at most ``spacing`` (edges and corners included);
+    points buried inside another box of the same link are dropped (not on the hand's surface);
+    each box's points are cut into patches of ``size`` (the last one padded by repeating a point).
+
+    Attributes:
+        points: (N, size, 3) box-frame points; box: (N,) box index; centre: (N, 3) box frame;
+        radius: (N,) bounding radius of each patch about its centre; homogeneous: (N, size, 4)
+        the points with a trailing 1.
+    """
+
+    points: torch.Tensor
+    box: torch.Tensor
+    centre: torch.Tensor
+    radius: torch.Tensor
+
+    @property
+    def homogeneous(self) -> torch.Tensor:
+        out = self.__dict__.get("_homogeneous")
+        if out is None:
+            out = self.__dict__["_homogeneous"] = torch.cat([self.points, torch.ones_like(self.points[..., :1])], -1)
+        return out
+
+    @classmethod
+    def build(cls, hand, spacing: float = 0.005, size: int = 32) -> HandPatches:
+        half = hand.box_half.double().cpu().numpy()
+        link = hand.box_link.cpu().numpy()
+        rot, trans = hand.box_rot.double().cpu().numpy(), hand.box_trans.double().cpu().numpy()
+        pts, box = [], []
+        for k, h in enumerate(half):
+            grid = []
+            for a in range(3):
+                b, c = [i for i in range(3) if i != a]
+                u = np.linspace(-h[b], h[b], int(np.ceil(2 * h[b] / spacing)) + 1)
+                v = np.linspace(-h[c], h[c], int(np.ceil(2 * h[c] / spacing)) + 1)
+                uu, vv = (x.ravel() for x in np.meshgrid(u, v, indexing="ij"))
+                for sign in (-1.0, 1.0):
+                    f = np.zeros((len(uu), 3))
+                    f[:, a], f[:, b], f[:, c] = sign * h[a], uu, vv
+                    grid.append(f)
+            grid = np.unique(np.round(np.concatenate(grid), 9), axis=0)
+            # drop points deeper than 0.5 mm inside another box of the same link
+            in_link = rot[k] @ grid.T + trans[k][:, None]  # (3, n) link frame
+            keep = np.ones(len(grid), bool)
+            for j in np.flatnonzero((link == link[k]) & (np.arange(len(half)) != k)):
+                q = np.abs(rot[j].T @ (in_link - trans[j][:, None])).T - half[j]
+                keep &= q.max(1) > -0.0005
+            grid = grid[keep]
+            grid = grid[leaf_order(grid, size)]  # compact patches
+            for a in range(0, len(grid), size):
+                chunk = grid[a : a + size]
+                pts.append(np.concatenate([chunk, np.repeat(chunk[:1], size - len(chunk), 0)]))
+                box.append(k)
+        pts = np.stack(pts)
+        centre = pts.mean(1)
+        kw = {"dtype": hand.dtype, "device": hand.device}
+        return cls(
+            points=torch.as_tensor(pts, **kw),
+            box=torch.as_tensor(np.array(box), device=hand.device),
+            centre=torch.as_tensor(centre, **kw),
+            radius=torch.as_tensor(np.linalg.norm(pts - centre[:, None], axis=-1).max(1), **kw),
+        )
+
+    def to(self, device=None, dtype=None) -> HandPatches:
+        return HandPatches(
+            self.points.to(device, dtype),
+            self.box.to(device),
+            self.centre.to(device, dtype),
+            self.radius.to(device, dtype),
+        )
+
+
+def leaf_order(points: np.ndarray, leaf: int) -> np.ndarray:
+    """Permutation of points (M, 3) into consecutive groups of ``leaf`` spatially coherent points
+    (the last one shorter when ``leaf`` does not divide M): recursive splits along the widest axis
+    at a multiple of ``leaf`` near the median (a balanced k-d tree; exact halves when M = leaf 2^k)."""
+
+    def split(idx: np.ndarray) -> list[np.ndarray]:
+        if len(idx) <= leaf:
+            return [idx]
+        p = points[idx]
+        axis = int(np.argmax(p.max(0) - p.min(0)))
+        order = idx[np.argsort(p[:, axis], kind="stable")]
+        half = leaf * -(-len(idx) // (2 * leaf))
+        return split(order[:half]) + split(order[half:])
+
+    return np.concatenate(split(np.arange(len(points))))
+
+
+def hull_planes(mesh, max_planes: int = 128) -> np.ndarray:
+    """(F, 4) half-spaces (n, d), |n| = 1, of the object's convex hull in its frame: x is inside when
+    max_k (n_k . x - d_k) <= 0. Coplanar facets are merged; with more than ``max_planes`` facets a
+    spread subset of normals is kept (farthest point sampling on the sphere) and each offset is
+    recomputed as max over the hull's vertices, so the polytope still contains the hull (looser by
+    at most a few % of the radius on smooth objects: conservative)."""
+    hull = mesh.convex_hull
+    verts = np.asarray(hull.vertices)
+    normals = np.asarray(hull.face_normals)
+    normals = np.unique(np.round(normals, 6), axis=0)
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True)
+    if len(normals) > max_planes:
+        chosen = [int(np.argmax(normals[:, 2]))]
+        dist = np.linalg.norm(normals - normals[chosen[0]], axis=1)
+        for _ in range(max_planes - 1):
+            chosen.append(int(np.argmax(dist)))
+            dist = np.minimum(dist, np.linalg.norm(normals - normals[chosen[-1]], axis=1))
+        normals = normals[chosen]
+    offset = (verts @ normals.T).max(0)
+    return np.concatenate([normals, offset[:, None]], 1)
 
 
 def hand_collisions(
@@ -122,6 +254,11 @@ def hand_collisions(
     sweep_steps: int = 8,
     clearance: float = 0.0,
     check_target: bool = True,
+    hull: torch.Tensor | None = None,
+    patches: HandPatches | None = None,
+    leaf: int = 64,
+    grasp_objects: torch.Tensor | None = None,
+    close_steps: int = 0,
     chunk: int = 8192,
 ) -> dict[str, torch.Tensor]:
     """Collision measures of G grasps along their approach (module docstring).
@@ -135,16 +272,31 @@ def hand_collisions(
         centre: (O, 3) bounding-sphere centres; radius: (O,) their radii.
         clearance: broad-phase and narrow-phase margin (m): a sample closer than this to a box counts.
         check_target: measure the target too (False when its depth is known already: scenes).
+        hull: (O, F, 4) convex-hull half-spaces (n, d) of the objects, world frame (pad with
+            n = 0, d = 1e9); with ``patches``, the hand's surface points are also tested against
+            every non-target hull (a point counts when max_k(n_k . x - d_k) < clearance, a lower
+            bound of its distance to the hull: conservative).
+        patches: :class:`HandPatches` of the hand (box frames).
+        leaf: the samples of each object come in groups of ``leaf`` consecutive, spatially
+            coherent points (see :func:`leaf_order`; M divisible by it): the mid-phase unit.
+        close_steps: closing states at the grasp pose (:func:`sweep_states`; no target check there).
+        grasp_objects: (G, Q) int64, the objects (indices, -1 = none) each grasp may meet: its
+            scene's, when several scenes share one query (the work then grows with G Q, not G O).
+            Default: every object.
 
     Returns:
         ``table_z`` (G,): lowest hand-box corner over all states (m, table top = 0);
         ``target_depth`` (G,): deepest target sample inside an open-hand box (m);
         ``other_depth`` (G,): largest ``clearance - distance`` of any non-target sample to any box
-        over all states (> 0 means a hit), ``-inf`` when nothing is near.
+        over all states (> 0 means a hit), ``-inf`` when nothing is near; with ``hull``, also
+        ``clearance`` minus the hull distance bound of any hand point (the larger of the two);
+        ``hull_depth`` (G,): that hull part alone (``-inf`` without ``hull``).
 
     Recipe: 1. hand states (G, S); 2. FK, box poses (G S, K); 3. table: box corner heights;
     4. broad phase: box sphere (centre, half-diagonal) vs object sphere, + clearance -> triples;
-    5. narrow phase per triple: samples into the box frame, box SDF, min over samples; 6. reduce.
+    5. mid phase per triple: leaf spheres vs the box SDF; narrow phase per (triple, leaf): its
+    samples into the box frame, box SDF, min; 6. reduce; 7. hull check (patches vs hulls: sphere
+    broad phase, patch-centre plane bound, every point against every plane).
     """
     g, j = joints.shape
     dt, dev = pose.dtype, pose.device
@@ -152,11 +304,14 @@ def hand_collisions(
         "table_z": torch.full((g,), float("inf"), dtype=dt, device=dev),
         "target_depth": torch.zeros(g, dtype=dt, device=dev),
         "other_depth": torch.full((g,), float("-inf"), dtype=dt, device=dev),
+        "hull_depth": torch.full((g,), float("-inf"), dtype=dt, device=dev),
     }
     if g == 0:
         return out
     # 1-2. states, forward kinematics, boxes
-    poses, q = sweep_states(hand, pose, joints, pregrasp_distance=pregrasp_distance, sweep_steps=sweep_steps)
+    poses, q = sweep_states(
+        hand, pose, joints, pregrasp_distance=pregrasp_distance, sweep_steps=sweep_steps, close_steps=close_steps
+    )
     s = poses.shape[1]
     state = hand(q.reshape(g * s, j), poses.reshape(g * s, 4, 4), validate=False)  # (G S, ...)
     rot, ctr = hand.box_poses(state)  # (G S, K, 3, 3), (G S, K, 3)
@@ -168,39 +323,94 @@ def hand_collisions(
         return out
     # 4. broad phase
     box_r = half.norm(dim=-1)  # (K,)
-    gap = (ctr[:, :, None] - centre[None, None]).norm(dim=-1) - box_r[None, :, None] - radius[None, None]  # (GS, K, O)
+    # object slots (G S, Q): the objects each state may meet
+    if grasp_objects is None:
+        slots = torch.arange(samples.shape[0], device=dev)[None].expand(g * s, -1)
+    else:
+        slots = grasp_objects.repeat_interleave(s, dim=0)
+    valid = slots >= 0
+    slots = slots.clamp_min(0)
+    gap = (ctr[:, :, None] - centre[slots][:, None]).norm(dim=-1) - box_r[None, :, None] - radius[slots][:, None]
     tgt = target.repeat_interleave(s)  # (G S,)
-    is_target = torch.arange(samples.shape[0], device=dev)[None] == tgt[:, None]  # (G S, O)
-    open_state = (torch.arange(g * s, device=dev) % s) < s - 1  # (G S,)
+    is_target = slots == tgt[:, None]  # (G S, Q)
+    open_state = (torch.arange(g * s, device=dev) % s) <= sweep_steps  # (G S,)
     # the target only in open states; its tolerance is applied by the caller
-    relevant = ~is_target | (open_state[:, None] if check_target else False)  # (G S, O)
-    near = (gap < clearance) & relevant[:, None, :]  # (G S, K, O)
-    b_idx, k_idx, o_idx = near.nonzero(as_tuple=True)  # (T,)
-    # 5. narrow phase, chunked over triples
-    sd = torch.empty(len(b_idx), dtype=dt, device=dev)
-    for a in range(0, len(b_idx), chunk):
-        bb, kk, oo = b_idx[a : a + chunk], k_idx[a : a + chunk], o_idx[a : a + chunk]
-        r, c = rot[bb, kk], ctr[bb, kk]  # (t, 3, 3), (t, 3)
-        # rows p @ R - c @ R = (R^T (p - c))^T: the samples in each box frame, (t, M, 3)
-        local = torch.bmm(samples[oo], r) - (c[:, None] @ r)
-        sd[a : a + chunk] = box_signed_distance(local, half[kk][:, None]).amin(-1)
+    relevant = valid & (~is_target | (open_state[:, None] if check_target else False))  # (G S, Q)
+    near = (gap < clearance) & relevant[:, None, :]  # (G S, K, Q)
+    b_idx, k_idx, j_idx = near.nonzero(as_tuple=True)  # (T,)
+    o_idx = slots[b_idx, j_idx]
+    # 5. mid phase: sample leaves (L consecutive groups of M / L samples) whose bounding sphere
+    # reaches the box (the box SDF is 1-Lipschitz); narrow phase: their samples, chunked
+    o_n, m = samples.shape[:2]
+    leaves = samples.view(o_n, m // leaf, leaf, 3)  # (O, L, Ls, 3)
+    leaf_c = leaves.mean(2)  # (O, L, 3)
+    leaf_r = (leaves - leaf_c[:, :, None]).norm(dim=-1).amax(-1)  # (O, L)
+    r, c = rot[b_idx, k_idx], ctr[b_idx, k_idx]  # (T, 3, 3), (T, 3)
+    lc = torch.bmm(leaf_c[o_idx], r) - (c[:, None] @ r)  # (T, L, 3) leaf centres in the box frame
+    reach = box_signed_distance(lc, half[k_idx][:, None]) - leaf_r[o_idx] < clearance  # (T, L)
+    t_idx, l_idx = reach.nonzero(as_tuple=True)
+    sd = torch.full((len(b_idx),), float("inf"), dtype=dt, device=dev)
+    for a in range(0, len(t_idx), chunk):
+        tt, ll = t_idx[a : a + chunk], l_idx[a : a + chunk]
+        rr, cc = r[tt], c[tt]
+        # rows p @ R - c @ R = (R^T (p - c))^T: the samples in each box frame, (t, Ls, 3)
+        local = torch.bmm(leaves[o_idx[tt], ll], rr) - (cc[:, None] @ rr)
+        part = box_signed_distance(local, half[k_idx[tt]][:, None]).amin(-1)
+        sd.scatter_reduce_(0, tt, part, "amin")
     # 6. reduce to grasps
     grasp = b_idx // s
-    hit_target = is_target[b_idx, o_idx]
+    hit_target = is_target[b_idx, j_idx]
     out["target_depth"].scatter_reduce_(0, grasp[hit_target], (-sd[hit_target]).clamp_min(0), "amax")
     out["other_depth"].scatter_reduce_(0, grasp[~hit_target], clearance - sd[~hit_target], "amax")
+    # 7. hand surface points against every non-target hull: patch sphere broad phase; mid phase:
+    # the patch centre's plane bound minus the patch radius; narrow: every point, planes in the box frame
+    if hull is not None and patches is not None:
+        pk = patches.box  # (N,)
+        pc = (rot[:, pk] @ patches.centre[None, :, :, None]).squeeze(-1) + ctr[:, pk]  # (G S, N, 3)
+        gap = (pc[:, :, None] - centre[slots][:, None]).norm(dim=-1) - patches.radius[None, :, None]
+        near = (gap - radius[slots][:, None] < clearance) & (valid & ~is_target)[:, None, :]  # (G S, N, Q)
+        b_idx, p_idx, j_idx = near.nonzero(as_tuple=True)
+        o_idx = slots[b_idx, j_idx]
+        h = hull[o_idx]  # (T, F, 4)
+        bound = torch.bmm(h[..., :3], pc[b_idx, p_idx][:, :, None]).squeeze(-1) - h[..., 3]  # (T, F)
+        near = bound.amax(-1) - patches.radius[p_idx] < clearance
+        b_idx, p_idx, o_idx, h = b_idx[near], p_idx[near], o_idx[near], h[near]
+        hd = torch.empty(len(b_idx), dtype=dt, device=dev)
+        step = max(1, chunk // 4)
+        for a in range(0, len(b_idx), step):
+            bb, pp, hh = b_idx[a : a + step], p_idx[a : a + step], h[a : a + step]
+            kk = pk[pp]
+            r, c = rot[bb, kk], ctr[bb, kk]  # (t, 3, 3), (t, 3)
+            # planes in the box frame, homogeneous: [n^T R, n.c - d] (t, F, 4); points [x, 1]
+            planes = torch.cat([torch.bmm(hh[..., :3], r), (hh[..., :3] @ c[:, :, None]) - hh[..., 3:]], -1)
+            val = torch.bmm(patches.homogeneous[pp], planes.transpose(1, 2))  # (t, P, F)
+            hd[a : a + step] = val.amax(-1).amin(-1)
+        out["hull_depth"].scatter_reduce_(0, b_idx // s, clearance - hd, "amax")
+        out["sample_depth"] = out["other_depth"]
+        out["other_depth"] = torch.maximum(out["other_depth"], out["hull_depth"])
     return out
 
 
 ##################################################################################################
 # Composer
 ##################################################################################################
+def _pad_planes(planes: list[torch.Tensor]) -> torch.Tensor:
+    """(O, F, 4) from O (Fk, 4) half-space lists; padding planes never bind (n = 0, d = 1e9)."""
+    f = max(len(p) for p in planes)
+    out = planes[0].new_zeros((len(planes), f, 4))
+    out[..., 3] = 1e9
+    for i, p in enumerate(planes):
+        out[i, : len(p)] = p
+    return out
+
+
 @dataclass
 class _ObjectCache:
     samples: torch.Tensor  # (M, 3) object frame
     radius: float  # bounding sphere about the object origin
     vertices: torch.Tensor  # (V, 3) object frame (rendering)
     faces: torch.Tensor  # (F, 3) int64
+    hull: torch.Tensor  # (H, 4) convex-hull half-spaces (n, d), object frame
 
 
 class SceneComposer:
@@ -219,11 +429,16 @@ class SceneComposer:
         max_grasps: surviving grasps kept per object (random subset).
         pregrasp_distance: back-off of the pregrasp (m), as the lift test.
         sweep_steps: open-hand poses from pregrasp to grasp (spacing ``pregrasp_distance / sweep_steps``).
+        close_steps: hand states between the open hand and the grasp at the grasp pose (the close
+            phase; neighbours and table only).
         clearance: minimum distance (m) of other objects' samples to the hand boxes.
         target_tolerance: allowed open-hand penetration (m) of the target (see :data:`TARGET_TOLERANCE`).
         table_margin: hand boxes must stay this high above the table top (m); negative tolerates
             grazing (the library's grasps were validated with the table as a contact).
-        samples_per_object: M surface samples per object for the checks.
+        samples_per_object: M surface samples per object for the checks (the convex hull's
+            vertices first, up to a quarter of them, then even surface samples).
+        hull_planes: at most this many half-spaces per object hull (see :func:`hull_planes`).
+        hand_spacing: grid spacing (m) of the hand surface points tested against the hulls.
     """
 
     def __init__(
@@ -241,12 +456,17 @@ class SceneComposer:
         max_grasps: int = 16,
         pregrasp_distance: float = 0.10,
         sweep_steps: int = 5,
+        close_steps: int = 3,
         clearance: float = 0.003,
         target_tolerance: float = TARGET_TOLERANCE,
         table_margin: float = -0.002,
-        samples_per_object: int = 384,
+        samples_per_object: int = 1024,
+        hull_planes: int = 128,
+        hand_spacing: float = 0.005,
     ):
         lo, hi = objects_per_scene
+        if samples_per_object < LEAF or samples_per_object & (samples_per_object - 1):
+            raise ValueError(f"samples_per_object: expected a power of two >= {LEAF}, got {samples_per_object}")
         if not 1 <= lo <= hi:
             raise ValueError(f"objects_per_scene: expected 1 <= min <= max, got {objects_per_scene}")
         self.library = library
@@ -262,13 +482,19 @@ class SceneComposer:
         self.placement_margin, self.placement_tries = float(placement_margin), int(placement_tries)
         self.max_candidates, self.max_grasps = int(max_candidates), int(max_grasps)
         self.pregrasp_distance, self.sweep_steps = float(pregrasp_distance), int(sweep_steps)
+        self.close_steps = int(close_steps)
         self.clearance, self.target_tolerance = float(clearance), float(target_tolerance)
         self.table_margin, self.samples_per_object = float(table_margin), int(samples_per_object)
         self._objects: dict[int, _ObjectCache] = {}
+        self.hull_planes = int(hull_planes)
+        self.patches = HandPatches.build(self.hand, spacing=float(hand_spacing))
         self._footprint = np.full(len(library.rest_object), np.nan)  # per rest pose (m)
         self._static_ok = torch.full((library.num_grasps,), -1, dtype=torch.int8)  # -1 unknown
         self._grasp_pose = torch.as_tensor(library.grasp_pose, dtype=self.dtype)  # host copies
         self._grasp_joints = torch.as_tensor(library.grasp_joints, dtype=self.dtype)
+        self._grasp_pose_dev = self._grasp_pose.to(self.device)  # the filter's copies, moved once
+        self._grasp_joints_dev = self._grasp_joints.to(self.device)
+        self._stacked = None
         self._rests = {o.id: library.rests_of(o.id) for o in self.pool}
         self._rests = {k: np.array([r for r in v if len(library.grasps_of_rest(r))]) for k, v in self._rests.items()}
         self._grasps_of_rest = {}
@@ -281,16 +507,23 @@ class SceneComposer:
             import trimesh
 
             mesh = build_mesh(self.library.object(object_id))
-            pts, _ = trimesh.sample.sample_surface_even(mesh, self.samples_per_object, seed=object_id)
-            if len(pts) < self.samples_per_object:  # even sampling may return fewer
-                extra, _ = trimesh.sample.sample_surface(mesh, self.samples_per_object - len(pts), seed=object_id)
+            m = self.samples_per_object
+            corners = np.asarray(mesh.convex_hull.vertices)  # the extreme points (sharp corners)
+            if len(corners) > m // 4:
+                corners = corners[np.random.default_rng(object_id).choice(len(corners), m // 4, replace=False)]
+            pts, _ = trimesh.sample.sample_surface_even(mesh, m - len(corners), seed=object_id)
+            if len(pts) < m - len(corners):  # even sampling may return fewer
+                extra, _ = trimesh.sample.sample_surface(mesh, m - len(corners) - len(pts), seed=object_id)
                 pts = np.concatenate([pts, extra])
+            pts = np.concatenate([corners, pts])
+            pts = pts[leaf_order(pts, LEAF)]
             kw = {"dtype": self.dtype, "device": self.device}
             cached = _ObjectCache(
                 samples=torch.as_tensor(np.asarray(pts), **kw),
                 radius=float(np.linalg.norm(mesh.vertices, axis=1).max()),
                 vertices=torch.as_tensor(np.asarray(mesh.vertices), **kw),
                 faces=torch.as_tensor(np.asarray(mesh.faces), dtype=torch.int64, device=self.device),
+                hull=torch.as_tensor(hull_planes(mesh, self.hull_planes), **kw),
             )
             self._objects[object_id] = cached
         return cached
@@ -335,6 +568,7 @@ class SceneComposer:
                         torch.tensor([obj.radius], dtype=self.dtype, device=self.device),
                         pregrasp_distance=self.pregrasp_distance,
                         sweep_steps=self.sweep_steps,
+                        close_steps=self.close_steps,
                         clearance=0.0,
                     )
                 ok = (m["table_z"] >= self.table_margin) & (m["target_depth"] <= self.target_tolerance)
@@ -375,112 +609,260 @@ class SceneComposer:
         return objects, np.array(rests, dtype=np.int64), np.stack(poses) if poses else np.zeros((0, 4, 4))
 
     # ------------------------------------------------------------------ grasps
+    def _object_tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[int, int]]:
+        """Samples (N, M, 3), hull planes (N, F, 4) (object frames) and radii (N,) of every pool
+        object, stacked once on the device, with the row of each object id."""
+        if getattr(self, "_stacked", None) is None:
+            ids = [o.id for o in self.pool]
+            caches = [self.object_cache(i) for i in ids]
+            self._stacked = (
+                torch.stack([c.samples for c in caches]),
+                _pad_planes([c.hull for c in caches]),
+                torch.tensor([c.radius for c in caches], dtype=self.dtype, device=self.device),
+                {i: k for k, i in enumerate(ids)},
+            )
+        return self._stacked
+
     def filter_scene(
         self, objects: list[LibraryObject], rests: np.ndarray, poses: np.ndarray, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray, dict]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
         """Candidate library grasps of every object and their keep mask in the scene.
 
         Returns library grasp indices (C,), object index in the scene (C,), keep (C,) bool, counts.
         """
-        cand, owner = [], []
-        for i, rest in enumerate(rests):
-            idx = self.grasps_of_rest(int(rest))
-            if len(idx) > self.max_candidates:
-                idx = np.sort(rng.choice(idx, self.max_candidates, replace=False))
-            cand.append(idx)
-            owner.append(np.full(len(idx), i))
-        cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
-        owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
-        static = self.static_checks(cand)
-        stats = {"candidates": len(cand), "dropped_table_or_target": int((~static).sum())}
-        keep = static.copy()
-        sel = np.flatnonzero(static)
-        if len(objects) > 1 and len(sel):
-            kw = {"dtype": self.dtype, "device": self.device}
-            pw = torch.as_tensor(poses, **kw)  # (O, 4, 4)
-            caches = [self.object_cache(o.id) for o in objects]
-            samples = torch.stack([c.samples for c in caches]) @ pw[:, :3, :3].transpose(1, 2) + pw[:, None, :3, 3]
-            radius = torch.tensor([c.radius for c in caches], **kw)
-            grasp_w = pw[torch.as_tensor(owner[sel], device=self.device)] @ self._grasp_pose[sel].to(self.device)
-            with torch.no_grad():
-                m = hand_collisions(
-                    self.hand,
-                    grasp_w,
-                    self._grasp_joints[sel].to(self.device),
-                    torch.as_tensor(owner[sel], device=self.device),
-                    samples,
-                    pw[:, :3, 3],
-                    radius,
-                    pregrasp_distance=self.pregrasp_distance,
-                    sweep_steps=self.sweep_steps,
-                    clearance=self.clearance,
-                    check_target=False,
-                )
-            hit = (m["other_depth"] > 0).cpu().numpy()
+        return self.filter_scenes([(objects, rests, poses, rng)])[0]
+
+    def filter_scenes(self, scenes: list[tuple]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, dict]]:
+        """:meth:`filter_scene` of several scenes (objects, rests, poses, rng) in one batched
+        collision query (each grasp is checked only against the objects of its own scene)."""
+        per, grasps, gslots, gowner, wposes, wobj = [], [], [], [], [], []
+        for si, (objects, rests, poses, rng) in enumerate(scenes):
+            cand, owner = [], []
+            for i, rest in enumerate(rests):
+                idx = self.grasps_of_rest(int(rest))
+                if len(idx) > self.max_candidates:
+                    idx = np.sort(rng.choice(idx, self.max_candidates, replace=False))
+                cand.append(idx)
+                owner.append(np.full(len(idx), i))
+            cand = np.concatenate(cand) if cand else np.zeros(0, np.int64)
+            owner = np.concatenate(owner) if owner else np.zeros(0, np.int64)
+            static = self.static_checks(cand)
+            stats = {"candidates": len(cand), "dropped_table_or_target": int((~static).sum())}
+            stats["dropped_neighbour"] = stats["dropped_neighbour_hull_only"] = 0
+            keep = static.copy()
+            per.append((cand, owner, keep, stats))
+            if len(objects) > 1 and static.any():
+                sel = np.flatnonzero(static)
+                grasps.append((si, sel))
+                gslots.append(np.tile(len(wobj) + np.arange(self.objects_per_scene[1]), (len(sel), 1)))
+                gslots[-1][:, len(objects) :] = -1
+                gowner.append(owner[sel] + len(wobj))
+                wposes.append(poses)
+                wobj.extend(o.id for o in objects)
+        if not grasps:
+            return per
+        samples_all, hull_all, radius_all, row = self._object_tensors()
+        kw = {"dtype": self.dtype, "device": self.device}
+        rows = torch.as_tensor([row[i] for i in wobj], device=self.device)
+        pw = torch.as_tensor(np.concatenate(wposes), **kw)  # (O, 4, 4) all scenes' objects
+        rw, tw = pw[:, :3, :3], pw[:, :3, 3]
+        samples = samples_all[rows] @ rw.transpose(1, 2) + tw[:, None]
+        hull = hull_all[rows]
+        n_w = hull[..., :3] @ rw.transpose(1, 2)
+        hull = torch.cat([n_w, (hull[..., 3] + (n_w * tw[:, None]).sum(-1))[..., None]], -1)
+        lib_idx = np.concatenate([per[si][0][sel] for si, sel in grasps])
+        owner_t = torch.as_tensor(np.concatenate(gowner), device=self.device)
+        grasp_w = pw[owner_t] @ self._grasp_pose_dev[torch.as_tensor(lib_idx, device=self.device)]
+        with torch.no_grad():
+            m = hand_collisions(
+                self.hand,
+                grasp_w,
+                self._grasp_joints_dev[torch.as_tensor(lib_idx, device=self.device)],
+                owner_t,
+                samples,
+                tw,
+                radius_all[rows],
+                pregrasp_distance=self.pregrasp_distance,
+                sweep_steps=self.sweep_steps,
+                close_steps=self.close_steps,
+                clearance=self.clearance,
+                check_target=False,
+                hull=hull,
+                patches=self.patches,
+                leaf=LEAF,
+                grasp_objects=torch.as_tensor(np.concatenate(gslots), device=self.device),
+            )
+        hit_all = (m["other_depth"] > 0).cpu().numpy()
+        hull_only_all = hit_all & (m["sample_depth"] <= 0).cpu().numpy()
+        a = 0
+        for si, sel in grasps:
+            hit, hull_only = hit_all[a : a + len(sel)], hull_only_all[a : a + len(sel)]
+            a += len(sel)
+            cand, owner, keep, stats = per[si]
             keep[sel[hit]] = False
             stats["dropped_neighbour"] = int(hit.sum())
-        else:
-            stats["dropped_neighbour"] = 0
-        return cand, owner, keep, stats
+            stats["dropped_neighbour_hull_only"] = int(hull_only.sum())
+        return per
 
     def compose(self, scene_id: int, rng: np.random.Generator | None = None) -> ComposedScene:
         """One scene, deterministic from ``rng`` (default: seeded by ``scene_id``)."""
-        rng = rng if rng is not None else np.random.default_rng([0, int(scene_id)])
+        return self.compose_batch([scene_id], None if rng is None else [rng])[0]
+
+    def compose_batch(self, scene_ids, rngs: list[np.random.Generator] | None = None) -> list[ComposedScene]:
+        """Several scenes, each exactly as :meth:`compose` would make it, the collision filter
+        batched over all of them (one query: the fast path on a GPU). Stats seconds are the
+        batch's, divided evenly."""
+        rngs = rngs if rngs is not None else [np.random.default_rng([0, int(i)]) for i in scene_ids]
         t0 = time.perf_counter()
-        objects, rests, poses = self.place(rng)
+        placed = [self.place(rng) for rng in rngs]
         t1 = time.perf_counter()
-        cand, owner, keep, stats = self.filter_scene(objects, rests, poses, rng)
-        # keep at most max_grasps per object (random), in object order
-        chosen = []
-        for i in range(len(objects)):
-            idx = np.flatnonzero(keep & (owner == i))
-            if len(idx) > self.max_grasps:
-                idx = np.sort(rng.choice(idx, self.max_grasps, replace=False))
-            chosen.append(idx)
-        sel = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
-        lib, own = cand[sel], owner[sel]
+        filtered = self.filter_scenes([(*p, rng) for p, rng in zip(placed, rngs, strict=True)])
+        t2 = time.perf_counter()
+        out = []
         lib_ = self.library
-        stats.update(kept=len(sel), seconds_place=t1 - t0, seconds_filter=time.perf_counter() - t1)
-        return ComposedScene(
-            scene_id=int(scene_id),
-            objects=objects,
-            rest_index=rests,
-            object_pose=poses,
-            grasp_pose=poses[own] @ lib_.grasp_pose[lib] if len(sel) else np.zeros((0, 4, 4)),
-            grasp_joints=lib_.grasp_joints[lib].reshape(len(sel), lib_.dof),
-            grasp_object=np.array([objects[i].id for i in own], dtype=np.int32),
-            grasp_type=lib_.grasp_type[lib],
-            grasp_approach=lib_.grasp_approach[lib],
-            grasp_index=lib,
-            stats=stats,
-        )
+        for sid, rng, (objects, rests, poses), (cand, owner, keep, stats) in zip(
+            scene_ids, rngs, placed, filtered, strict=True
+        ):
+            # keep at most max_grasps per object (random), in object order
+            chosen = []
+            for i in range(len(objects)):
+                idx = np.flatnonzero(keep & (owner == i))
+                if len(idx) > self.max_grasps:
+                    idx = np.sort(rng.choice(idx, self.max_grasps, replace=False))
+                chosen.append(idx)
+            sel = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+            lib, own = cand[sel], owner[sel]
+            stats.update(kept=len(sel), seconds_place=(t1 - t0) / len(rngs), seconds_filter=(t2 - t1) / len(rngs))
+            out.append(
+                ComposedScene(
+                    scene_id=int(sid),
+                    objects=objects,
+                    rest_index=rests,
+                    object_pose=poses,
+                    grasp_pose=poses[own] @ lib_.grasp_pose[lib] if len(sel) else np.zeros((0, 4, 4)),
+                    grasp_joints=lib_.grasp_joints[lib].reshape(len(sel), lib_.dof),
+                    grasp_object=np.array([objects[i].id for i in own], dtype=np.int32),
+                    grasp_type=lib_.grasp_type[lib],
+                    grasp_approach=lib_.grasp_approach[lib],
+                    grasp_index=lib,
+                    stats=stats,
+                )
+            )
+        return out
 
 
 ##################################################################################################
 # Re-validation in the scene and a library from the sample dataset
 ##################################################################################################
 def revalidate(
-    scene: ComposedScene, *, max_displacement: float = 0.01, workers: int = 1, sim_config=None
-) -> tuple[np.ndarray, np.ndarray]:
+    scene: ComposedScene,
+    *,
+    max_displacement: float = 0.01,
+    workers: int = 1,
+    sim_config=None,
+    baseline: bool = True,
+    details: bool = False,
+):
     """MuJoCo lift test of the scene's grasps in the scene (table + every object); a grasp also
     fails when any non-target object moves more than ``max_displacement`` m during the rollout.
 
-    Returns success (G,) bool and the largest other-object displacement (G,) in mm.
+    Displacement is measured against the scene rolled out without the hand (``baseline``: the
+    same protocol, gravity schedule and step count, the hand far above the table), step by step:
+    max_t |x_o(t) - x_o^base(t)| over non-target objects o. The simulator rebuilds objects a
+    little differently from the library (convex pieces, contact margins), so untouched objects
+    settle a few mm on their own; against the baseline they read ~0. ``baseline=False``: the
+    simulator's raw displacement from the start pose.
+
+    Returns success (G,) bool and the largest other-object displacement (G,) in mm; with
+    ``details`` also a dict (``raw_mm``: the raw displacement, ``lifted``: the lift test alone,
+    ``failure``: the simulator's failure reasons).
     """
     from sceneleap_core.data.validate import sim_scene
-    from sceneleap_core.sim import SimConfig, evaluate_grasps
+    from sceneleap_core.sim import SimConfig
 
-    if len(scene.grasp_pose) == 0:
-        return np.zeros(0, bool), np.zeros(0)
+    g = len(scene.grasp_pose)
+    if g == 0:
+        empty = (np.zeros(0, bool), np.zeros(0))
+        return (
+            (*empty, {"raw_mm": np.zeros(0), "lifted": np.zeros(0, bool), "failure": np.zeros(0, str)})
+            if details
+            else empty
+        )
     spec = sim_scene(scene.objects, scene.object_pose, 0.0)
     index = {o.id: k for k, o in enumerate(scene.objects)}
     target = np.array([index[int(o)] for o in scene.grasp_object], dtype=np.int64)
     config = sim_config or SimConfig()
-    lift = evaluate_grasps(
-        spec, scene.grasp_pose, scene.grasp_joints, target, protocol="lift", config=config, workers=workers
-    ).lift
-    disp = lift.max_other_displacement_mm
-    return lift.success & (disp <= 1e3 * max_displacement), disp
+    args = [(i, scene.grasp_pose[i], scene.grasp_joints[i], int(target[i])) for i in range(g)]
+    workers = max(1, min(int(workers), g))
+    if workers == 1:
+        _revalidate_init(spec, config, baseline)
+        try:
+            results = [_revalidate_one(*a) for a in args]
+        finally:
+            _REVALIDATE.clear()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # forkserver: a fork after multi-threaded torch can hang (as in sim.evaluate_grasps)
+        ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_revalidate_init, initargs=(spec, config, baseline)
+        ) as pool:
+            results = list(pool.map(_revalidate_one, *zip(*args, strict=True), chunksize=max(1, g // (4 * workers))))
+    lifted = np.array([r[0] for r in results], bool)
+    disp = np.array([r[1] for r in results]) * 1e3
+    raw = np.array([r[2] for r in results]) * 1e3
+    ok = lifted & (disp <= 1e3 * max_displacement)
+    if details:
+        return ok, disp, {"raw_mm": raw, "lifted": lifted, "failure": np.array([r[3] for r in results], dtype=str)}
+    return ok, disp
+
+
+_REVALIDATE: dict = {}
+
+
+def _revalidate_init(spec, config, baseline: bool) -> None:
+    """Per process: the scene's simulator and, with ``baseline``, its rollout without the hand."""
+    from sceneleap_core.sim.simulator import GraspSim
+
+    _REVALIDATE.clear()
+    sim = GraspSim(spec, config=config)
+    _REVALIDATE["sim"] = sim
+    if baseline:
+        far = np.eye(4)
+        far[:3, 3] = [0.0, 0.0, 2.0]  # nothing within reach, same protocol and steps
+        _, track = _tracked_lift(sim, far, np.asarray(sim.desc.open_pose, np.float64), 0)
+        _REVALIDATE["baseline"] = track
+
+
+def _tracked_lift(sim, pose, joints, target):
+    """Run the lift test recording every object's position after every step: (outcome, (T, O, 3))."""
+    track = []
+    sim.on_step = lambda s: track.append(s.data.xpos[s.object_body].copy())
+    try:
+        out = sim.run_lift(np.asarray(pose, np.float64), np.asarray(joints, np.float64), int(target))
+    finally:
+        sim.on_step = None
+    return out, np.array(track).reshape(-1, len(sim.object_body), 3)
+
+
+def relative_displacement(track: np.ndarray, base: np.ndarray, target: int) -> float:
+    """Largest displacement (m) of a non-target object of a rollout ``track`` (T, O, 3) against
+    the baseline rollout ``base`` (T', O, 3), step by step over the first min(T, T') steps."""
+    n = min(len(track), len(base))
+    if n == 0:
+        return 0.0
+    d = np.linalg.norm(track[:n] - base[:n], axis=-1)  # (n, O)
+    return float(np.delete(d, target, axis=1).max(initial=0.0))
+
+
+def _revalidate_one(i, pose, joints, target):
+    sim = _REVALIDATE["sim"]
+    out, track = _tracked_lift(sim, pose, joints, target)
+    base = _REVALIDATE.get("baseline")
+    disp = out.other_displacement if base is None else relative_displacement(track, base, target)
+    return bool(out.success), disp, float(out.other_displacement), str(out.failure)
 
 
 def library_from_dataset(root: str | Path, hand=None) -> GraspLibrary:
@@ -567,6 +949,22 @@ def render_samples(
     Returns:
         samples, stats (points and target points per view, seconds of rendering).
     """
+    return render_scenes(composer, [scene], [camera_poses], camera=camera, workspace=workspace, seed=seed)[0]
+
+
+def render_scenes(
+    composer: SceneComposer,
+    scenes: list[ComposedScene],
+    camera_poses: list[np.ndarray],
+    *,
+    camera=None,
+    workspace=None,
+    seed: int = 0,
+) -> list[tuple[list, dict]]:
+    """:func:`render_samples` of several scenes, all their views rendered in one batch (each view
+    sees only its scene's objects). The noise comes from one generator seeded by ``seed``: a scene
+    renders the same as alone only when it is the batch's only scene. Seconds are the batch's,
+    divided evenly."""
     from sceneleap_core.data.depth import DepthCamera, Workspace, apply_sensor, observe, render_depth
     from sceneleap_core.data.shards import Sample
 
@@ -575,35 +973,54 @@ def render_samples(
     t0 = time.perf_counter()
     dev, dt = composer.device, composer.dtype
     gen = torch.Generator(device=dev).manual_seed(int(seed))
-    meshes = [(c.vertices, c.faces) for c in (composer.object_cache(o.id) for o in scene.objects)]
-    cams = torch.as_tensor(camera_poses, dtype=dt, device=dev)
+    meshes, opose, oscene, vscene = [], [], [], []
+    for k, (scene, cams) in enumerate(zip(scenes, camera_poses, strict=True)):
+        meshes += [(c.vertices, c.faces) for c in (composer.object_cache(o.id) for o in scene.objects)]
+        opose.append(np.asarray(scene.object_pose).reshape(-1, 4, 4))
+        oscene += [k] * len(scene.objects)
+        vscene += [k] * len(cams)
+    cams = torch.as_tensor(
+        np.concatenate([np.asarray(c).reshape(-1, 4, 4) for c in camera_poses]), dtype=dt, device=dev
+    )
+    view_of = torch.as_tensor(vscene, device=dev)
+    mask = view_of[:, None] == torch.as_tensor(oscene, device=dev, dtype=torch.int64).reshape(1, -1)
     with torch.no_grad():
-        depth, index = render_depth(camera, cams, meshes, torch.as_tensor(scene.object_pose, dtype=dt, device=dev))
-        noisy = apply_sensor(camera, depth, gen)
-    ids = torch.as_tensor(np.append(scene.object_ids, -1), device=dev)  # index -1 -> last entry -> -1
-    samples, points, on_target = [], [], []
-    targets = set(scene.grasp_object.tolist())
-    for v in range(len(cams)):
-        pts, idx = observe(camera, cams[v], noisy[v], index[v], workspace, gen)
-        if len(pts) == 0:
-            continue
-        lab = ids[idx].cpu().numpy().astype(np.int32)
-        cam = np.asarray(camera_poses[v], dtype=np.float64)
-        inv = np.linalg.inv(cam)
-        samples.append(
-            Sample(
-                points=pts.cpu().numpy().astype(np.float32),
-                point_object=lab,
-                camera_pose=cam,
-                grasp_pose=(inv @ scene.grasp_pose).astype(np.float32).reshape(-1, 4, 4),
-                grasp_joints=scene.grasp_joints.astype(np.float32).reshape(len(scene.grasp_pose), -1),
-                grasp_object=scene.grasp_object.astype(np.int32),
-                scene_id=scene.scene_id,
-                object_ids=scene.object_ids,
-                object_pose=np.asarray(scene.object_pose, dtype=np.float64),
-            )
+        depth, index = render_depth(
+            camera, cams, meshes, torch.as_tensor(np.concatenate(opose), dtype=dt, device=dev), object_view=mask
         )
-        points.append(len(lab))
-        on_target.extend(int((lab == t).sum()) for t in targets)
-    stats = {"points": points, "points_on_target": on_target, "seconds_render": time.perf_counter() - t0}
-    return samples, stats
+        noisy = apply_sensor(camera, depth, gen)
+    out, v, first = [], 0, 0  # first: the scene's first object in the batch's object list
+    for scene, cam_np in zip(scenes, camera_poses, strict=True):
+        # index -> object id: the scene's objects at [first, first + O), the table (-1) at the end
+        ids = torch.as_tensor(np.append(scene.object_ids, -1), device=dev)
+        samples, points, on_target = [], [], []
+        targets = set(scene.grasp_object.tolist())
+        g = len(scene.grasp_pose)
+        for cam in np.asarray(cam_np).reshape(-1, 4, 4):
+            pts, idx = observe(camera, cams[v], noisy[v], index[v], workspace, gen)
+            v += 1
+            if len(pts) == 0:
+                continue
+            lab = ids[torch.where(idx >= 0, idx - first, idx)].cpu().numpy().astype(np.int32)
+            inv = np.linalg.inv(cam)
+            samples.append(
+                Sample(
+                    points=pts.cpu().numpy().astype(np.float32),
+                    point_object=lab,
+                    camera_pose=np.asarray(cam, dtype=np.float64),
+                    grasp_pose=(inv @ scene.grasp_pose).astype(np.float32).reshape(-1, 4, 4),
+                    grasp_joints=scene.grasp_joints.astype(np.float32).reshape(g, -1),
+                    grasp_object=scene.grasp_object.astype(np.int32),
+                    scene_id=scene.scene_id,
+                    object_ids=scene.object_ids,
+                    object_pose=np.asarray(scene.object_pose, dtype=np.float64),
+                )
+            )
+            points.append(len(lab))
+            on_target.extend(int((lab == t).sum()) for t in targets)
+        first += len(scene.objects)
+        out.append((samples, {"points": points, "points_on_target": on_target}))
+    sec = (time.perf_counter() - t0) / max(len(scenes), 1)
+    for _, st in out:
+        st["seconds_render"] = sec
+    return out

@@ -21,10 +21,11 @@ Sensor model (:class:`DepthCamera`, defaults after the Intel RealSense D435 at 6
 * holes: every pixel drops out independently with probability ``dropout`` (low texture, specular).
 
 The renderer casts one ray per pixel: the table top (z = 0, ``TABLE_HALF``) analytically, objects
-by Moller-Trumbore restricted to the pixels of each object's projected bounding box, back faces
-culled, chunked over pixels. With the ray origin at the camera centre, every Moller-Trumbore term
-is a dot product of the ray direction with a per-triangle vector, so one object is three
-(P, 3) x (3, F) matrix products.
+by Moller-Trumbore on every (triangle, pixel) pair whose pixel lies in the triangle's projected
+bounding box (a rasterizer's coverage, but the depth is the exact ray-triangle hit), back faces
+culled, all views and objects in one batch, depth min-reduced per pixel by a scatter. With the ray
+origin at the camera centre, every Moller-Trumbore term is a dot product of the ray direction with
+a per-triangle vector.
 """
 
 from __future__ import annotations
@@ -105,16 +106,20 @@ def sample_robot_cameras(
 ##################################################################################################
 # Renderer
 ##################################################################################################
+_RAYS: dict = {}  # (intrinsics, device, dtype) -> (H W, 3) ray directions
+
+
 def render_depth(
     camera: DepthCamera,
     camera_pose: torch.Tensor,
     meshes: list[tuple[torch.Tensor, torch.Tensor]],
     object_pose: torch.Tensor,
     *,
-    table_half: tuple[float, float] = TABLE_HALF[:2],
-    chunk: int = 1 << 22,
+    table_half: tuple[float, float] | None = TABLE_HALF[:2],
+    object_view: torch.Tensor | None = None,
+    chunk: int = 1 << 21,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ideal depth and object index of V views.
+    """Ideal depth and object index of V views, all views and objects in one batch.
 
     Args:
         camera: intrinsics (noise is not applied here).
@@ -122,70 +127,101 @@ def render_depth(
         meshes: O (vertices (Vk, 3) object frame, faces (F, 3) int64), outward counter-clockwise.
         object_pose: (O, 4, 4) world <- object.
         table_half: (x, y) half extents of the table top at z = 0 (None: no table).
-        chunk: bound on rays x triangles per matrix product.
+        object_view: (V, O) bool, which objects each view sees (several scenes in one batch);
+            default all.
+        chunk: bound on (triangle, pixel) pairs per pass.
 
     Returns:
         depth (V, H, W) (m, +inf where nothing is hit), index (V, H, W) int64 (object index into
         ``meshes``, -1 table, -2 nothing).
 
-    Recipe per view: 1. rays (z = 1) into the world; 2. table: t = -o_z / d_z, inside the table
-    rectangle; 3. per object: vertices into the camera frame, projected bounding box, back-face cull,
-    Moller-Trumbore as three matrix products, nearest hit; 4. z-buffer (min) with the index.
+    Recipe: 1. rays (z = 1); 2. table: t = -o_z / d_z inside the table rectangle (all views at
+    once); 3. every (view, triangle) pair: vertices into the camera frame, back-face cull, the
+    projected pixel bounding box; 4. every (triangle, pixel in its box) pair: Moller-Trumbore with
+    the ray origin at the camera centre (all terms are dot products of the ray with per-triangle
+    vectors), depth min-reduced per pixel (scatter); 5. the index of the nearest hit.
     """
     dev, dt = camera_pose.device, camera_pose.dtype
     h, w = camera.height, camera.width
-    rays = camera.rays(dev, dt).reshape(-1, 3)  # (H W, 3)
+    key = (h, w, camera.fx, camera.fy, camera.cx, camera.cy, dev, dt)
+    rays = _RAYS.get(key)
+    if rays is None:
+        rays = _RAYS[key] = camera.rays(dev, dt).reshape(-1, 3)  # (H W, 3)
     views = camera_pose.shape[0]
+    rot, org = camera_pose[:, :3, :3], camera_pose[:, :3, 3]  # (V, 3, 3), (V, 3)
     depth = torch.full((views, h * w), float("inf"), dtype=dt, device=dev)
     index = torch.full((views, h * w), -2, dtype=torch.int64, device=dev)
-    for v in range(views):
-        rot, org = camera_pose[v, :3, :3], camera_pose[v, :3, 3]
-        # 2. table plane
-        if table_half is not None:
-            d_w = rays @ rot.T  # (H W, 3)
-            t = -org[2] / d_w[:, 2]
-            hit = org + t[:, None] * d_w
-            on = (t > 0) & (hit[:, 0].abs() <= table_half[0]) & (hit[:, 1].abs() <= table_half[1])
-            depth[v] = torch.where(on, t, depth[v])
-            index[v] = torch.where(on, torch.full_like(index[v], -1), index[v])
-        # 3. objects
-        for o, (verts, faces) in enumerate(meshes):
-            pw = object_pose[o]
-            vc = (verts @ pw[:3, :3].T + pw[:3, 3] - org) @ rot  # (Vk, 3) camera frame
-            if (vc[:, 2] <= 1e-3).any():
-                continue  # behind or at the camera: not in a robot view
-            u, vv = camera.fx * vc[:, 0] / vc[:, 2] + camera.cx, camera.fy * vc[:, 1] / vc[:, 2] + camera.cy
-            u0, u1 = int(max(u.min().floor().item(), 0)), int(min(u.max().ceil().item(), w - 1))
-            v0, v1 = int(max(vv.min().floor().item(), 0)), int(min(vv.max().ceil().item(), h - 1))
-            if u0 > u1 or v0 > v1:
-                continue
-            tri = vc[faces]  # (F, 3, 3)
-            a, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
-            front = (torch.linalg.cross(e1, e2) * a).sum(-1) < 0  # faces the camera
-            a, e1, e2 = a[front], e1[front], e2[front]
-            if len(a) == 0:
-                continue
-            # Moller-Trumbore with origin 0: T = -a; det = d.(e2 x e1) ... all d . per-triangle vectors
-            tvec = -a
-            q = torch.linalg.cross(tvec, e1)  # (F, 3)
-            mats = torch.stack([torch.linalg.cross(e2, e1), torch.linalg.cross(e2, tvec), q], -1)  # (F, 3, 3)
-            mats = mats.permute(1, 0, 2).reshape(3, -1)  # (3, 3F)
-            t_num = (e2 * q).sum(-1)  # (F,)
-            pix = (
-                torch.arange(v0, v1 + 1, device=dev)[:, None] * w + torch.arange(u0, u1 + 1, device=dev)[None]
-            ).reshape(-1)  # (P,)
-            step = max(1, chunk // max(len(a), 1))
-            for s in range(0, len(pix), step):
-                p = pix[s : s + step]
-                prod = (rays[p] @ mats).view(len(p), len(a), 3)  # (P, F, 3): det, u det, v det
-                det = prod[..., 0]
-                inv = 1.0 / torch.where(det.abs() > 1e-12, det, torch.full_like(det, 1e-12))
-                bu, bv, t = prod[..., 1] * inv, prod[..., 2] * inv, t_num[None] * inv
-                ok = (det.abs() > 1e-12) & (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > 0)
-                t = torch.where(ok, t, torch.full_like(t, float("inf"))).amin(-1)  # (P,)
-                closer = t < depth[v, p]
-                depth[v, p] = torch.where(closer, t, depth[v, p])
-                index[v, p] = torch.where(closer, torch.full_like(p, o), index[v, p])
+    # 2. table plane
+    if table_half is not None:
+        dx, dy, dz = (rot @ rays.T).unbind(1)  # (V, H W) world ray components
+        t = -org[:, 2:3] / dz
+        on = (t > 0) & ((org[:, :1] + t * dx).abs() <= table_half[0]) & ((org[:, 1:2] + t * dy).abs() <= table_half[1])
+        depth = torch.where(on, t, depth)
+        index = torch.where(on, -1, index)
+    depth, index = depth.reshape(-1), index.reshape(-1)
+    if meshes:
+        # 3. all triangles in the world, then every (view, triangle) pair in the camera frame
+        offsets = np.cumsum([0] + [len(v) for v, _ in meshes])
+        verts = torch.cat([v.to(dt) for v, _ in meshes])  # (sum V, 3)
+        vobj = torch.cat([torch.full((len(v),), o, device=dev) for o, (v, _) in enumerate(meshes)])
+        faces = torch.cat([f + int(offsets[o]) for o, (_, f) in enumerate(meshes)])  # (F, 3)
+        fobj = vobj[faces[:, 0]]  # (F,)
+        pw = object_pose.to(dt)[vobj]  # (sum V, 4, 4)
+        world = (pw[:, :3, :3] @ verts[:, :, None]).squeeze(-1) + pw[:, :3, 3]
+        if object_view is None:
+            vf, ff = torch.meshgrid(
+                torch.arange(views, device=dev), torch.arange(len(faces), device=dev), indexing="ij"
+            )
+            vf, ff = vf.reshape(-1), ff.reshape(-1)
+        else:
+            vf, ff = object_view.to(dev)[:, fobj].nonzero(as_tuple=True)
+        tri = torch.bmm(world[faces[ff]] - org[vf][:, None], rot[vf])  # (T, 3, 3) camera frame
+        a, e1, e2 = tri[:, 0], tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]
+        front = ((torch.linalg.cross(e1, e2) * a).sum(-1) < 0) & (tri[..., 2] > 1e-3).all(-1)
+        u = camera.fx * tri[..., 0] / tri[..., 2] + camera.cx  # (T, 3)
+        v = camera.fy * tri[..., 1] / tri[..., 2] + camera.cy
+        u0, u1 = u.amin(-1).floor().clamp_min(0), u.amax(-1).ceil().clamp_max(w - 1)
+        v0, v1 = v.amin(-1).floor().clamp_min(0), v.amax(-1).ceil().clamp_max(h - 1)
+        keep = front & (u0 <= u1) & (v0 <= v1)
+        sel = keep.nonzero(as_tuple=True)[0]
+        vf, ff, a, e1, e2 = vf[sel], ff[sel], a[sel], e1[sel], e2[sel]
+        u0, v0 = u0[sel].long(), v0[sel].long()
+        bw, bh = u1[sel].long() - u0 + 1, v1[sel].long() - v0 + 1
+        # Moller-Trumbore with origin 0: T = -a; det = d.(e2 x e1), u det = d.(e2 x T), v det = d.(T x e1)
+        tvec = -a
+        q = torch.linalg.cross(tvec, e1)
+        c_det, c_u = torch.linalg.cross(e2, e1), torch.linalg.cross(e2, tvec)
+        t_num = (e2 * q).sum(-1)
+        count = bw * bh  # (T,)
+        ends = count.cumsum(0)
+        # 4. (triangle, pixel) pairs, in passes of at most ``chunk`` pairs (whole triangles)
+        hits = []
+        start = 0
+        while start < len(count):
+            base = int(ends[start - 1]) if start else 0
+            stop = int(torch.searchsorted(ends, base + chunk, right=True))
+            stop = max(stop, start + 1)
+            n = int(ends[stop - 1]) - base
+            tri_of = torch.repeat_interleave(torch.arange(start, stop, device=dev), count[start:stop], output_size=n)
+            local = torch.arange(base, base + n, device=dev) - (ends[tri_of] - count[tri_of])
+            px = u0[tri_of] + local % bw[tri_of]
+            py = v0[tri_of] + local // bw[tri_of]
+            d = rays[py * w + px]  # (n, 3)
+            det = (d * c_det[tri_of]).sum(-1)
+            ok = det.abs() > 1e-12
+            inv = 1.0 / torch.where(ok, det, torch.ones_like(det))
+            bu, bv = (d * c_u[tri_of]).sum(-1) * inv, (d * q[tri_of]).sum(-1) * inv
+            t = t_num[tri_of] * inv
+            ok &= (bu >= 0) & (bv >= 0) & (bu + bv <= 1) & (t > 0)
+            flat = (vf[tri_of] * (h * w) + py * w + px)[ok]
+            t = t[ok]
+            depth.scatter_reduce_(0, flat, t, "amin")
+            hits.append((flat, t, fobj[ff[tri_of[ok]]]))
+            start = stop
+        # 5. the nearest hit's object
+        for flat, t, obj in hits:
+            win = t == depth[flat]
+            index[flat[win]] = obj[win]
     return depth.view(views, h, w), index.view(views, h, w)
 
 
@@ -275,7 +311,11 @@ def observe(
         & (world[:, 2] <= workspace.z_range[1])
     )
     pts, pix, world = pts[keep], pix[keep], world[keep]
-    sel = voxel_downsample(world, workspace.voxel, generator) if workspace.voxel > 0 else torch.arange(len(pts))
+    sel = (
+        voxel_downsample(world, workspace.voxel, generator)
+        if workspace.voxel > 0
+        else torch.arange(len(pts), device=pts.device)
+    )
     if len(sel) > workspace.max_points:
         sel = sel[torch.randperm(len(sel), generator=generator, device=sel.device)[: workspace.max_points]]
     sel = sel.sort().values
