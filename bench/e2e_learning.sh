@@ -35,6 +35,14 @@ LADDER_VIEWS=${LADDER_VIEWS:-32}
 LADDER_GRASPS=${LADDER_GRASPS:-16}
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 mkdir -p "$W"
+# Run from a private copy of the code: the device tool lays a fresh copy of the repository on each
+# call, and background phases (pool workers started later by forkserver) must never import from a
+# tree that was replaced under them (the 2026-11-30 run lost its ladder to exactly that).
+if [ -z "${E2E_SRC:-}" ]; then
+  rm -rf "$W/src" && mkdir -p "$W/src" && cp -r sceneleap_core bench config "$W/src/"
+  export E2E_SRC="$W/src" PYTHONPATH="$W/src${PYTHONPATH:+:$PYTHONPATH}"
+  cd "$W/src" && exec bash bench/e2e_learning.sh "$@"
+fi
 stamp() { echo "[$(date +%T)] $*" | tee -a "$W/e2e.log"; }
 
 # GNU timeout signals the command's whole process group (pool workers included) at the deadline
