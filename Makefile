@@ -16,9 +16,11 @@ $(STAMP): requirements/lock.txt setup.py
 
 setup: $(STAMP)
 
-## The main job on the embedded default: the hand model, the bundled sample dataset, and its
-## grasps re-evaluated in MuJoCo (pictures and tables in $(DEMO_OUT)/).
+## The main job on the embedded default: the hand model, the bundled sample dataset, its grasps
+## re-evaluated in MuJoCo, the bundled object grasp library and scenes of unseen objects composed
+## from it (pictures and tables in $(DEMO_OUT)/).
 SAMPLE    := sceneleap_core/data/sample
+LIBRARY   := sceneleap_core/data/library_default
 demo: $(STAMP)
 	$(BIN)/sceneleap hand info
 	$(BIN)/sceneleap hand draw --q open --out $(DEMO_OUT)/hand_open.png
@@ -28,6 +30,10 @@ demo: $(STAMP)
 	$(BIN)/sceneleap data export $(SAMPLE) --index 4 --scene $(DEMO_OUT)/scene.json --grasps $(DEMO_OUT)/grasps.npz
 	$(BIN)/sceneleap eval-grasps --scene $(DEMO_OUT)/scene.json --grasps $(DEMO_OUT)/grasps.npz --protocol both \
 		--workers 2 --json $(DEMO_OUT)/eval.json --png $(DEMO_OUT)/grasp_rollout.png
+	$(BIN)/sceneleap library stats $(LIBRARY) --png $(DEMO_OUT)/library_stats.png
+	rm -rf $(DEMO_OUT)/composed
+	$(BIN)/sceneleap scenes compose --library $(LIBRARY) --split test --num-scenes 2 --views 2 --out $(DEMO_OUT)/composed
+	$(BIN)/sceneleap scenes show $(DEMO_OUT)/composed --index 0 --grasps 4 --out $(DEMO_OUT)/composed_scene.png
 
 ## The test suite (what CI runs).
 test: $(STAMP)

@@ -36,6 +36,7 @@ setup(
             "data/sample/*.json",
             "data/sample/*.h5",
             "data/sample/grasps/*.npz",
+            "data/library_default/*.npz",
         ]
     },
     data_files=[
