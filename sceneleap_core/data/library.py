@@ -39,26 +39,12 @@ from pathlib import Path
 import numpy as np
 
 from sceneleap_core.data.objects import LibraryObject
+from sceneleap_core.sim.scene import quat_xyzw_to_matrix
 
 LIBRARY_VERSION = 1
 LIBRARY_FILE = "library.npz"
 GRASP_TYPES = ("precision", "power")
 APPROACHES = ("top", "side")
-
-
-def _quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(..., 4) xyzw -> (..., 3, 3); normalizes first (float16 storage)."""
-    q = np.asarray(q, dtype=np.float64)
-    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
-    x, y, z, w = np.moveaxis(q, -1, 0)
-    return np.stack(
-        [
-            np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1),
-        ],
-        -2,
-    )
 
 
 def _matrix_to_quat(m: np.ndarray) -> np.ndarray:
@@ -230,7 +216,7 @@ class GraspLibrary:
         g = len(data["grasp_rest"])
         pose = np.tile(np.eye(4), (g, 1, 1))
         if g:
-            pose[:, :3, :3] = _quat_to_matrix(data["grasp_quaternion"])
+            pose[:, :3, :3] = quat_xyzw_to_matrix(data["grasp_quaternion"])  # normalizes (float16)
             pose[:, :3, 3] = data["grasp_translation"]
         return cls(
             objects=[LibraryObject.from_dict(d) for d in json.loads(str(data["objects"]))],
