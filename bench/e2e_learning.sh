@@ -11,6 +11,12 @@
 #   W=/tmp/e2e bash bench/e2e_learning.sh library compose train ladder
 #
 # Every phase is resumable (library parts, scene shards, runs with a checkpoint are skipped).
+#
+# On the lent GPU machine (Python 3.12, torch/Lightning/h5py/scipy present) carry cp312 wheels of
+# mujoco, mujoco-core, mujoco-studio, glfw, PyOpenGL, websockets, trimesh, rtree, omegaconf AND coacd
+# (pins in requirements/lock.txt; without coacd non-convex objects fail to load in the simulator),
+# install them with `pip install --no-index --no-deps --target /tmp/site .whl/*.whl`, and export
+# PYTHONPATH=/tmp/site:$PWD. Start the script with setsid and poll: a call may run 10 minutes.
 set -uo pipefail
 W=${W:-/tmp/e2e}
 PY=${PY:-python3}
