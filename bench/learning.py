@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     ap.add_argument("--held-out", action="append", default=[], metavar="NAME=ROOT", help="held-out dataset(s)")
     ap.add_argument("--views", type=int, default=8, help="views per rung")
     ap.add_argument("--grasps", type=int, default=16, help="sampled grasps per view")
-    ap.add_argument("--samplers", default="ddim:10,ddpm:100", help="sampler:steps list")
+    ap.add_argument("--samplers", default="ddim:10,dpmpp:10,ddpm:100", help="sampler:steps list")
     ap.add_argument("--workers", type=int, default=2, help="lift-test processes")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")

@@ -38,6 +38,9 @@ def test_yaml_files_compose_with_overrides():
         ("model_preset=huge", r"model_preset: expected one of .*got 'huge'"),
         ("logger=tensorboard,mlflow", r"logger: expected a comma list"),
         ("val.evaluator=not_a_spec", r"val\.evaluator: expected 'package\.module:factory'"),
+        ("data.frame=world", r"data\.frame: expected one of .*got 'world'"),
+        ("data.train_samples=-1", r"data\.train_samples: expected an int >= 0"),
+        ("trainer.max_minutes=-2", r"trainer\.max_minutes: expected a number >= 0"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -48,6 +48,10 @@ def test_datamodule_yields_documented_shapes(toy_root):
     assert batch["frame"].shape == (3, 4, 4) and batch["up"].shape == (3, 3)
     assert batch["scene_id"].shape == (3,) and batch["index"].dtype == torch.int64
     assert len(dm.train_dataloader()) == 4  # the stream is sized to the steps left
+    few = GraspDataModule(DataConfig(root=str(toy_root), num_points=N, num_grasps=K, val_fraction=0.2, train_samples=3))
+    few.setup("fit")
+    assert len(few.train_set) == 3 and list(few.train_set.indices) == list(dm.train_set.indices[:3])
+    assert batch["up"][:, 2].min() > 0.999  # gravity frame (default): world up is +z of the network
     # validation: held-out scenes only (split by scene, views of one scene stay together)
     val = next(iter(dm.val_dataloader()))
     train_scenes = {int(dm.train_set.source[int(i)].scene_id) for i in dm.train_set.indices}
