@@ -425,7 +425,7 @@ class GraspGenerator(nn.Module):
             points: (B, N, 3) scene clouds.
             num_grasps: G.
             steps: scheduler steps (ignored by the CVAE).
-            sampler: ``ddim`` (default for ddpm), ``ddpm``, ``dpmpp``; ``euler`` (default for
+            sampler: ``dpmpp`` (default for ddpm), ``ddim``, ``ddpm``; ``euler`` (default for
                 flow), ``heun``; ``cvae``.
             guidance_scale: classifier-free guidance w (1 = conditional only, no extra pass).
             eta: DDIM stochasticity.

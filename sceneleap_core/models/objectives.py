@@ -78,7 +78,7 @@ class DiffusionObjective(nn.Module):
     """
 
     samplers = DIFFUSION_SAMPLERS
-    default_sampler = "ddim"
+    default_sampler = "dpmpp"  # DPM-Solver++(2M): the few-step sampler that keeps quality (bench/RESULTS.md)
 
     def __init__(
         self, num_train_timesteps: int = 100, schedule: str = "cosine", prediction: str = "eps", clip_x0: bool = True
