@@ -216,7 +216,7 @@ def test_hull_check_drops_a_hand_between_sparse_samples_of_a_neighbour_face(comp
     # face cuts 2 mm into the hand at the grasp: only the convex-hull check sees it
     import trimesh
 
-    from sceneleap_core.data.compose import hand_collisions, hull_planes, sweep_states
+    from sceneleap_core.data.hand_collision import hand_collisions, hull_planes, sweep_states
 
     g = int(np.flatnonzero(composer.static_checks(np.arange(library.num_grasps)))[0])
     rest = int(library.grasp_rest[g])
@@ -266,7 +266,7 @@ def test_hull_check_drops_a_hand_between_sparse_samples_of_a_neighbour_face(comp
 def test_hull_planes_contain_the_object_and_stay_tight():
     import trimesh
 
-    from sceneleap_core.data.compose import hull_planes
+    from sceneleap_core.data.hand_collision import hull_planes
 
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.03)  # 1280 facets -> 128 planes
     planes = hull_planes(sphere, 128)
@@ -326,7 +326,7 @@ def test_batched_compose_and_render_match_one_scene_at_a_time(composer):
 
 
 def test_sweep_states_include_the_close_phase(hand, library):
-    from sceneleap_core.data.compose import sweep_states
+    from sceneleap_core.data.hand_collision import sweep_states
 
     pose = torch.as_tensor(library.grasp_pose[:2], dtype=hand.dtype)
     joints = torch.as_tensor(library.grasp_joints[:2], dtype=hand.dtype)
