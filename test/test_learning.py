@@ -82,3 +82,37 @@ def test_view_batch_collates_items():
     ds = GraspSceneDataset(source, usable_indices(source), num_points=128, num_grasps=4, augment=None)
     b = view_batch(ds, [0, 3])
     assert b["points"].shape == (2, 128, 3) and b["frame"].shape == (2, 4, 4)
+
+
+def test_planner_loads_a_checkpoint_and_returns_grasps_in_the_cloud_frame(tmp_path):
+    from sceneleap_core.hand import GraspNormalizer
+    from sceneleap_core.infer import GraspPlanner
+
+    hand = HandModel.load()
+    model = build_generator("tiny")
+    norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper)
+    model.save_pretrained(
+        tmp_path / "m", normalizer=norm, extra_config={"data": {"num_points": 96, "frame": "gravity"}}
+    )
+    planner = GraspPlanner.from_pretrained(tmp_path / "m")
+    assert planner.num_points == 96 and planner.frame == "gravity"
+    source = ShardDataset(SAMPLE)
+    s = source[int(usable_indices(source)[0])]
+    cloud = np.asarray(s.points, np.float64)
+    out = planner.plan(cloud, num_grasps=5, steps=3, seed=1)  # up estimated from the table
+    assert out.palm_pose.shape == (1, 5, 4, 4) and out.joints.shape == (1, 5, 16)
+    rot = out.palm_pose[0, :, :3, :3].double()
+    torch.testing.assert_close(
+        rot @ rot.transpose(1, 2), torch.eye(3, dtype=rot.dtype).expand(5, 3, 3), atol=1e-5, rtol=0
+    )
+    assert torch.all(torch.linalg.det(rot) > 0)
+    assert torch.all(out.joints >= hand.joint_lower - 1e-6) and torch.all(out.joints <= hand.joint_upper + 1e-6)
+    # the grasps come back near the cloud (within the normalizer's translation range of its centre)
+    centre = torch.as_tensor(cloud.mean(0), dtype=out.palm_pose.dtype)
+    assert (out.palm_pose[0, :, :3, 3] - centre).norm(dim=-1).max() < 1.0
+    again = planner.plan(cloud, num_grasps=5, steps=3, seed=1)
+    torch.testing.assert_close(again.palm_pose, out.palm_pose)  # seeded
+    with pytest.raises(ValueError, match="points"):
+        planner.plan(cloud[:, :2])
+    with pytest.raises(ValueError, match="finite"):
+        planner.plan(np.full((10, 3), np.nan))
