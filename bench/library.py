@@ -11,7 +11,8 @@ import os
 import time
 
 from sceneleap_core.data.library import LIBRARY_FILE
-from sceneleap_core.data.library_build import BuildConfig, build, merge, parse_shard
+from sceneleap_core.data.library_build import BuildConfig, build, merge
+from sceneleap_core.data.pipeline import parse_shard
 
 
 def main() -> None:

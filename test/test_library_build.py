@@ -13,11 +13,11 @@ from sceneleap_core.data.library_build import (
     build,
     grasp_labels,
     merge,
-    parse_shard,
     part_path,
     resting_poses,
 )
 from sceneleap_core.data.objects import make_procedural
+from sceneleap_core.data.pipeline import parse_shard
 
 # seed 2: 3 of 16 grasps pass both tests (the yield is ~5-15 %; seed 0 happens to give none)
 TINY = dict(num_objects=1, objects_per_part=1, rests_per_object=1, synth_batch=16, synth_steps=40, workers=1, seed=2)

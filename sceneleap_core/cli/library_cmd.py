@@ -17,7 +17,8 @@ import sys
 
 
 def _build(args: argparse.Namespace) -> int:
-    from sceneleap_core.data.library_build import BuildConfig, build, parse_shard
+    from sceneleap_core.data.library_build import BuildConfig, build
+    from sceneleap_core.data.pipeline import parse_shard
 
     shard = parse_shard(args.shard)
     for name in ("num_objects", "workers", "synth_batch", "synth_rounds", "rests", "objects_per_part"):

@@ -98,17 +98,6 @@ class BuildConfig:
             raise ValueError(f"protocol: expected 'lift' or 'lift+disturbance', got {self.protocol!r}")
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    try:
-        i, n = (int(x) for x in str(text).split("/"))
-    except ValueError:
-        raise ValueError(f"--shard: expected 'i/n' (e.g. 0/2), got {text!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard: expected 0 <= i < n, got {text!r}")
-    return i, n
-
-
 def resolve_device(device: str, shard_index: int = 0) -> str:
     """``cuda`` -> ``cuda:{shard_index % device_count}`` (one GPU per shard process); else as given."""
     if device == "cuda":

@@ -95,8 +95,7 @@ def _validate_chunk(args) -> tuple[np.ndarray, list[str], float, float]:
     alone either way. Returns success, failures, lift and disturbance CPU seconds."""
     import time
 
-    spec_dict, pose, joints, protocol, config = args[:5]
-    rest_pose = args[5] if len(args) > 5 else None
+    spec_dict, pose, joints, protocol, config, rest_pose = args
     from sceneleap_core.hand.description import HandDescription
     from sceneleap_core.sim.config import SimConfig
     from sceneleap_core.sim.scene import SceneSpec
@@ -155,8 +154,8 @@ class PendingValidation:
             return ValidationResult(np.zeros(0, bool), [], 0.0)
         success = np.concatenate([r[0] for r in results])
         failure = [f for r in results for f in r[1]]
-        lift_s = sum(r[2] for r in results if len(r) > 2)
-        dist_s = sum(r[3] for r in results if len(r) > 3)
+        lift_s = sum(r[2] for r in results)
+        dist_s = sum(r[3] for r in results)
         return ValidationResult(success, failure, time.perf_counter() - self._t0, lift_s, dist_s)
 
 

@@ -282,10 +282,9 @@ def build_objects_xml(scene: SceneSpec, config: SimConfig, *, seed: int = 0) -> 
     round objects come to rest when settling instead of rolling off the table."""
     assets: list[str] = []
     objects = []
-    pad = _with_pad(config, config.pad_friction if config.pad_friction is not None else 0.5)
-    for i, obj in enumerate(scene.objects):
+    for i, obj in enumerate(scene.objects):  # no hand here: _object_xml's default pad friction decides priority
         pieces = convex_pieces(obj, config, seed=seed) if obj.kind == "mesh" else None
-        objects.append(_object_xml(i, obj, pad, pieces, assets))
+        objects.append(_object_xml(i, obj, config, pieces, assets))
     # collision geoms only (every geom is a named object piece or the table: ray casts label points by name)
     collision = lambda block: "\n".join(ln for ln in block.split("\n") if "_visual" not in ln)  # noqa: E731
     asset_block = "\n".join(a for a in assets if "_visual" not in a)

@@ -121,8 +121,8 @@ def sampled_rung(
     device = module.device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     module.val_cfg.num_grasps, module.val_cfg.sampler, module.val_cfg.steps = num_grasps, sampler, steps
-    metrics = module.sample_metrics(batch, seed=seed)
-    pose, joints = module.sample_grasps(batch["points"], seed=seed)
+    pose, joints = module.sample_grasps(batch["points"], seed=seed)  # sampled once: scored and simulated
+    metrics = module.grasp_metrics(batch, pose, joints)
     evaluator.max_scenes, evaluator.max_grasps = len(indices), num_grasps
     res = evaluator(
         {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, pose.cpu(), joints.cpu()

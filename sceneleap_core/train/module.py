@@ -301,14 +301,20 @@ class GraspTrainingModule(L.LightningModule):
 
     @torch.no_grad()
     def sample_metrics(self, batch: dict, *, seed: int = 0) -> dict[str, torch.Tensor]:
-        """Sample ``val.num_grasps`` grasps per scene and score them (in physical units):
+        """Sample ``val.num_grasps`` grasps per scene (fp32) and score them with :meth:`grasp_metrics`."""
+        with torch.autocast(self.device.type, enabled=False):
+            pose, joints = self.sample_grasps(batch["points"], seed=seed)
+            return self.grasp_metrics(batch, pose, joints)
+
+    @torch.no_grad()
+    def grasp_metrics(self, batch: dict, pose: torch.Tensor, joints: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Score network-frame grasps (B, G, 4, 4), (B, G, J) of ``batch`` (in physical units):
 
         * ``chamfer_mm``: keypoint chamfer distance to the ground-truth set;
         * ``penetration_mm``: mean over grasps of the deepest cloud point inside the hand;
         * ``collision_free``: fraction of grasps with less than 2 mm penetration.
         """
         with torch.autocast(self.device.type, enabled=False):
-            pose, joints = self.sample_grasps(batch["points"], seed=seed)
             hand = self.hand
             gt_pose, gt_joints = vector_to_pose(batch["grasps"].float(), hand.dof)
             kp_pred = grasp_keypoints(hand, pose, joints)
