@@ -27,6 +27,7 @@ CPUS=$(nproc)
 LIB_OBJECTS=${LIB_OBJECTS:-1000}
 LIB_SECONDS=${LIB_SECONDS:-420}
 LIB_ARGS=${LIB_ARGS:-}
+LIB=${LIB:-$W/lib}  # the library the compose phase reads (e.g. the shipped sceneleap_core/data/library_default)
 TRAIN_SCENES=${TRAIN_SCENES:-2000}
 EVAL_SCENES=${EVAL_SCENES:-48}
 VIEWS=${VIEWS:-4}
@@ -71,7 +72,7 @@ phase_library() {
 compose_set() {  # name split scenes seed seconds
   local name=$1 split=$2 n=$3 seed=$4 secs=$5 procs=$6 t0=$(date +%s)
   for i in $(seq 0 $((procs - 1))); do
-    CUDA_VISIBLE_DEVICES=$((i % NG)) deadline "$secs" $SL scenes compose --library "$W/lib" --split "$split" \
+    CUDA_VISIBLE_DEVICES=$((i % NG)) deadline "$secs" $SL scenes compose --library "$LIB" --split "$split" \
       --num-scenes "$n" --views "$VIEWS" --scenes-per-shard 8 --seed "$seed" --device cpu --out "$W/$name" \
       --shard "$i/$procs" > "$W/compose_$name.$i.log" 2>&1 &
   done
@@ -101,7 +102,7 @@ phase_train() {
     stamp "train $name on GPU $gpu: $STEPS steps, $extra"
     CUDA_VISIBLE_DEVICES=$gpu setsid $SL train --config "$CONFIG" data.root="$W/train" data.val_root="${VAL_ROOT:-$W/test}" \
       run_dir="$W/run_$name" trainer.max_steps="$STEPS" trainer.max_minutes="$TRAIN_MINUTES" trainer.progress_bar=false trainer.devices=1 \
-      data.num_workers=$(( (CPUS - 2) / $(echo $RUNS | wc -w) )) val.every=$((STEPS / 4)) \
+      data.num_workers=$(( CPUS > 2 ? (CPUS - 2) / $(echo $RUNS | wc -w) : 0 )) val.every=$((STEPS / 4)) \
       trainer.checkpoint_every=$((STEPS / 4)) $TRAIN_ARGS $extra > "$W/train_$name.log" 2>&1 &
   done
   wait

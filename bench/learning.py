@@ -79,11 +79,16 @@ def main(argv=None) -> int:
         views = spread_indices(len(ds), args.views)
         evaluator = SimLiftEvaluator(root, workers=args.workers)
         if name == "train_views":
-            rows.append(ground_truth_rung(ds, evaluator, normalizer.to("cpu"), HandModel.load(), views, args.grasps))
+            rows.append(ground_truth_rung(ds, evaluator, normalizer.to("cpu"), HandModel.load(), views, args.grasps,
+                                          anchored=model.anchored))  # fmt: skip
             normalizer.to(args.device)
         for sampler, steps in samplers:
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=sampler, steps=steps,
                                      num_grasps=args.grasps))  # fmt: skip
+            print(rows[-1].row(), flush=True)
+        if model.anchored:  # the first sampler again, with the ground truth's anchors
+            rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
+                                     num_grasps=args.grasps, true_anchors=True))  # fmt: skip
             print(rows[-1].row(), flush=True)
     print(f"\nladder of {run} ({cfg.model_preset}, frame {cfg.data.frame}, prediction {model.config.prediction}, "
           f"{cfg.trainer.max_steps} steps, train {t_train:.0f} s, device {args.device}"

@@ -4,6 +4,8 @@ from sceneleap_core.hand.description import HandDescription
 from sceneleap_core.hand.hand_model import HandModel, HandState
 from sceneleap_core.hand.representation import (
     GraspNormalizer,
+    anchor_absolute,
+    anchor_relative,
     grasp_vector_size,
     pos_quat_to_pose,
     pose_to_pos_quat,
@@ -16,6 +18,8 @@ __all__ = [
     "HandDescription",
     "HandModel",
     "HandState",
+    "anchor_absolute",
+    "anchor_relative",
     "grasp_vector_size",
     "pos_quat_to_pose",
     "pose_to_pos_quat",

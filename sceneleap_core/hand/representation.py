@@ -51,6 +51,21 @@ def vector_to_pose(vector: torch.Tensor, dof: int) -> tuple[torch.Tensor, torch.
     return make_transform(rot6d_to_matrix(r6d), trans), joints
 
 
+def anchor_relative(vector: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Grasp vectors (..., G, D) with absolute translations -> translations relative to ``anchors``
+    (..., G, 3) (the representation of generators with ``anchor="seed"``)."""
+    if anchors.shape != (*vector.shape[:-1], 3):
+        raise ValueError(f"anchors: expected shape {(*vector.shape[:-1], 3)}, got {tuple(anchors.shape)}")
+    return torch.cat([vector[..., :3] - anchors.to(vector), vector[..., 3:]], dim=-1)
+
+
+def anchor_absolute(vector: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`anchor_relative`."""
+    if anchors.shape != (*vector.shape[:-1], 3):
+        raise ValueError(f"anchors: expected shape {(*vector.shape[:-1], 3)}, got {tuple(anchors.shape)}")
+    return torch.cat([vector[..., :3] + anchors.to(vector), vector[..., 3:]], dim=-1)
+
+
 def pose_to_pos_quat(palm_pose: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 4, 4) -> position (B, 3), quaternion (B, 4) in (x, y, z, w) order."""
     return palm_pose[..., :3, 3], matrix_to_quaternion(palm_pose[..., :3, :3])

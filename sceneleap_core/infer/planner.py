@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sceneleap_core.hand import GraspNormalizer, HandModel, vector_to_pose
+from sceneleap_core.geometry.anchors import select_anchors
+from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
 
 
 @dataclass
@@ -26,19 +27,24 @@ class GraspSet:
         palm_pose: (B, G, 4, 4) pose of the palm frame.
         joints: (B, G, J) joint angles, clamped to the limits.
         vectors: (B, G, D) the normalized network output they were decoded from.
+        anchors: (B, G, 3) the anchor point of each grasp (anchored generators), else None.
     """
 
     palm_pose: torch.Tensor
     joints: torch.Tensor
     vectors: torch.Tensor
+    anchors: torch.Tensor | None = None
 
 
 def decode_grasps(
-    vectors: torch.Tensor, normalizer: GraspNormalizer, hand: HandModel
+    vectors: torch.Tensor, normalizer: GraspNormalizer, hand: HandModel, anchors: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalized network vectors (B, G, D) -> palm poses (B, G, 4, 4) (proper rotations, network
-    frame) and joints (B, G, J) clamped to the hand's limits."""
+    frame) and joints (B, G, J) clamped to the hand's limits. ``anchors`` (B, G, 3): the vectors'
+    translations are relative to them (anchored generators)."""
     phys = normalizer.denormalize(vectors.float())
+    if anchors is not None:
+        phys = anchor_absolute(phys, anchors.float())
     pose, joints = vector_to_pose(phys, hand.dof)
     lower, upper = hand.joint_lower.to(joints), hand.joint_upper.to(joints)
     return pose, torch.maximum(torch.minimum(joints, upper), lower)
@@ -96,9 +102,10 @@ class GraspPlanner:
 
     def preprocess(
         self, points: np.ndarray | torch.Tensor, seed: int = 0, up: np.ndarray | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One cloud (N, 3) in its own frame -> network points (1, N', 3) and frame (1, 4, 4) = input <- network.
-        ``up``: world up in the cloud's frame (the ``gravity`` frame estimates it from the table when None)."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One cloud (N, 3) in its own frame -> network points (1, N', 3), frame (1, 4, 4) = input <-
+        network, and world up in the network frame (1, 3). ``up``: world up in the cloud's frame
+        (estimated from the table when None and the frame or the anchors need it; else up is None)."""
         from sceneleap_core.geometry.frames import estimate_up, network_frame
 
         pts = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
@@ -108,27 +115,42 @@ class GraspPlanner:
             raise ValueError("points: expected finite coordinates, got NaN or inf")
         rng = np.random.default_rng(seed)
         pts = pts[rng.choice(len(pts), self.num_points, replace=len(pts) < self.num_points)]
-        if self.frame == "gravity" and up is None:
+        if up is None and (self.frame == "gravity" or getattr(self.model, "anchored", False)):
             up = estimate_up(pts, seed=seed)
-        net, frame, _ = network_frame(pts, frame=self.frame, center=self.center, up=up)
+        net, frame, rot = network_frame(pts, frame=self.frame, center=self.center, up=up)
         device = next(self.model.parameters()).device
-        return torch.from_numpy(net).float()[None].to(device), torch.from_numpy(frame).float()[None].to(device)
+        net_up = None if up is None else torch.from_numpy(rot @ (np.asarray(up, float) / np.linalg.norm(up)))
+        net, frame = torch.from_numpy(net), torch.from_numpy(frame)
+        return tuple(None if a is None else a.float()[None].to(device) for a in (net, frame, net_up))
 
     @torch.no_grad()
     def sample_network(self, points: torch.Tensor, num_grasps: int = 32, *, steps: int = 10,
-                       sampler: str | None = None, guidance_scale: float = 1.0, seed: int = 0) -> GraspSet:  # fmt: skip
-        """Network-frame clouds (B, N, 3) -> grasps in the network frame (no preprocessing)."""
+                       sampler: str | None = None, guidance_scale: float = 1.0, seed: int = 0,
+                       up: torch.Tensor | None = None, anchors: torch.Tensor | None = None) -> GraspSet:  # fmt: skip
+        """Network-frame clouds (B, N, 3) -> grasps in the network frame (no preprocessing).
+
+        Anchored generators condition each grasp on an anchor: ``anchors`` (B, G, 3) when given,
+        else G points drawn on the objects above the support plane (``up`` (B, 3) or (3,): world up
+        in the network frame; +z, the gravity frame's, when None)."""
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
+        if getattr(self.model, "anchored", False) and anchors is None:
+            if up is None:
+                up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
+            anchors = select_anchors(points, up, num_grasps, generator=gen)
+        kwargs = {"anchors": anchors} if anchors is not None else {}
         z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
-                              guidance_scale=guidance_scale, generator=gen)  # fmt: skip
-        pose, joints = decode_grasps(z, self.normalizer, self.hand)
-        return GraspSet(pose, joints, z)
+                              guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip
+        pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
+        return GraspSet(pose, joints, z, anchors)
 
     def plan(self, points, num_grasps: int = 32, *, steps: int = 10, sampler: str | None = None,
              guidance_scale: float = 1.0, seed: int = 0, up: np.ndarray | None = None) -> GraspSet:  # fmt: skip
         """One raw cloud (N, 3) -> (1, G, ...) grasps in the cloud's frame (``up``: world up in it)."""
-        net, frame = self.preprocess(points, seed, up)
+        net, frame, net_up = self.preprocess(points, seed, up)
         out = self.sample_network(
-            net, num_grasps, steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed
+            net, num_grasps, steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed, up=net_up
         )
-        return GraspSet(to_input_frame(frame, out.palm_pose), out.joints, out.vectors)
+        anchors = None
+        if out.anchors is not None:
+            anchors = out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3]
+        return GraspSet(to_input_frame(frame, out.palm_pose), out.joints, out.vectors, anchors)

@@ -37,10 +37,13 @@ class SceneCache:
     Attributes:
         kv: per cross-attention layer, keys and values (B, H, M, Dh) each.
         cond: (B, D) global scene vector added to the timestep embedding.
+        anchor: (B, G, D0) per-grasp anchor features added to the grasp tokens (generators with
+            anchors), or None.
     """
 
     kv: list[tuple[torch.Tensor, torch.Tensor]]
     cond: torch.Tensor
+    anchor: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -51,24 +54,29 @@ class SceneCache:
         return SceneCache(
             [(torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(self.kv, other.kv)],
             torch.cat([self.cond, other.cond]),
+            None if self.anchor is None else torch.cat([self.anchor, other.anchor]),
         )
 
     def to_tuple(self) -> tuple[torch.Tensor, ...]:
-        """Flat tensors (cond, k_0, v_0, k_1, v_1, ...) for tensor-only entry points (ONNX)."""
-        return (self.cond, *[t for kv in self.kv for t in kv])
+        """Flat tensors (cond, k_0, v_0, k_1, v_1, ..., [anchor]) for tensor-only entry points (ONNX)."""
+        tail = () if self.anchor is None else (self.anchor,)
+        return (self.cond, *[t for kv in self.kv for t in kv], *tail)
 
     @classmethod
     def from_tuple(cls, tensors: tuple[torch.Tensor, ...] | list[torch.Tensor]) -> SceneCache:
-        """Inverse of :meth:`to_tuple`."""
-        if len(tensors) < 3 or len(tensors) % 2 == 0:
+        """Inverse of :meth:`to_tuple` (an even count carries the anchor features last)."""
+        if len(tensors) < 3:
             raise ValueError(f"SceneCache.from_tuple: expected cond plus (k, v) pairs, got {len(tensors)} tensors")
-        return cls([(tensors[i], tensors[i + 1]) for i in range(1, len(tensors), 2)], tensors[0])
+        anchor = tensors[-1] if len(tensors) % 2 == 0 else None
+        body = tensors[:-1] if anchor is not None else tensors
+        return cls([(body[i], body[i + 1]) for i in range(1, len(body), 2)], body[0], anchor)
 
     def repeat_interleave(self, n: int) -> SceneCache:
         """Repeat every batch item n times (B -> B n)."""
         return SceneCache(
             [(k.repeat_interleave(n, 0), v.repeat_interleave(n, 0)) for k, v in self.kv],
             self.cond.repeat_interleave(n, 0),
+            None if self.anchor is None else self.anchor.repeat_interleave(n, 0),
         )
 
 
@@ -140,11 +148,21 @@ def _param_dtype(net: nn.Module) -> torch.dtype:
     return net.x_embed.weight.dtype
 
 
+def _embed_tokens(net: nn.Module, x_t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
+    """Grasp tokens: embedded x_t (B, G, Din) plus the cache's anchor features (B, G, D0) if any."""
+    x = net.x_embed(x_t.to(_param_dtype(net)))
+    return x if cache.anchor is None else x + cache.anchor.to(x.dtype)
+
+
 def _check_step_inputs(x_t: torch.Tensor, t: torch.Tensor, cache: SceneCache, in_dim: int) -> torch.Tensor:
     if x_t.dim() != 3 or x_t.shape[-1] != in_dim:
         raise ValueError(f"x_t: expected shape (B, G, {in_dim}), got {tuple(x_t.shape)}")
     if x_t.shape[0] != cache.batch_size:
         raise ValueError(f"x_t: expected batch {cache.batch_size} (the scene cache's), got {x_t.shape[0]}")
+    if cache.anchor is not None and cache.anchor.shape[:2] != x_t.shape[:2]:
+        raise ValueError(
+            f"x_t: expected (B, G) = {tuple(cache.anchor.shape[:2])} (one grasp per anchor), got {tuple(x_t.shape[:2])}"
+        )
     if t.dim() == 0:
         t = t.expand(x_t.shape[0])
     if t.shape != (x_t.shape[0],):
@@ -335,7 +353,7 @@ class GraspDiT(nn.Module):
         """
         t = _check_step_inputs(x_t, t, cache, self.in_dim)
         attn_mask = grasp_attn_mask(mask, x_t)
-        x = self.x_embed(x_t.to(_param_dtype(self)))  # (B, G, D)
+        x = _embed_tokens(self, x_t, cache)  # (B, G, D)
         c = self.t_embed(t) + cache.cond  # (B, D)
         for block, (k, v) in zip(self.blocks, cache.kv):
             if self.grad_checkpointing and self.training and torch.is_grad_enabled():
@@ -467,7 +485,7 @@ class GraspUNet(nn.Module):
         attn_mask = grasp_attn_mask(mask, x_t)
         c = self.t_embed(t) + cache.cond  # (B, D)
         kv = iter(cache.kv)
-        x = self.x_embed(x_t.to(_param_dtype(self)))  # (B, G, W0)
+        x = _embed_tokens(self, x_t, cache)  # (B, G, W0)
         skips = []
         for res, attn, proj in zip(self.down_res, self.down_attn, self.down_proj):
             x = self._run(attn, self._run(res, x, c), *next(kv), attn_mask)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sceneleap_core.geometry.pointops import gather_points
+from sceneleap_core.geometry.pointops import gather_points, knn
 from sceneleap_core.models.pointops import POINT_SAMPLERS, SERIAL_ORDERS, ball_query, sample_points, serialize
 
 
@@ -348,3 +348,47 @@ def fourier_features(xyz: torch.Tensor, num_freqs: int) -> torch.Tensor:
     freqs = (2.0 ** torch.arange(num_freqs, device=xyz.device, dtype=xyz.dtype)) * math.pi  # (F,)
     ang = (xyz[..., None] * freqs).flatten(-2)  # (..., 3F)
     return torch.cat([ang.sin(), ang.cos()], dim=-1)
+
+
+################################################################################
+#                              Anchor patches                                  #
+################################################################################
+
+
+class AnchorEncoder(nn.Module):
+    """Local geometry and position of per-grasp anchors -> one feature per grasp token.
+
+    For each anchor (an input point the grasp is expressed relative to, see
+    :mod:`sceneleap_core.geometry.anchors`), its K nearest cloud points, relative to the anchor and
+    divided by ``scale``, go through a shared MLP and a max-pool (a PointNet over the local patch);
+    the anchor's position enters through Fourier features. With ``drop`` (classifier-free
+    guidance's null scene) the patch feature is replaced by a learned null vector, the position kept.
+
+    Args:
+        out_dim: D, the denoiser's token width.  knn: K.  scale: patch coordinate scale (m).
+        width: hidden width of the patch MLP.  pe_freqs: Fourier frequencies of the position.
+    """
+
+    def __init__(self, out_dim: int, *, knn: int = 32, scale: float = 0.05, width: int = 128, pe_freqs: int = 6):
+        super().__init__()
+        self.knn, self.scale, self.pe_freqs, self.out_dim = int(knn), float(scale), int(pe_freqs), int(out_dim)
+        self.patch = PointMLP((3, width // 2, width, 2 * width))
+        self.null = nn.Parameter(torch.zeros(2 * width))
+        self.pos = nn.Sequential(nn.Linear(6 * pe_freqs, width), nn.GELU())
+        self.out = nn.Sequential(nn.Linear(3 * width, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        nn.init.normal_(self.null, std=0.02)
+
+    def forward(self, points: torch.Tensor, anchors: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
+        """points (B, N, 3), anchors (B, G, 3), drop None or (B,) bool -> (B, G, D)."""
+        if anchors.dim() != 3 or anchors.shape[-1] != 3 or anchors.shape[0] != points.shape[0]:
+            raise ValueError(f"anchors: expected shape ({points.shape[0]}, G, 3), got {tuple(anchors.shape)}")
+        anchors = anchors.to(points.dtype)
+        k = min(self.knn, points.shape[1])
+        _, idx = knn(anchors, points, k)  # (B, G, K)
+        local = (gather_points(points, idx) - anchors[:, :, None]) / self.scale  # (B, G, K, 3)
+        dtype = self.patch[0].weight.dtype
+        feat = self.patch(local.to(dtype)).amax(dim=2)  # (B, G, 2W)
+        if drop is not None:
+            feat = torch.where(drop[:, None, None], self.null.to(feat.dtype).expand_as(feat), feat)
+        pos = self.pos(fourier_features(anchors, self.pe_freqs).to(dtype))  # (B, G, W)
+        return self.out(torch.cat([feat, pos], dim=-1))  # (B, G, D)

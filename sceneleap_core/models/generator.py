@@ -25,10 +25,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from sceneleap_core.geometry.anchors import ANCHOR_MODES
 from sceneleap_core.hand.representation import GraspNormalizer
 from sceneleap_core.models.denoisers import DENOISERS, SceneCache
 from sceneleap_core.models.denoising_loop import DenoisingLoop
-from sceneleap_core.models.encoders import ENCODERS, LiteEncoder, PointNet2Encoder, PointTransformerEncoder
+from sceneleap_core.models.encoders import (
+    ENCODERS,
+    AnchorEncoder,
+    LiteEncoder,
+    PointNet2Encoder,
+    PointTransformerEncoder,
+)
 from sceneleap_core.models.objectives import OBJECTIVES, CVAEObjective, DiffusionObjective, FlowMatchingObjective
 from sceneleap_core.models.pointops import POINT_SAMPLERS
 from sceneleap_core.models.schedulers import BETA_SCHEDULES, PREDICTION_TYPES
@@ -52,7 +59,10 @@ class GeneratorConfig:
     (linear | cosine), ``num_train_timesteps``. Guidance: ``p_uncond`` (probability of
     training with the null scene). Sizes: ``d_model``, ``depth`` (DiT blocks), ``heads``,
     ``num_scene_tokens`` (M), ``scene_dim`` (C), ``encoder_points`` (points the encoder keeps
-    of the raw cloud), ``encoder_width``.
+    of the raw cloud), ``encoder_width``. Anchors: ``anchor`` (``none``: grasps in the network
+    frame; ``seed``: each grasp token is conditioned on an input point and its translation is
+    relative to it, :mod:`sceneleap_core.geometry.anchors`), ``anchor_knn`` and ``anchor_scale``
+    (m) of the local patch around each anchor.
     """
 
     encoder: str = "pointnet2"
@@ -85,6 +95,10 @@ class GeneratorConfig:
     flow_shift: float = 1.0
     cvae_latent_dim: int = 16
     cvae_kl_weight: float = 1e-2
+    # anchors
+    anchor: str = "none"
+    anchor_knn: int = 32
+    anchor_scale: float = 0.05
     tags: dict = field(default_factory=dict)  # free-form labels (experiment name, data version), saved as is
 
     def _fail(self, key: str, expected: str) -> None:
@@ -101,11 +115,12 @@ class GeneratorConfig:
             ("point_sampler", POINT_SAMPLERS),
             ("centre_sampler", POINT_SAMPLERS),
             ("flow_time_sampling", ("uniform", "logit_normal")),
+            ("anchor", ANCHOR_MODES),
         ):
             if getattr(self, key) not in choices:
                 self._fail(key, f"one of {choices}")
         for key in ("num_train_timesteps", "grasp_dim", "d_model", "depth", "heads", "num_scene_tokens", "scene_dim",
-                    "encoder_points", "encoder_width", "knn", "pe_freqs", "cvae_latent_dim"):  # fmt: skip
+                    "encoder_points", "encoder_width", "knn", "pe_freqs", "cvae_latent_dim", "anchor_knn"):  # fmt: skip
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 self._fail(key, "a positive int")
@@ -115,6 +130,10 @@ class GeneratorConfig:
             self._fail("p_uncond", "a probability in [0, 1)")
         if self.d_model % self.heads:
             self._fail("d_model", f"a multiple of heads={self.heads}")
+        if not (
+            isinstance(self.anchor_scale, (int, float)) and math.isfinite(self.anchor_scale) and self.anchor_scale > 0
+        ):
+            self._fail("anchor_scale", "a finite length > 0 (m)")
         if self.mlp_ratio <= 0 or self.flow_shift <= 0 or self.cvae_kl_weight < 0:
             self._fail(
                 "mlp_ratio" if self.mlp_ratio <= 0 else "flow_shift" if self.flow_shift <= 0 else "cvae_kl_weight",
@@ -267,6 +286,14 @@ def build_denoiser(cfg: GeneratorConfig) -> nn.Module:
     return DENOISERS["unet"](mults=tuple(cfg.unet_mults), **common)
 
 
+def build_anchor_encoder(cfg: GeneratorConfig, token_width: int) -> nn.Module | None:
+    """The per-grasp anchor encoder (``anchor == "seed"``), or None."""
+    if cfg.anchor == "none":
+        return None
+    return AnchorEncoder(token_width, knn=cfg.anchor_knn, scale=cfg.anchor_scale,
+                         width=cfg.encoder_width, pe_freqs=cfg.pe_freqs)  # fmt: skip
+
+
 def build_objective(cfg: GeneratorConfig) -> nn.Module:
     if cfg.objective == "ddpm":
         return DiffusionObjective(cfg.num_train_timesteps, cfg.schedule, cfg.prediction, cfg.clip_x0)
@@ -319,11 +346,33 @@ class GraspGenerator(nn.Module):
         self.config = (config or GeneratorConfig()).validate()
         self.encoder = build_encoder(self.config)
         self.denoiser = build_denoiser(self.config)
+        self.anchor_encoder = build_anchor_encoder(self.config, self.denoiser.x_embed.out_features)
         self.objective = build_objective(self.config)
 
     @property
     def grasp_dim(self) -> int:
         return self.config.grasp_dim
+
+    @property
+    def anchored(self) -> bool:
+        """True when every grasp is conditioned on, and relative to, an anchor point."""
+        return self.anchor_encoder is not None
+
+    def _check_anchors(self, points: torch.Tensor, anchors: torch.Tensor | None) -> None:
+        if not self.anchored:
+            if anchors is not None:
+                raise ValueError("anchors: this generator has anchor='none'; pass anchors=None")
+            return
+        if anchors is None:
+            raise ValueError("anchors: expected (B, G, 3) anchor points for a generator with anchor='seed', got None")
+        if (
+            not isinstance(anchors, torch.Tensor)
+            or anchors.dim() != 3
+            or anchors.shape[-1] != 3
+            or anchors.shape[0] != points.shape[0]
+        ):
+            shape = tuple(anchors.shape) if isinstance(anchors, torch.Tensor) else type(anchors).__name__
+            raise ValueError(f"anchors: expected shape ({points.shape[0]}, G, 3), got {shape}")
 
     def num_parameters(self) -> dict[str, int]:
         """Parameter counts of encoder, denoiser, objective (CVAE posterior) and the total."""
@@ -331,21 +380,45 @@ class GraspGenerator(nn.Module):
             name: sum(p.numel() for p in getattr(self, name).parameters())
             for name in ("encoder", "denoiser", "objective")
         }
+        if self.anchored:
+            counts["anchor_encoder"] = sum(p.numel() for p in self.anchor_encoder.parameters())
         counts["total"] = sum(counts.values())
         return counts
 
     # ------------------------------------------------------------------ tensor core
-    def encode_scene(self, points: torch.Tensor, drop=None, generator: torch.Generator | None = None) -> SceneCache:
-        """Points (B, N, 3) -> the denoiser's :class:`SceneCache` (encoder + cross-attention K/V).
+    def encode_scene(
+        self,
+        points: torch.Tensor,
+        drop=None,
+        generator: torch.Generator | None = None,
+        anchors: torch.Tensor | None = None,
+        *,
+        deterministic: bool | None = None,
+    ) -> SceneCache:
+        """Points (B, N, 3) -> the denoiser's :class:`SceneCache` (encoder + cross-attention K/V,
+        and the anchor features of ``anchors`` (B, G, 3) for anchored generators).
         ``drop``: None, bool, or a (B,) bool mask of items conditioned on the null scene."""
         _check_points(points)
-        tokens, xyz = self.encoder(points, generator=generator)  # (B, M, C), (B, M, 3)
-        return self.denoiser.precompute_scene(tokens, xyz, drop)
+        self._check_anchors(points, anchors)
+        kwargs = {"generator": generator} if deterministic is None else {"deterministic": deterministic}
+        tokens, xyz = self.encoder(points, **kwargs)  # (B, M, C), (B, M, 3)
+        return self._cache(points, tokens, xyz, drop, anchors)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    def _cache(self, points, tokens, xyz, drop, anchors) -> SceneCache:
+        cache = self.denoiser.precompute_scene(tokens, xyz, drop)
+        if self.anchored:
+            mask = drop if drop is None or isinstance(drop, torch.Tensor) else torch.full(
+                (points.shape[0],), bool(drop), dtype=torch.bool, device=points.device)  # fmt: skip
+            cache.anchor = self.anchor_encoder(points, anchors, mask)  # (B, G, D0)
+        return cache
+
+    def forward(
+        self, x_t: torch.Tensor, t: torch.Tensor, points: torch.Tensor, anchors: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """One uncached network evaluation: x_t (B, G, Din), model time t (B,), points (B, N, 3)
-        -> (B, G, D). For export and tests; sampling uses the cached path."""
-        return self.denoiser(x_t, t, self.encode_scene(points))
+        (anchors (B, G, 3) for anchored generators) -> (B, G, D). For export and tests; sampling
+        uses the cached path."""
+        return self.denoiser(x_t, t, self.encode_scene(points, anchors=anchors))
 
     def training_loss(
         self,
@@ -355,6 +428,7 @@ class GraspGenerator(nn.Module):
         mask: torch.Tensor | None = None,
         *,
         cond_drop: torch.Tensor | bool | None = None,
+        anchors: torch.Tensor | None = None,
     ) -> dict:
         """Objective loss on one batch.
 
@@ -371,6 +445,8 @@ class GraspGenerator(nn.Module):
             cond_drop: override of step 1: a (B,) bool mask or a bool for the whole batch (True =
                 null scene); None draws it with probability ``p_uncond`` (training). Diagnostics
                 pass False (real cloud) and True (blanked cloud) to measure the conditioning gap.
+            anchors: (B, G, 3) anchor point of each grasp (anchored generators; ``grasps`` then
+                hold translations relative to them, :func:`sceneleap_core.hand.anchor_relative`).
 
         Returns:
             dict with ``loss`` (scalar), ``pred_x0`` (B, G, D), ``cond_dropped`` (B,) bool, ``t``
@@ -391,7 +467,9 @@ class GraspGenerator(nn.Module):
         else:
             drop = torch.as_tensor(cond_drop, device=points.device).expand(b).clone()
         # 2. scene cache
-        cache = self.encode_scene(points, drop, generator)
+        cache = self.encode_scene(points, drop, generator, anchors)
+        if anchors is not None and anchors.shape[1] != grasps.shape[1]:
+            raise ValueError(f"anchors: expected one per grasp, {grasps.shape[1]}, got {anchors.shape[1]}")
         # 3. objective input and target
         batch = self.objective.prepare(grasps, cache.cond, generator)
         # 4.-5. network and loss
@@ -418,6 +496,7 @@ class GraspGenerator(nn.Module):
         generator: torch.Generator | None = None,
         *,
         batched_guidance: bool = True,
+        anchors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample G grasps per scene. Call ``model.eval()`` first (dropout-free).
 
@@ -430,17 +509,22 @@ class GraspGenerator(nn.Module):
             guidance_scale: classifier-free guidance w (1 = conditional only, no extra pass).
             eta: DDIM stochasticity.
             generator: noise source (same device as points).
+            anchors: (B, G, 3) anchor points (anchored generators; G = their count, ``num_grasps``
+                is ignored): the samples' translations are relative to them.
 
         Returns:
             (B, G, D) normalized grasp vectors (denormalize with the checkpoint's normalizer).
         """
         _check_points(points)
+        self._check_anchors(points, anchors)
+        if anchors is not None:
+            num_grasps = anchors.shape[1]
         if num_grasps < 1 or steps < 1:
             raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
         scheduler = self.make_scheduler(sampler, eta=eta)
         tokens, xyz = self.encoder(points, deterministic=True)  # (B, M, C), (B, M, 3): once per cloud
-        cache = self.denoiser.precompute_scene(tokens, xyz)
-        null = self.denoiser.precompute_scene(tokens, xyz, True) if guidance_scale != 1.0 else None
+        cache = self._cache(points, tokens, xyz, None, anchors)
+        null = self._cache(points, tokens, xyz, True, anchors) if guidance_scale != 1.0 else None
         x_init = self.objective.initial_noise((points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator)
         runner = DenoisingLoop(
             self.denoiser, self.objective, scheduler, guidance_scale=guidance_scale, batched_guidance=batched_guidance

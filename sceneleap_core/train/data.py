@@ -16,7 +16,9 @@ Pipeline of one sample (:meth:`GraspSceneDataset.make_item`), all in float64 the
    ``frame`` (4, 4) stores the inverse, camera <- network (its scale is 1/s), so predictions map back;
 5. jitter the points (not the grasps: sensor noise);
 6. grasp vectors ``[t | q | r6d]`` (K, D), unnormalized; the LightningModule normalizes them with
-   the :class:`GraspNormalizer` fitted here on augmented training samples (:func:`fit_normalizer`).
+   the :class:`GraspNormalizer` fitted here on augmented training samples (:func:`fit_normalizer`);
+7. anchors (K, 3): per grasp one input point on the grasped object near the grasp centre
+   (:mod:`sceneleap_core.geometry.anchors`), used by generators with ``anchor="seed"``.
 
 Randomness is a pure function of ``(seed, position)``, the sample's position in the endless
 training stream, so batches do not depend on the number of workers and a resumed run sees
@@ -36,8 +38,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sceneleap_core.data.shards import Sample, ShardDataset
+from sceneleap_core.geometry.anchors import grasp_centres, training_anchors
 from sceneleap_core.geometry.frames import network_frame
-from sceneleap_core.hand import GraspNormalizer, pose_to_vector
+from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_relative, pose_to_vector
 from sceneleap_core.train.config import AugmentConfig, DataConfig
 
 log = logging.getLogger(__name__)
@@ -86,6 +89,7 @@ class GraspSceneDataset(Dataset):
     ``grasp_mask``             (K,) bool           False for repeats (scene had fewer than K)
     ``frame``                  (4, 4) float32      camera <- network transform (similarity)
     ``up``                     (3,) float32        world up in the network frame
+    ``anchors``                (K, 3) float32      per grasp, an input point on its object
     ``scene_id``, ``index``    () int64
     ========================  ==================  ==============================================
 
@@ -99,6 +103,7 @@ class GraspSceneDataset(Dataset):
         augment: augmentation settings, or None for none (validation).
         seed: base seed of the per-item random generators.
         cache_size: decoded samples kept in this process's LRU cache.
+        hand: hand description (grasp centres for the anchors).
     """
 
     def __init__(
@@ -113,6 +118,7 @@ class GraspSceneDataset(Dataset):
         augment: AugmentConfig | None = None,
         seed: int = 0,
         cache_size: int = 256,
+        hand: str = "leap_hand_right",
     ):
         self.source = source
         self.indices = np.arange(len(source)) if indices is None else np.asarray(indices, dtype=np.int64)
@@ -123,6 +129,7 @@ class GraspSceneDataset(Dataset):
         self.seed = int(seed)
         self.cache_size = int(cache_size)
         self._cache: OrderedDict[int, Sample] = OrderedDict()
+        self.hand_name, self._hand = hand, None
         self.cache_hits = self.cache_misses = 0
 
     def __len__(self) -> int:
@@ -164,10 +171,12 @@ class GraspSceneDataset(Dataset):
         joints = np.asarray(s.grasp_joints, dtype=np.float64)[gi]  # (K, J)
         # 3. holes, then N points
         pts = np.asarray(s.points, dtype=np.float64)
+        pobj = np.asarray(s.point_object)
         if aug is not None and aug.dropout_holes > 0 and aug.dropout_radius > 0 and rng.random() < aug.dropout_prob:
-            pts = pts[cut_holes(pts, int(rng.integers(1, aug.dropout_holes + 1)), aug.dropout_radius, rng)]
+            keep = cut_holes(pts, int(rng.integers(1, aug.dropout_holes + 1)), aug.dropout_radius, rng)
+            pts, pobj = pts[keep], pobj[keep]
         pi = rng.choice(len(pts), size=self.num_points, replace=len(pts) < self.num_points)
-        pts = pts[pi]  # (N, 3)
+        pts, pobj = pts[pi], pobj[pi]  # (N, 3), (N,)
         # 4. network frame (camera or gravity-aligned, centred), plus augmentation: x_net = s R (x_cam - c)
         up = gravity_up_in_camera(s.camera_pose)
         yaw, scale = 0.0, 1.0
@@ -186,20 +195,33 @@ class GraspSceneDataset(Dataset):
             noise = rng.normal(0.0, aug.jitter_sigma, size=pts.shape)
             pts = pts + np.clip(noise, -aug.jitter_clip, aug.jitter_clip)
         # 6. grasp vectors
-        vec = pose_to_vector(torch.from_numpy(new_pose), torch.from_numpy(joints))  # (K, D)
+        new_pose_t, joints_t = torch.from_numpy(new_pose), torch.from_numpy(joints)
+        vec = pose_to_vector(new_pose_t, joints_t)  # (K, D)
+        # 7. anchors: a visible point of the grasped object near each grasp's centre
+        centres = grasp_centres(self.hand, new_pose_t.float(), joints_t.float()).double().numpy()  # (K, 3)
+        anchors = training_anchors(pts, pobj, centres, np.asarray(s.grasp_object)[gi], rng)
         return {
             "points": torch.from_numpy(pts).float(),
             "grasps": vec.float(),
             "grasp_mask": torch.from_numpy(mask),
             "frame": torch.from_numpy(frame).float(),
             "up": torch.from_numpy(rot @ up).float(),
+            "anchors": torch.from_numpy(anchors).float(),
             "scene_id": torch.tensor(int(s.scene_id), dtype=torch.int64),
             "index": torch.tensor(int(index), dtype=torch.int64),
         }
 
-    def __getstate__(self):  # workers start with an empty cache of their own
+    @property
+    def hand(self) -> HandModel:
+        """The hand model (loaded on first use in each process)."""
+        if self._hand is None:
+            self._hand = HandModel.load(self.hand_name, surface_points=1)  # kinematics only: skip the dense template
+        return self._hand
+
+    def __getstate__(self):  # workers start with an empty cache (and hand model) of their own
         state = self.__dict__.copy()
         state["_cache"] = OrderedDict()
+        state["_hand"] = None
         return state
 
 
@@ -241,17 +263,21 @@ class StreamSampler(Sampler):
 
 
 # ------------------------------------------------------------------------------------ normalizer
-def fit_normalizer(dataset: GraspSceneDataset, num_samples: int, *, seed: int = 0) -> GraspNormalizer:
+def fit_normalizer(
+    dataset: GraspSceneDataset, num_samples: int, *, seed: int = 0, anchored: bool = False
+) -> GraspNormalizer:
     """Fit the grasp normalization on ``num_samples`` (augmented) items of the training set.
 
-    The statistics cover what the network sees: centred, rotated (and scaled) grasp vectors.
+    The statistics cover what the network sees: centred, rotated (and scaled) grasp vectors, with
+    translations relative to the anchors when ``anchored`` (generators with ``anchor="seed"``).
     """
     rng = np.random.default_rng([seed, 104729])
     picks = rng.choice(len(dataset), size=num_samples, replace=num_samples > len(dataset))
     vectors = []
     for j, local in enumerate(picks):
         item = dataset[(int(local), (1 << 48) + j)]  # positions far beyond any training stream
-        vectors.append(item["grasps"][item["grasp_mask"]])
+        vec = anchor_relative(item["grasps"], item["anchors"]) if anchored else item["grasps"]
+        vectors.append(vec[item["grasp_mask"]])
     return GraspNormalizer.fit(torch.cat(vectors).double())
 
 
@@ -321,7 +347,8 @@ class GraspDataModule(L.LightningDataModule):
             raise ValueError(f"data.root: expected training samples with grasps in {cfg.root}, got none")
         if cfg.train_samples:
             train_idx = train_idx[: cfg.train_samples]
-        common = {"num_points": cfg.num_points, "num_grasps": cfg.num_grasps, "center": cfg.center, "frame": cfg.frame}
+        common = {"num_points": cfg.num_points, "num_grasps": cfg.num_grasps, "center": cfg.center, "frame": cfg.frame,
+                  "hand": cfg.hand}  # fmt: skip
         self.train_set = GraspSceneDataset(
             source, train_idx, augment=cfg.augment, seed=self.seed, cache_size=cfg.cache_size, **common
         )
@@ -333,9 +360,9 @@ class GraspDataModule(L.LightningDataModule):
             )
         log.info("data: %d training samples, %d validation samples", len(train_idx), len(val_idx))
 
-    def fit_normalizer(self) -> GraspNormalizer:
+    def fit_normalizer(self, *, anchored: bool = False) -> GraspNormalizer:
         self.setup("fit")
-        return fit_normalizer(self.train_set, self.cfg.normalizer_samples, seed=self.seed)
+        return fit_normalizer(self.train_set, self.cfg.normalizer_samples, seed=self.seed, anchored=anchored)
 
     def _loader_kwargs(self) -> dict:
         cfg = self.cfg

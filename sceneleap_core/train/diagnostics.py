@@ -26,6 +26,7 @@ def conditioning_gap(
     *,
     seed: int = 0,
     repeats: int = 4,
+    anchors: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Loss with the real cloud vs the blanked (null) scene vs another sample's cloud.
 
@@ -36,6 +37,7 @@ def conditioning_gap(
         mask: (B, K) bool real-grasp mask or None.
         seed: the noise and timesteps of every variant come from generators seeded alike.
         repeats: independent draws of (t, noise) averaged (lowers the variance of the gaps).
+        anchors: (B, K, 3) anchor points (anchored generators; kept for every variant).
 
     Returns:
         ``loss_real``, ``loss_blank``, ``loss_foreign`` (nan when B < 2), ``gap_blank`` = blank - real,
@@ -51,10 +53,11 @@ def conditioning_gap(
     if points.shape[0] < 2:
         variants.pop("foreign")
     gen = torch.Generator(device=points.device)
+    kwargs = {} if anchors is None else {"anchors": anchors}
     for r in range(repeats):
         for name, (cloud, drop) in variants.items():
             gen.manual_seed(1_000_003 * int(seed) + r)
-            out = model.training_loss(cloud, grasps, generator=gen, mask=mask, cond_drop=drop)
+            out = model.training_loss(cloud, grasps, generator=gen, mask=mask, cond_drop=drop, **kwargs)
             sums[name] += float(out["loss"]) / repeats
     model.train(was_training)
     real = sums["real"]

@@ -56,13 +56,19 @@ def view_batch(dataset, indices) -> dict:
     return default_collate([dataset[int(i)] for i in indices])
 
 
-def ground_truth_rung(dataset, evaluator, normalizer, hand, indices, max_grasps: int = 16) -> RungResult:
-    """Rung 0: the ground-truth grasp sets of ``indices`` through the decode path and the lift test."""
+def ground_truth_rung(
+    dataset, evaluator, normalizer, hand, indices, max_grasps: int = 16, *, anchored: bool = False
+) -> RungResult:
+    """Rung 0: the ground-truth grasp sets of ``indices`` through the decode path and the lift test
+    (relative to the views' anchors and back when ``anchored``)."""
+    from sceneleap_core.hand import anchor_relative
     from sceneleap_core.infer.planner import decode_grasps
 
     batch = view_batch(dataset, indices)
-    vectors = normalizer.normalize(batch["grasps"])[:, :max_grasps]  # as the network would output them
-    pose, joints = decode_grasps(vectors, normalizer, hand)
+    anchors = batch["anchors"][:, :max_grasps] if anchored else None  # relative, then back
+    grasps = batch["grasps"][:, :max_grasps]
+    vectors = normalizer.normalize(grasps if anchors is None else anchor_relative(grasps, anchors))
+    pose, joints = decode_grasps(vectors, normalizer, hand, anchors)
     evaluator.max_scenes, evaluator.max_grasps = len(indices), max_grasps
     res = evaluator(batch, pose, joints)
     return RungResult("ground_truth", lift=res["sim_lift_success"], scenes=len(indices), grasps=vectors.shape[1])
@@ -111,24 +117,35 @@ def sampled_rung(
     num_grasps: int = 16,
     gap_repeats: int = 4,
     seed: int = 0,
+    true_anchors: bool = False,
 ) -> RungResult:
     """Rungs 2-3: sample ``num_grasps`` grasps per view of ``indices`` with a trained
     :class:`GraspTrainingModule` (EMA weights swapped in by the caller), lift-test them, score
-    chamfer / penetration against the views' ground truth, and measure the conditioning gap."""
+    chamfer / penetration against the views' ground truth, and measure the conditioning gap.
+    ``true_anchors``: anchored generators get the ground truth's anchors instead of drawing their
+    own (separates "which object / where" from "how")."""
     from sceneleap_core.train.diagnostics import conditioning_gap
 
     batch = view_batch(dataset, indices)
     device = module.device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     module.val_cfg.num_grasps, module.val_cfg.sampler, module.val_cfg.steps = num_grasps, sampler, steps
-    pose, joints = module.sample_grasps(batch["points"], seed=seed)  # sampled once: scored and simulated
+    given = None
+    if true_anchors and module.anchored:
+        given = batch["anchors"][:, :num_grasps]  # the first K grasps are distinct (grasp_mask)
+        num_grasps = given.shape[1]
+        name = f"{name}+true_anchors"
+    pose, joints = module.sample_grasps(batch["points"], seed=seed, up=batch["up"], anchors=given)  # sampled once
     metrics = module.grasp_metrics(batch, pose, joints)
     evaluator.max_scenes, evaluator.max_grasps = len(indices), num_grasps
     res = evaluator(
         {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}, pose.cpu(), joints.cpu()
     )
-    target = module.normalizer.normalize(batch["grasps"])
-    gap = conditioning_gap(module.model, batch["points"], target, batch["grasp_mask"], seed=seed, repeats=gap_repeats)
+    target = module.network_target(batch)
+    anchors = batch["anchors"] if module.anchored else None
+    gap = conditioning_gap(
+        module.model, batch["points"], target, batch["grasp_mask"], seed=seed, repeats=gap_repeats, anchors=anchors
+    )
     return RungResult(
         name,
         sampler=sampler,

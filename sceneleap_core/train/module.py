@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sceneleap_core.hand import GraspNormalizer, HandModel, vector_to_pose
+from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_relative, vector_to_pose
 from sceneleap_core.infer.planner import GraspPlanner
 from sceneleap_core.train.config import EMAConfig, OptimConfig, ValConfig
 from sceneleap_core.train.diagnostics import conditioning_gap
@@ -94,6 +94,10 @@ class GraspTrainingModule(L.LightningModule):
         self.aux_weight = float(aux_weight)
         self.aux = None
         if aux_loss is not None and self.aux_weight > 0:
+            if getattr(model, "anchored", False):
+                raise ValueError(
+                    "aux_weight: the auxiliary losses need absolute grasps; set aux_weight=0 with model.anchor=seed"
+                )
             from sceneleap_core.models.losses import GraspSetLoss
 
             self.aux = GraspSetLoss(HandModel.load(hand, surface_points=aux_loss.chamfer_points), normalizer, aux_loss)
@@ -117,11 +121,24 @@ class GraspTrainingModule(L.LightningModule):
         self._micro += 1
         return self._generator
 
+    @property
+    def anchored(self) -> bool:
+        """The generator conditions each grasp on an anchor point (``anchor="seed"``)."""
+        return bool(getattr(self.model, "anchored", False))
+
+    def network_target(self, batch: dict) -> torch.Tensor:
+        """The batch's grasps as the network sees them: normalized (B, K, D), translations relative
+        to the batch's anchors for anchored generators."""
+        grasps = anchor_relative(batch["grasps"], batch["anchors"]) if self.anchored else batch["grasps"]
+        return self.normalizer.normalize(grasps)
+
     def _loss(self, batch: dict, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        target = self.normalizer.normalize(batch["grasps"])  # (B, K, D)
+        target = self.network_target(batch)  # (B, K, D)
         kwargs = {"generator": generator}
         if self._takes_mask:
             kwargs["mask"] = batch["grasp_mask"]
+        if self.anchored:
+            kwargs["anchors"] = batch["anchors"]
         out = self.model.training_loss(batch["points"], target, **kwargs)
         if "loss" not in out:
             raise ValueError(f"model.training_loss: expected a dict with 'loss', got keys {sorted(out)}")
@@ -258,9 +275,12 @@ class GraspTrainingModule(L.LightningModule):
         for k, val in metrics.items():
             self.log(f"val/{k}", val, sync_dist=True, batch_size=bs, prog_bar=k == "chamfer_mm")
         if v.gap_repeats > 0:
-            target = self.normalizer.normalize(batch["grasps"])
+            target = self.network_target(batch)
             mask = batch["grasp_mask"] if self._takes_mask else None
-            gap = conditioning_gap(self.model, batch["points"], target, mask, seed=batch_idx, repeats=v.gap_repeats)
+            anchors = batch["anchors"] if self.anchored else None
+            gap = conditioning_gap(
+                self.model, batch["points"], target, mask, seed=batch_idx, repeats=v.gap_repeats, anchors=anchors
+            )
             for k, val in gap.items():
                 if val == val:  # nan (one-sample batch) is not logged
                     self.log(f"val/{k}", val, sync_dist=True, batch_size=bs, prog_bar=k == "gap_blank")
@@ -269,7 +289,9 @@ class GraspTrainingModule(L.LightningModule):
             if v.reference_steps > 0:
                 runs.append(("_ref", v.reference_sampler, v.reference_steps))
             for suffix, sampler, steps in runs:
-                pose, joints = self.sample_grasps(batch["points"], seed=batch_idx, sampler=sampler, steps=steps)
+                pose, joints = self.sample_grasps(
+                    batch["points"], seed=batch_idx, sampler=sampler, steps=steps, up=batch.get("up")
+                )
                 for k, val in self.evaluator(batch, pose, joints).items():
                     self.log(f"val/{k}{suffix}", float(val), rank_zero_only=True, batch_size=bs,
                              prog_bar=k == "sim_lift_success" and not suffix)  # fmt: skip
@@ -283,10 +305,14 @@ class GraspTrainingModule(L.LightningModule):
         seed: int = 0,
         sampler: str | None = None,
         steps: int | None = None,
+        up: torch.Tensor | None = None,
+        anchors: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample grasps for (B, N, 3) network-frame clouds -> palm poses (B, G, 4, 4), joints (B, G, J),
         through the inference path (:class:`sceneleap_core.infer.GraspPlanner`). ``sampler`` and
-        ``steps`` default to the validation config. Seeded by ``seed``, never the global RNG."""
+        ``steps`` default to the validation config; ``up`` (B, 3): world up in the network frame
+        (where anchored generators draw their anchors) or ``anchors`` (B, G, 3) given (e.g. the
+        ground truth's, a diagnostic). Seeded by ``seed``, never the global RNG."""
         v = self.val_cfg
         planner = GraspPlanner(self.model, self.normalizer, self.hand)
         out = planner.sample_network(
@@ -296,6 +322,8 @@ class GraspTrainingModule(L.LightningModule):
             sampler=sampler or v.sampler,
             guidance_scale=v.guidance_scale,
             seed=derived_seed(self.seed, 424242, self.global_rank, seed),
+            up=up,
+            anchors=anchors,
         )
         return out.palm_pose, out.joints
 
@@ -303,7 +331,7 @@ class GraspTrainingModule(L.LightningModule):
     def sample_metrics(self, batch: dict, *, seed: int = 0) -> dict[str, torch.Tensor]:
         """Sample ``val.num_grasps`` grasps per scene (fp32) and score them with :meth:`grasp_metrics`."""
         with torch.autocast(self.device.type, enabled=False):
-            pose, joints = self.sample_grasps(batch["points"], seed=seed)
+            pose, joints = self.sample_grasps(batch["points"], seed=seed, up=batch.get("up"))
             return self.grasp_metrics(batch, pose, joints)
 
     @torch.no_grad()

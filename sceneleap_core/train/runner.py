@@ -240,7 +240,7 @@ def train(
         normalizer = GraspNormalizer.load(norm_path)
     else:
         log.info("fitting grasp normalization on %d training samples", cfg.data.normalizer_samples)
-        normalizer = dm.fit_normalizer()
+        normalizer = dm.fit_normalizer(anchored=bool(getattr(model, "anchored", False)))
     if _is_rank_zero():
         run.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run / "config.yaml")

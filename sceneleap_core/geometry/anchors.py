@@ -1,0 +1,112 @@
+"""Anchors: the observed scene point each grasp is conditioned on and expressed relative to.
+
+A scene-level generator that places every grasp in absolute coordinates must solve two problems at
+once: *which* object (a far-apart, many-moded choice over the table) and *how* (a precise pose on
+it). With anchors (as DexGraspNet 2.0 conditions each grasp on a seed point) the first is taken
+out of the diffusion model: each grasp token gets one observed point on the object it grasps, and
+its palm translation is predicted relative to that point (a few centimetres instead of tens).
+
+* training: :func:`training_anchors` picks, for each ground-truth grasp, a visible point of the
+  grasped object near the grasp's centre (:func:`grasp_centres`: mean of the fingertips and the palm
+  origin), at random among the closest few so the model tolerates imprecise anchors;
+* inference: :func:`select_anchors` draws anchors on the observed objects: points that stand above
+  the support plane (the dominant height along ``up``).
+
+Shapes: N points, K grasps, J joints; batched functions take B clouds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ANCHOR_MODES = ("none", "seed")
+
+
+def grasp_centres(hand, palm_pose: torch.Tensor, joints: torch.Tensor) -> torch.Tensor:
+    """Palm poses (K, 4, 4) and joints (K, J) -> (K, 3) grasp centres: the mean of the fingertip
+    tips and the palm origin (inside the grasped object for precision and power grasps alike)."""
+    state = hand(joints.to(hand.dtype), palm_pose.to(hand.dtype), validate=False)
+    tips = hand.tip_positions(state)  # (K, F, 3)
+    pts = torch.cat([tips, palm_pose[:, None, :3, 3].to(tips)], dim=1)  # (K, F + 1, 3)
+    return pts.mean(dim=1)
+
+
+def training_anchors(
+    points: np.ndarray,
+    point_object: np.ndarray,
+    centres: np.ndarray,
+    grasp_object: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    candidates: int = 4,
+) -> np.ndarray:
+    """One anchor per grasp: a random one of the ``candidates`` visible points of the grasped object
+    closest to the grasp centre (any point when the object has none in view).
+
+    Args:
+        points: (N, 3) cloud.  point_object: (N,) object id per point (-1 = background).
+        centres: (K, 3) grasp centres in the cloud's frame.  grasp_object: (K,) object id per grasp.
+
+    Returns:
+        (K, 3) anchors, each one of ``points``.
+    """
+    if len(points) == 0:
+        raise ValueError("points: expected a non-empty cloud to anchor grasps on, got 0 points")
+    out = np.empty((len(centres), 3), dtype=points.dtype)
+    for obj in np.unique(grasp_object):
+        rows = np.flatnonzero(grasp_object == obj)
+        pool = np.flatnonzero(point_object == obj)
+        if len(pool) == 0:
+            pool = np.arange(len(points))
+        d = np.linalg.norm(points[pool][None] - centres[rows][:, None], axis=-1)  # (k, P)
+        c = min(candidates, len(pool))
+        nearest = np.argpartition(d, c - 1, axis=1)[:, :c] if c < len(pool) else np.tile(np.arange(c), (len(rows), 1))
+        pick = nearest[np.arange(len(rows)), rng.integers(0, c, size=len(rows))]
+        out[rows] = points[pool[pick]]
+    return out
+
+
+def support_height(heights: torch.Tensor, bin_size: float = 0.005) -> torch.Tensor:
+    """Heights (B, N) along up -> (B,) the support plane's height: the most populated ``bin_size``
+    bin among the lower half of the points (the table dominates a tabletop view)."""
+    low = heights.quantile(0.02, dim=1, keepdim=True)
+    mid = heights.quantile(0.5, dim=1, keepdim=True)
+    idx = ((heights - low) / bin_size).floor().clamp_min(0).long()  # (B, N)
+    nbins = int(((mid - low) / bin_size).max().ceil().item()) + 2
+    idx = idx.clamp_max(nbins - 1)
+    counts = torch.zeros(heights.shape[0], nbins, device=heights.device).scatter_add_(1, idx, torch.ones_like(heights))
+    counts[:, -1] = 0  # everything above the median lands in the last bin
+    best = counts.argmax(dim=1).to(heights.dtype)  # (B,)
+    return low[:, 0] + (best + 0.5) * bin_size
+
+
+def select_anchors(
+    points: torch.Tensor,
+    up: torch.Tensor,
+    num: int,
+    *,
+    min_height: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Anchors for inference: ``num`` points per cloud drawn uniformly among the points more than
+    ``min_height`` above the support plane (all points when a cloud has none above it).
+
+    Args:
+        points: (B, N, 3) clouds.  up: (B, 3) or (3,) world up in the clouds' frame.
+
+    Returns:
+        (B, num, 3) anchors, each one of the cloud's points.
+    """
+    if points.dim() != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
+        raise ValueError(f"points: expected a non-empty (B, N, 3) batch, got {tuple(points.shape)}")
+    if num < 1:
+        raise ValueError(f"num: expected >= 1 anchors, got {num}")
+    up = torch.as_tensor(up, dtype=points.dtype, device=points.device).expand(points.shape[0], 3)
+    up = up / up.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    heights = (points * up[:, None]).sum(-1)  # (B, N)
+    above = heights > (support_height(heights) + min_height)[:, None]  # (B, N)
+    above = above | ~above.any(dim=1, keepdim=True)
+    weights = above.float()
+    idx = torch.multinomial(weights, num, replacement=True, generator=generator)  # (B, num)
+    return torch.gather(points, 1, idx[..., None].expand(-1, -1, 3))

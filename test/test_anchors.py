@@ -1,0 +1,175 @@
+"""Anchored grasps: each grasp token is conditioned on an observed point and expressed relative to it."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sceneleap_core.data.shards import ShardDataset
+from sceneleap_core.geometry.anchors import grasp_centres, select_anchors, support_height, training_anchors
+from sceneleap_core.hand import HandModel, anchor_absolute, anchor_relative, vector_to_pose
+from sceneleap_core.infer.planner import GraspPlanner, decode_grasps
+from sceneleap_core.models import build_generator
+from sceneleap_core.models.denoisers import SceneCache
+from sceneleap_core.models.encoders import AnchorEncoder
+from sceneleap_core.train.data import GraspSceneDataset, fit_normalizer, usable_indices
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sceneleap_core" / "data" / "sample"
+
+
+def _tabletop(n_table=600, n_box=200, seed=0):
+    """A 40 cm table at z = -0.5 (seen from a camera at the origin, up = +z) with a 6 cm cube
+    standing on it: points (N, 3), is_box (N,)."""
+    rng = np.random.default_rng(seed)
+    table = np.c_[rng.uniform(-0.2, 0.2, (n_table, 2)), np.full(n_table, -0.5)]
+    box = rng.uniform(-0.03, 0.03, (n_box, 3)) + np.array([0.05, 0.0, -0.47])
+    pts = np.concatenate([table, box]) + rng.normal(0, 0.001, (n_table + n_box, 3))
+    return pts, np.r_[np.zeros(n_table, bool), np.ones(n_box, bool)]
+
+
+def test_training_anchors_are_visible_points_of_the_grasped_object_near_the_grasp():
+    source = ShardDataset(SAMPLE)
+    ds = GraspSceneDataset(source, usable_indices(source)[:3], num_points=1024, num_grasps=8, augment=None)
+    hand = HandModel.load()
+    for i in range(len(ds)):
+        s = ds.decode(int(ds.indices[i]))
+        item = ds[i]
+        pts, anchors = item["points"].numpy(), item["anchors"].numpy()
+        assert anchors.shape == (8, 3)
+        d_to_cloud = np.linalg.norm(pts[None] - anchors[:, None], axis=-1).min(axis=1)
+        assert d_to_cloud.max() < 1e-6, "every anchor is one of the input points"
+        pose, joints = vector_to_pose(item["grasps"].double(), hand.dof)
+        centres = grasp_centres(hand, pose.float(), joints.float()).numpy()
+        dist = np.linalg.norm(anchors - centres, axis=-1)
+        assert np.median(dist) < 0.05, f"anchors {dist} m from their grasp centres"
+        # the nearest input point to each anchor's grasp centre lies on an object, not the table
+        assert (np.asarray(s.point_object) >= 0).any()
+
+
+def test_training_anchors_pick_the_grasped_object_and_fall_back_when_it_is_hidden():
+    pts, is_box = _tabletop()
+    obj = np.where(is_box, 7, -1)
+    rng = np.random.default_rng(0)
+    centre = np.array([[0.05, 0.0, -0.45], [0.0, 0.0, -0.5]])  # above the box; a centre on the table
+    out = training_anchors(pts, obj, centre, np.array([7, 3]), rng)  # object 3 is not in view
+    assert is_box[np.argmin(np.linalg.norm(pts - out[0], axis=1))], "anchor of the box grasp is on the box"
+    assert np.linalg.norm(out[0] - centre[0]) < 0.03
+    assert np.linalg.norm(out[1] - centre[1]) < 0.03, "hidden object: one of the nearest points of any kind"
+    with pytest.raises(ValueError, match="non-empty"):
+        training_anchors(pts[:0], obj[:0], centre, np.array([7, 3]), rng)
+
+
+def test_select_anchors_draws_on_objects_above_the_support_plane():
+    pts, is_box = _tabletop()
+    cloud = torch.tensor(pts, dtype=torch.float32)[None].repeat(2, 1, 1)
+    h = support_height(cloud[..., 2])
+    assert torch.allclose(h, torch.full((2,), -0.5), atol=0.004), h
+    gen = torch.Generator().manual_seed(0)
+    anchors = select_anchors(cloud, torch.tensor([0.0, 0.0, 1.0]), 32, generator=gen)
+    assert anchors.shape == (2, 32, 3)
+    assert (anchors[..., 2] > -0.495).all(), "no anchor on the table"
+    # a tilted up vector is honoured: rotate the scene 90 deg about x (up becomes -y)
+    rot = torch.tensor([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+    tilted = select_anchors(cloud @ rot.T, torch.tensor([0.0, -1.0, 0.0]), 16, generator=gen)
+    assert ((tilted @ rot)[..., 2] > -0.495).all()
+    # a flat cloud has nothing above the plane: anchors fall back to any point
+    flat = select_anchors(cloud[:, ~torch.tensor(is_box)], torch.tensor([0.0, 0, 1]), 4, generator=gen)
+    assert flat.shape == (2, 4, 3)
+    with pytest.raises(ValueError, match="num"):
+        select_anchors(cloud, torch.tensor([0.0, 0, 1]), 0)
+
+
+def test_anchor_relative_round_trips_and_decode_adds_the_anchors_back():
+    vec = torch.randn(2, 5, 25, dtype=torch.float64)
+    anchors = torch.randn(2, 5, 3, dtype=torch.float64)
+    rel = anchor_relative(vec, anchors)
+    assert torch.allclose(rel[..., :3], vec[..., :3] - anchors) and torch.equal(rel[..., 3:], vec[..., 3:])
+    assert torch.allclose(anchor_absolute(rel, anchors), vec)
+    with pytest.raises(ValueError, match="anchors"):
+        anchor_relative(vec, anchors[:, :3])
+    source = ShardDataset(SAMPLE)
+    ds = GraspSceneDataset(source, usable_indices(source)[:2], num_points=512, num_grasps=8, augment=None)
+    absolute, relative = fit_normalizer(ds, 4), fit_normalizer(ds, 4, anchored=True)
+    span_abs, span_rel = (absolute.upper - absolute.lower)[:3], (relative.upper - relative.lower)[:3]
+    assert (span_rel < span_abs).all() and (span_rel < 0.4).all(), (span_rel, span_abs)
+    assert torch.equal(relative.lower[3:], absolute.lower[3:])
+    hand = HandModel.load()
+    item = ds[0]
+    z = relative.normalize(anchor_relative(item["grasps"], item["anchors"]))[None]
+    pose, _ = decode_grasps(z, relative, hand, item["anchors"][None])
+    assert torch.allclose(pose[0, :, :3, 3], item["grasps"][:, :3], atol=1e-5)
+
+
+def test_anchor_encoder_sees_only_the_local_patch_and_drop_keeps_the_position():
+    torch.manual_seed(0)
+    enc = AnchorEncoder(32, knn=8, scale=0.05, width=16, pe_freqs=3).eval()
+    pts = torch.rand(1, 200, 3)
+    anchors = pts[:, :2].clone()
+    base = enc(pts, anchors)
+    far = pts.clone()
+    d = (pts[0] - anchors[0, 0]).norm(dim=-1)
+    _, near_idx = d.topk(8, largest=False)
+    moved = torch.ones(200, dtype=torch.bool)
+    moved[near_idx] = False
+    far[0, moved] += 5.0  # everything outside anchor 0's patch moves away
+    assert torch.allclose(enc(far, anchors)[0, 0], base[0, 0], atol=1e-6)
+    near = pts.clone()
+    near[0, near_idx[1:]] += 0.01
+    assert not torch.allclose(enc(near, anchors)[0, 0], base[0, 0], atol=1e-4)
+    dropped = enc(pts, anchors, torch.tensor([True]))
+    assert not torch.allclose(dropped, base, atol=1e-4)
+    assert torch.allclose(dropped, enc(pts + 0.3 * (torch.rand_like(pts) - 0.5), anchors, torch.tensor([True])))
+
+
+def test_anchored_generator_trains_samples_and_rejects_missing_anchors():
+    model = build_generator("tiny", anchor="seed")
+    pts = torch.rand(2, 128, 3)
+    x0 = torch.rand(2, 6, 25) * 2 - 1
+    anchors = pts[:, :6]
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for _ in range(2):  # adaLN-Zero: the first step only reaches the output layer
+        opt.zero_grad()
+        out = model.training_loss(pts, x0, gen, anchors=anchors)
+        out["loss"].backward()
+        opt.step()
+    assert torch.isfinite(out["loss"]) and model.anchor_encoder.patch[0].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="anchor='seed'"):
+        model.training_loss(pts, x0, gen)
+    with pytest.raises(ValueError, match="one per grasp"):
+        model.training_loss(pts, x0, gen, anchors=pts[:, :5])
+    with pytest.raises(ValueError, match="anchor='none'"):
+        build_generator("tiny").training_loss(pts, x0, gen, anchors=anchors)
+    model.eval()
+    z = model.sample(pts, num_grasps=99, steps=3, anchors=anchors, guidance_scale=2.0, generator=gen)
+    assert z.shape == (2, 6, 25), "one grasp per anchor"
+    # the anchor conditions the token: moving one anchor changes the prediction of that scene only
+    a2 = anchors.clone()
+    a2[0, 0] += 0.2
+    t = torch.full((2,), 500.0)
+    cache = model.encode_scene(pts, anchors=anchors, deterministic=True)
+    y1 = model.denoiser(x0, t, cache)
+    y2 = model.denoiser(x0, t, model.encode_scene(pts, anchors=a2, deterministic=True))
+    assert not torch.allclose(y1[0, 0], y2[0, 0], atol=1e-6) and torch.allclose(y1[1], y2[1])
+    back = SceneCache.from_tuple(cache.to_tuple())
+    assert torch.equal(model.denoiser(x0, t, back), y1)
+    with pytest.raises(ValueError, match=r"GeneratorConfig\.anchor"):
+        build_generator("tiny", anchor="nearest")
+
+
+def test_planner_with_an_anchored_model_returns_anchors_on_the_objects(tmp_path):
+    pts, is_box = _tabletop(n_table=800, n_box=300)
+    model = build_generator("tiny", anchor="seed").eval()
+    source = ShardDataset(SAMPLE)
+    ds = GraspSceneDataset(source, usable_indices(source)[:2], num_points=256, num_grasps=8, augment=None)
+    model.save_pretrained(tmp_path, normalizer=fit_normalizer(ds, 2, anchored=True),
+                          extra_config={"data": {"num_points": 512, "frame": "gravity"}})  # fmt: skip
+    planner = GraspPlanner.from_pretrained(tmp_path)
+    out = planner.plan(pts, num_grasps=12, steps=2, seed=3, up=np.array([0.0, 0.0, 1.0]))
+    assert out.palm_pose.shape == (1, 12, 4, 4) and out.anchors.shape == (1, 12, 3)
+    nearest = np.linalg.norm(pts[None] - out.anchors[0].numpy()[:, None].astype(np.float64), axis=-1).argmin(axis=1)
+    assert is_box[nearest].all(), "anchors are drawn on the object, in the input frame"
+    # without a given up, the planner estimates it from the table
+    again = planner.plan(pts, num_grasps=12, steps=2, seed=3)
+    assert torch.allclose(again.anchors, out.anchors, atol=1e-4)
