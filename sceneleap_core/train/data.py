@@ -372,10 +372,12 @@ class GraspDataModule(L.LightningDataModule):
 
 
 def _open_dataset(root: str, key: str) -> ShardDataset:
+    """The shard dataset at ``root`` with every shard's sha256 checked against its manifest (once per
+    size and mtime: :func:`sceneleap_core.data.shards.verify_shards`); errors name ``key``."""
     path = Path(root)
     if not path.is_dir():
         raise ValueError(f"{key}: expected a dataset directory with manifest.json, got {root!r} (not a directory)")
     try:
-        return ShardDataset(path)
+        return ShardDataset(path, verify="cached")
     except ValueError as err:  # ShardError is a ValueError
         raise ValueError(f"{key}: {err}") from None
