@@ -257,3 +257,43 @@ def test_pregrasp_table_check_agrees_with_the_evaluator_gate():
         table = sim.hand_penetration(sim.pregrasp_pose(world), sim.open_joints(q[g]))[-1]
         assert (table > 1e-3) == (float(depth[1][g]) > 1e-3), (g, table, float(depth[1][g]))  # same gate decision
     assert (depth[8] > 0.001).sum() < (depth[1] > 0.001).sum()
+
+
+def _no_synthesis(monkeypatch, hand):
+    """generate() without grasp synthesis (no grasps) and with the session's hand model: fast."""
+    import sceneleap_core.data.pipeline as pipeline
+    from sceneleap_core.hand import HandModel
+
+    monkeypatch.setattr(HandModel, "load", classmethod(lambda cls, *a, **k: hand))
+    empty = (np.zeros((0, 4, 4)), np.zeros((0, hand.dof)), {"synthesized": 0, "prefiltered": 0, "valid": 0})
+    monkeypatch.setattr(pipeline, "object_grasps", lambda *a, **k: empty)
+
+
+def test_rerun_regenerates_a_corrupted_shard_and_refuses_other_settings(tmp_path, monkeypatch, hand):
+    from dataclasses import replace
+
+    from sceneleap_core.data.pipeline import GenerateConfig, generate
+    from sceneleap_core.data.shards import ShardDataset
+
+    _no_synthesis(monkeypatch, hand)
+    cfg = GenerateConfig(
+        num_scenes=2, scenes_per_shard=1, num_objects=8, objects_per_scene=(1, 1), views_per_scene=1,
+        synth_batch=8, synth_steps=2, scene_lift=False, width=48, height=36, max_points=256,
+    )  # fmt: skip
+    out = tmp_path / "ds"
+    generate(out, cfg, progress=False, validator=_StopAfter())
+    before = [ShardDataset(out)[i].points for i in range(2)]
+    shard = out / "shard_00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[-50] ^= 0x01  # a bit flip that leaves the file readable
+    shard.write_bytes(bytes(data))
+    report = generate(out, cfg, progress=False, validator=_StopAfter())
+    assert report["shards_written"] == 1 and report["shards_skipped"] == 1  # regenerated, not re-hashed
+    ds = ShardDataset(out, verify=True)
+    for i in range(2):
+        np.testing.assert_array_equal(ds[i].points, before[i])
+    # other content settings: refused, naming the setting; runtime settings (workers) may change
+    with pytest.raises(ValueError, match=r"other settings.*views_per_scene: 1 -> 2"):
+        generate(out, replace(cfg, views_per_scene=2), progress=False, validator=_StopAfter())
+    report = generate(out, replace(cfg, workers=2), progress=False, validator=_StopAfter())
+    assert report["shards_skipped"] == 2

@@ -358,22 +358,54 @@ def verify_shards(root: str | Path, entries: list[dict], *, cache: bool = True) 
             log.debug("cannot write %s: %s", cache_path, err)
 
 
-def write_manifest(root: str | Path, *, metadata: dict | None = None, pattern: str = "**/*.h5") -> Path:
-    """Scan ``root`` for finished shards and write ``manifest.json`` (atomically) with per-shard
-    sample/grasp counts and sha256 checksums."""
+def _shard_entry(root: Path, path: Path) -> dict:
+    reader = ShardReader(path)
+    try:
+        return {
+            "file": str(path.relative_to(root)),
+            "num_samples": len(reader),
+            "num_grasps": int(reader.grasp_counts().sum()),
+            "sha256": file_sha256(path),
+        }
+    finally:
+        reader.close()
+
+
+def write_manifest(
+    root: str | Path,
+    *,
+    metadata: dict | None = None,
+    pattern: str = "**/*.h5",
+    written: list[str | Path] | None = None,
+) -> Path:
+    """Scan ``root`` for finished shards and write ``manifest.json`` with per-shard sample/grasp
+    counts and sha256 checksums.
+
+    Args:
+        root: dataset directory.
+        metadata: stored under ``metadata``.
+        pattern: glob of the shards, relative to ``root``.
+        written: None = hash every shard found (the caller vouches for all of them). A list = the
+            shards this caller just wrote: only those, and shards the manifest does not list yet,
+            are hashed; a listed shard keeps its recorded checksum, so a shard corrupted since it
+            was recorded still fails verification instead of being re-hashed into the manifest.
+    """
     root = Path(root)
+    out = root / MANIFEST_NAME
+    fresh = None if written is None else {Path(p).resolve() for p in written}
+    recorded: dict[str, dict] = {}
+    if fresh is not None and out.is_file():
+        try:
+            recorded = {e["file"]: e for e in read_manifest(root)["shards"]}
+        except ShardError as err:
+            log.warning("%s: re-hashing every shard", err)
     shards = []
     for path in sorted(root.glob(pattern)):
-        reader = ShardReader(path)
-        shards.append(
-            {
-                "file": str(path.relative_to(root)),
-                "num_samples": len(reader),
-                "num_grasps": int(reader.grasp_counts().sum()),
-                "sha256": file_sha256(path),
-            }
-        )
-        reader.close()
+        rel = str(path.relative_to(root))
+        if fresh is not None and path.resolve() not in fresh and rel in recorded:
+            shards.append(recorded[rel])
+        else:
+            shards.append(_shard_entry(root, path))
     manifest = {
         "schema_version": SCHEMA_VERSION,
         "num_samples": sum(s["num_samples"] for s in shards),
@@ -381,7 +413,6 @@ def write_manifest(root: str | Path, *, metadata: dict | None = None, pattern: s
         "shards": shards,
         "metadata": metadata or {},
     }
-    out = root / MANIFEST_NAME
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(manifest, indent=1))
     os.replace(tmp, out)
