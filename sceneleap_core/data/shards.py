@@ -381,6 +381,10 @@ def write_manifest(
     """Scan ``root`` for finished shards and write ``manifest.json`` with per-shard sample/grasp
     counts and sha256 checksums.
 
+    Safe with concurrent writers (``--shard i/n`` processes): the read-merge-write runs under an
+    exclusive lock (``manifest.json.lock``) and goes through a per-process temp file, so n processes
+    end with one manifest listing every shard.
+
     Args:
         root: dataset directory.
         metadata: stored under ``metadata``.
@@ -390,32 +394,33 @@ def write_manifest(
             are hashed; a listed shard keeps its recorded checksum, so a shard corrupted since it
             was recorded still fails verification instead of being re-hashed into the manifest.
     """
+    from sceneleap_core.atomic import file_lock, write_text_atomic
+
     root = Path(root)
     out = root / MANIFEST_NAME
     fresh = None if written is None else {Path(p).resolve() for p in written}
-    recorded: dict[str, dict] = {}
-    if fresh is not None and out.is_file():
-        try:
-            recorded = {e["file"]: e for e in read_manifest(root)["shards"]}
-        except ShardError as err:
-            log.warning("%s: re-hashing every shard", err)
-    shards = []
-    for path in sorted(root.glob(pattern)):
-        rel = str(path.relative_to(root))
-        if fresh is not None and path.resolve() not in fresh and rel in recorded:
-            shards.append(recorded[rel])
-        else:
-            shards.append(_shard_entry(root, path))
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "num_samples": sum(s["num_samples"] for s in shards),
-        "num_grasps": sum(s["num_grasps"] for s in shards),
-        "shards": shards,
-        "metadata": metadata or {},
-    }
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out)
+    with file_lock(out.with_name(out.name + ".lock")):
+        recorded: dict[str, dict] = {}
+        if fresh is not None and out.is_file():
+            try:
+                recorded = {e["file"]: e for e in read_manifest(root)["shards"]}
+            except ShardError as err:
+                log.warning("%s: re-hashing every shard", err)
+        shards = []
+        for path in sorted(root.glob(pattern)):
+            rel = str(path.relative_to(root))
+            if fresh is not None and path.resolve() not in fresh and rel in recorded:
+                shards.append(recorded[rel])
+            else:
+                shards.append(_shard_entry(root, path))
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "num_samples": sum(s["num_samples"] for s in shards),
+            "num_grasps": sum(s["num_grasps"] for s in shards),
+            "shards": shards,
+            "metadata": metadata or {},
+        }
+        write_text_atomic(out, json.dumps(manifest, indent=1))
     return out
 
 
