@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -297,3 +298,53 @@ def test_rerun_regenerates_a_corrupted_shard_and_refuses_other_settings(tmp_path
         generate(out, replace(cfg, views_per_scene=2), progress=False, validator=_StopAfter())
     report = generate(out, replace(cfg, workers=2), progress=False, validator=_StopAfter())
     assert report["shards_skipped"] == 2
+
+
+def test_unreadable_grasp_cache_is_rebuilt_and_dead_temps_are_removed(tmp_path, monkeypatch, hand):
+    import subprocess
+    import sys
+
+    import sceneleap_core.data.synthesis as synthesis
+    from sceneleap_core.data.pipeline import GenerateConfig, generate, object_grasps
+
+    # a stand-in synthesizer: three grasps per round, counted
+    runs = []
+
+    class _Result:
+        pose = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+        joints = torch.zeros(3, hand.dof, dtype=torch.float64)
+
+    class _Synth:
+        def __init__(self, *a, **k):
+            pass
+
+        def run(self, geom, generator=None):
+            runs.append(1)
+            return _Result()
+
+    monkeypatch.setattr(synthesis, "GraspSynthesizer", _Synth)
+    monkeypatch.setattr(synthesis, "object_geometry", lambda mesh, seed=0: None)
+    monkeypatch.setattr(synthesis, "prefilter", lambda hand, res, geom: torch.ones(len(res.pose), dtype=torch.bool))
+    spec = make_library(8, seed=0)[0]
+    cfg = GenerateConfig(synth_rounds=1, min_grasps=1)
+    cache = tmp_path / "grasps" / f"obj_{spec.id:06d}.npz"
+    pose, _, _ = object_grasps(spec, cfg, tmp_path, hand, _StopAfter())
+    assert len(pose) == 3 and len(runs) == 1 and cache.is_file()
+    object_grasps(spec, cfg, tmp_path, hand, _StopAfter())
+    assert len(runs) == 1  # served from the cache
+    for debris in (cache.read_bytes()[:40], b""):  # truncated, then 0 bytes: rebuilt, not lost
+        cache.write_bytes(debris)
+        pose, _, _ = object_grasps(spec, cfg, tmp_path, hand, _StopAfter())
+        assert len(pose) == 3 and np.load(cache)["pose"].shape == (3, 4, 4)
+    assert len(runs) == 3
+    # temps of a killed writer are removed by the next run; a live process's temp stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "ds" / "grasps" / f"obj_000001.npz.{int(dead.stdout)}.tmp.npz"
+    live = tmp_path / "ds" / "grasps" / f"obj_000002.npz.{os.getpid()}.tmp.npz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    live.write_bytes(b"")
+    _no_synthesis(monkeypatch, hand)
+    generate(tmp_path / "ds", GenerateConfig(num_scenes=1, num_objects=8, views_per_scene=1, width=32, height=24),
+             progress=False, validator=_StopAfter())  # fmt: skip
+    assert not stale.exists() and live.exists()

@@ -275,3 +275,35 @@ def test_lift_reports_displacement_of_other_objects():
         results[name] = evaluate_grasps(scene, pose[None], np.array([q]), 0, protocol="lift").lift
     assert results["far"].success[0] and results["far"].max_other_displacement_mm[0] < 0.5
     assert results["plate"].success[0] and results["plate"].max_other_displacement_mm[0] > 10.0
+
+
+def test_corrupt_coacd_cache_is_recomputed(tmp_path, monkeypatch):
+    import coacd
+    import trimesh
+
+    from sceneleap_core.sim.mjcf import convex_pieces
+
+    calls = []
+
+    def fake_coacd(mesh, **kwargs):  # two box pieces, counted (the decomposition itself is not under test)
+        calls.append(1)
+        return [(b.vertices, b.faces) for b in (trimesh.creation.box((0.1, 0.02, 0.02)), trimesh.creation.box())]
+
+    monkeypatch.setattr(coacd, "run_coacd", fake_coacd)
+    verts, faces = _l_shape()
+    obj = ObjectSpec("mesh", vertices=verts, faces=faces, convex=False)
+    config = SimConfig(cache_dir=str(tmp_path))
+    pieces = convex_pieces(obj, config)
+    assert convex_pieces(obj, config) and len(calls) == 1  # cached
+    (cached,) = tmp_path.glob("*.npz")
+    good = cached.read_bytes()
+    for debris in (good[: len(good) // 2], b""):  # a torn or empty file: recomputed, rewritten
+        cached.write_bytes(debris)
+        again = convex_pieces(obj, config)
+        assert len(again) == len(pieces) == 2
+        for (v, f), (v2, f2) in zip(pieces, again):
+            np.testing.assert_allclose(v2, v)
+            np.testing.assert_array_equal(f2, f)
+        with np.load(cached) as z:
+            assert int(z["count"]) == len(pieces)
+    assert len(calls) == 3

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sceneleap_core.atomic import load_npz_or_none, remove_stale_temps, write_atomic
 from sceneleap_core.data.objects import OBJECT_TABLE_NAME, LibraryObject, build_mesh, make_library, save_object_table
 from sceneleap_core.data.shards import (
     MANIFEST_NAME,
@@ -101,9 +101,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: np.savez(tmp, **arrays))  # temp named by pid, fsynced, renamed
+
+
+def _read_grasp_cache(z) -> tuple[np.ndarray, np.ndarray, dict]:
+    pose, joints, stats = z["pose"], z["joints"], json.loads(str(z["stats"]))
+    if pose.ndim != 3 or pose.shape[1:] != (4, 4) or len(joints) != len(pose):
+        raise ValueError(f"expected pose (G, 4, 4) and joints (G, J), got {pose.shape} and {joints.shape}")
+    return pose, joints, stats
 
 
 def object_grasps(
@@ -128,9 +133,9 @@ def object_grasps(
     from sceneleap_core.data.synthesis import GraspSynthesizer, object_geometry, prefilter
 
     path = root / "grasps" / f"obj_{spec.id:06d}{tag}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["pose"], z["joints"], json.loads(str(z["stats"]))
+    cached = load_npz_or_none(path, _read_grasp_cache)  # unreadable (truncated, ...) = missing: rebuilt
+    if cached is not None:
+        return cached
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     geom = object_geometry(build_mesh(spec), seed=spec.id)
@@ -236,6 +241,7 @@ def generate(
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     _check_settings(root, cfg)
+    remove_stale_temps(root / "grasps")  # grasp-cache temps of killed processes
     recorded = {e["file"]: e for e in read_manifest(root)["shards"]} if (root / MANIFEST_NAME).is_file() else {}
     t_start = time.perf_counter()
     # 1. object table (identical for every process: deterministic)
