@@ -156,6 +156,8 @@ def test_stream_sampler_resumes_and_shards_ranks():
         assert sorted(chunk) == list(range(5))
     resumed = list(StreamSampler(5, seed=1, start=9, length=14))
     assert resumed == full[9:]
+    skipping = StreamSampler(5, seed=1, length=23, consumed=9)  # a resumed run: the loader keeps the run's length
+    assert len(skipping) == 23 and list(skipping) == full[9:] and list(skipping) == full[9:]
     r0 = list(StreamSampler(5, seed=1, start=0, length=6, rank=0, world=2))
     r1 = list(StreamSampler(5, seed=1, start=0, length=6, rank=1, world=2))
     assert sorted([p for _, p in r0 + r1]) == list(range(12))
