@@ -185,6 +185,8 @@ class ValConfig:
             callable ``(batch, palm_pose, joints) -> dict[str, float]`` (e.g. a simulated success rate
             from ``sceneleap_core.sim``), see :class:`sceneleap_core.train.metrics.ValidationEvaluator`.
         evaluator_every: call the evaluator on every n-th validation run only (it is slow).
+        evaluator_workers: processes of the evaluator's simulation (a persistent forkserver/spawn
+            pool, safe after torch threads: :mod:`sceneleap_core.sim.pool`); 1 = in this process.
         reference_sampler: a second, slow sampler the evaluator also scores (the few-step sampler
             must come close to it), logged with the suffix ``_ref``.
         reference_steps: its steps (0 = no reference run).
@@ -201,6 +203,7 @@ class ValConfig:
     metric_points: int = 1024
     evaluator: str | None = None
     evaluator_every: int = 5
+    evaluator_workers: int = 1
     reference_sampler: str = "ddpm"
     reference_steps: int = 100
     gap_repeats: int = 2
@@ -490,6 +493,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(v.metric_points >= 1, "val.metric_points", "an int >= 1", v.metric_points)
     _check(v.evaluator is None or ":" in v.evaluator, "val.evaluator", "'package.module:factory'", v.evaluator)
     _check(v.evaluator_every >= 1, "val.evaluator_every", "an int >= 1", v.evaluator_every)
+    _check(v.evaluator_workers >= 1, "val.evaluator_workers", "an int >= 1", v.evaluator_workers)
     _check(t.max_steps >= 1, "trainer.max_steps", "an int >= 1", t.max_steps)
     _check(
         t.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"),
