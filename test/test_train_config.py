@@ -41,6 +41,10 @@ def test_yaml_files_compose_with_overrides():
         ("data.frame=world", r"data\.frame: expected one of .*got 'world'"),
         ("data.train_samples=-1", r"data\.train_samples: expected an int >= 0"),
         ("trainer.max_minutes=-2", r"trainer\.max_minutes: expected a number >= 0"),
+        ("optim.lr=inf", r"optim\.lr: expected a finite number, got inf"),
+        ("aux_weight=inf", r"aux_weight: expected a finite number, got inf"),
+        ("data.augment.jitter_sigma=nan", r"data\.augment\.jitter_sigma: expected a finite number, got nan"),
+        ("seed=-1", r"seed: expected an int >= 0, got -1"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -215,3 +215,16 @@ def test_training_refuses_a_corrupted_shard_and_verifies_once(tmp_path, monkeypa
     shard.write_bytes(bytes(data))
     with pytest.raises(ValueError, match=r"data\.root: .*shard_00001\.h5: checksum does not match"):
         GraspDataModule(DataConfig(root=str(root), num_points=32, num_grasps=2)).setup("fit")
+
+
+def test_shards_of_another_hand_are_refused_at_setup(tmp_path):
+    import h5py
+
+    from sceneleap_core.data.shards import write_manifest
+
+    root = write_toy_dataset(tmp_path / "toy", num_scenes=4, views=1, num_points=64, grasps=(2, 4), shard_size=2)
+    with h5py.File(root / "shard_00001.h5", "r+") as f:
+        f.attrs["hand"], f.attrs["dof"] = "allegro_hand_right", 16
+    write_manifest(root)
+    with pytest.raises(ValueError, match=r"data\.root: .*shard_00001\.h5 holds grasps of hand 'allegro_hand_right'"):
+        GraspDataModule(DataConfig(root=str(root), num_points=32, num_grasps=2)).setup("fit")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -440,9 +440,21 @@ def _check(ok: bool, key: str, expected: str, got: Any) -> None:
         raise ValueError(f"{key}: expected {expected}, got {got!r}")
 
 
+def _check_finite(section, prefix: str = "") -> None:
+    """Every float field of a config dataclass (recursively) is finite: inf/NaN name their key."""
+    for f in fields(section):
+        value, key = getattr(section, f.name), prefix + f.name
+        if is_dataclass(value):
+            _check_finite(value, key + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}: expected a finite number, got {value!r}")
+
+
 def validate_config(cfg: TrainConfig) -> None:
     """Range and choice checks that a type system cannot express. Raises ValueError naming the key."""
     d, a, o, e, v, t = cfg.data, cfg.data.augment, cfg.optim, cfg.ema, cfg.val, cfg.trainer
+    _check_finite(cfg)  # lr=inf, aux_weight=inf, ... fail here, not mid-training
+    _check(cfg.seed >= 0, "seed", "an int >= 0", cfg.seed)
     _check(bool(cfg.run_dir), "run_dir", "a directory path", cfg.run_dir)
     names = [s.strip() for s in cfg.logger.split(",") if s.strip()]
     _check(bool(names) and all(n in LOGGERS for n in names), "logger", f"a comma list of {LOGGERS}", cfg.logger)

@@ -327,6 +327,9 @@ class GraspDataModule(L.LightningDataModule):
             source = _open_dataset(cfg.root, "data.root")
             train_idx, val_idx = split_by_scene(source, cfg.val_fraction, self.seed)
             val_source = source
+        for data, key in ((source, "data.root"), (val_source, "data.val_root" if cfg.val_root else "data.root")):
+            if isinstance(data, ShardDataset):
+                _check_hand(data, cfg.hand, key)
         if len(train_idx) == 0:
             raise ValueError(f"data.root: expected training samples with grasps in {cfg.root}, got none")
         if cfg.train_samples:
@@ -381,6 +384,24 @@ class GraspDataModule(L.LightningDataModule):
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, shuffle=False, drop_last=False, **self._loader_kwargs())
+
+
+def _check_hand(source: ShardDataset, hand: str, key: str) -> None:
+    """Every shard holds grasps of ``hand`` (``data.hand``) with its DoF, checked before training."""
+    from sceneleap_core.hand import HandDescription
+
+    try:
+        desc = HandDescription.load(hand)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"data.hand: expected a bundled hand name or a description YAML, got {hand!r} ({err})"
+        ) from None
+    for reader in source.readers:
+        if reader.hand != desc.name or reader.dof != desc.dof:
+            raise ValueError(
+                f"{key}: {reader.path} holds grasps of hand {reader.hand!r} with {reader.dof} DoF, "
+                f"expected data.hand {desc.name!r} with {desc.dof} DoF"
+            )
 
 
 def _open_dataset(root: str, key: str) -> ShardDataset:
