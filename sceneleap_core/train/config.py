@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -28,6 +29,23 @@ from sceneleap_core.geometry.frames import CENTERS, FRAMES
 LOGGERS = ("tensorboard", "csv", "wandb", "none")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+# val.evaluator: a name from this registry, or a factory inside this package (a config, also a resumed
+# run's saved one, never makes training import code from elsewhere)
+EVALUATORS = {"sim_lift": "sceneleap_core.train.sim_validation:lift_evaluator"}
+EVALUATOR_NAMESPACE = "sceneleap_core."
+_EVALUATOR_SPEC = re.compile(r"^sceneleap_core(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*$")
+
+
+def evaluator_target(spec: str) -> str:
+    """``val.evaluator`` -> the ``"sceneleap_core.module:factory"`` to import; ValueError naming the key."""
+    if spec in EVALUATORS:
+        return EVALUATORS[spec]
+    if isinstance(spec, str) and _EVALUATOR_SPEC.match(spec):
+        return spec
+    raise ValueError(
+        f"val.evaluator: expected a registered evaluator ({', '.join(sorted(EVALUATORS))}) or "
+        f"'{EVALUATOR_NAMESPACE}<module>:<factory>', got {spec!r}"
+    )
 
 
 @dataclass
@@ -181,7 +199,9 @@ class ValConfig:
         sampler: sampler name passed to ``model.sample``.
         guidance_scale: classifier-free guidance scale passed to ``model.sample``.
         metric_points: cloud points used for the penetration metric (subsampled, bounded cost).
-        evaluator: optional ``"package.module:factory"``; ``factory(cfg: TrainConfig)`` returns a
+        evaluator: optional evaluator: a name of ``EVALUATORS`` (``"sim_lift"``) or a
+            ``"sceneleap_core.module:factory"`` (nothing outside this package is imported);
+            ``factory(cfg: TrainConfig)`` returns a
             callable ``(batch, palm_pose, joints) -> dict[str, float]`` (e.g. a simulated success rate
             from ``sceneleap_core.sim``), see :class:`sceneleap_core.train.metrics.ValidationEvaluator`.
         evaluator_every: call the evaluator on every n-th validation run only (it is slow).
@@ -503,7 +523,8 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(v.num_grasps >= 1, "val.num_grasps", "an int >= 1", v.num_grasps)
     _check(v.steps >= 1, "val.steps", "an int >= 1", v.steps)
     _check(v.metric_points >= 1, "val.metric_points", "an int >= 1", v.metric_points)
-    _check(v.evaluator is None or ":" in v.evaluator, "val.evaluator", "'package.module:factory'", v.evaluator)
+    if v.evaluator is not None:
+        evaluator_target(v.evaluator)
     _check(v.evaluator_every >= 1, "val.evaluator_every", "an int >= 1", v.evaluator_every)
     _check(v.evaluator_workers >= 1, "val.evaluator_workers", "an int >= 1", v.evaluator_workers)
     _check(t.max_steps >= 1, "trainer.max_steps", "an int >= 1", t.max_steps)

@@ -1,7 +1,8 @@
 """Simulated success rate during validation: sampled grasps go through the MuJoCo lift test.
 
-Plug it into training with ``val.evaluator=sceneleap_core.train.sim_validation:lift_evaluator``
-(every ``val.evaluator_every``-th validation run, rank 0, first validation batch). The scenes are
+Plug it into training with ``val.evaluator=sim_lift`` (the registered name of :func:`lift_evaluator`)
+and ``val.evaluator_workers=N`` simulation processes (every ``val.evaluator_every``-th validation
+run, rank 0, first validation batch). The scenes are
 rebuilt from the validation dataset: each sample's objects (ids and world poses in the shard,
 shapes from the dataset's ``objects.json``) on the table, the camera pose mapping the sampled
 grasps to the world.
