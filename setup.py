@@ -10,8 +10,9 @@ version = {}
 exec((ROOT / "sceneleap_core" / "__init__.py").read_text(), version)  # __version__ only
 
 extras = {
-    "sim": ["mujoco==4.0.0", "coacd==1.0.14", "trimesh==5.2.0"],
-    "data": ["h5py==3.16.0", "trimesh==5.2.0", "rtree==1.4.1"],
+    # charset-normalizer: trimesh's loaders decode a non-UTF-8 mesh file with it (an ImportError otherwise)
+    "sim": ["mujoco==4.0.0", "coacd==1.0.14", "trimesh==5.2.0", "charset-normalizer==3.4.7"],
+    "data": ["h5py==3.16.0", "trimesh==5.2.0", "rtree==1.4.1", "charset-normalizer==3.4.7"],
     "train": ["lightning==2.6.6", "omegaconf==2.4.0", "tensorboard==2.21.0"],
     "export": ["onnx==1.23.2", "onnxruntime==1.32.0"],
     "ros-offline": ["rosbags==0.11.9"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -257,3 +258,93 @@ def test_pregrasp_table_check_agrees_with_the_evaluator_gate():
         table = sim.hand_penetration(sim.pregrasp_pose(world), sim.open_joints(q[g]))[-1]
         assert (table > 1e-3) == (float(depth[1][g]) > 1e-3), (g, table, float(depth[1][g]))  # same gate decision
     assert (depth[8] > 0.001).sum() < (depth[1] > 0.001).sum()
+
+
+def _no_synthesis(monkeypatch, hand):
+    """generate() without grasp synthesis (no grasps) and with the session's hand model: fast."""
+    import sceneleap_core.data.pipeline as pipeline
+    from sceneleap_core.hand import HandModel
+
+    monkeypatch.setattr(HandModel, "load", classmethod(lambda cls, *a, **k: hand))
+    empty = (np.zeros((0, 4, 4)), np.zeros((0, hand.dof)), {"synthesized": 0, "prefiltered": 0, "valid": 0})
+    monkeypatch.setattr(pipeline, "object_grasps", lambda *a, **k: empty)
+
+
+def test_rerun_regenerates_a_corrupted_shard_and_refuses_other_settings(tmp_path, monkeypatch, hand):
+    from dataclasses import replace
+
+    from sceneleap_core.data.pipeline import GenerateConfig, generate
+    from sceneleap_core.data.shards import ShardDataset
+
+    _no_synthesis(monkeypatch, hand)
+    cfg = GenerateConfig(
+        num_scenes=2, scenes_per_shard=1, num_objects=8, objects_per_scene=(1, 1), views_per_scene=1,
+        synth_batch=8, synth_steps=2, scene_lift=False, width=48, height=36, max_points=256,
+    )  # fmt: skip
+    out = tmp_path / "ds"
+    generate(out, cfg, progress=False, validator=_StopAfter())
+    before = [ShardDataset(out)[i].points for i in range(2)]
+    shard = out / "shard_00000.h5"
+    data = bytearray(shard.read_bytes())
+    data[-50] ^= 0x01  # a bit flip that leaves the file readable
+    shard.write_bytes(bytes(data))
+    report = generate(out, cfg, progress=False, validator=_StopAfter())
+    assert report["shards_written"] == 1 and report["shards_skipped"] == 1  # regenerated, not re-hashed
+    ds = ShardDataset(out, verify=True)
+    for i in range(2):
+        np.testing.assert_array_equal(ds[i].points, before[i])
+    # other content settings: refused, naming the setting; runtime settings (workers) may change
+    with pytest.raises(ValueError, match=r"other settings.*views_per_scene: 1 -> 2"):
+        generate(out, replace(cfg, views_per_scene=2), progress=False, validator=_StopAfter())
+    report = generate(out, replace(cfg, workers=2), progress=False, validator=_StopAfter())
+    assert report["shards_skipped"] == 2
+
+
+def test_unreadable_grasp_cache_is_rebuilt_and_dead_temps_are_removed(tmp_path, monkeypatch, hand):
+    import subprocess
+    import sys
+
+    import sceneleap_core.data.synthesis as synthesis
+    from sceneleap_core.data.pipeline import GenerateConfig, generate, object_grasps
+
+    # a stand-in synthesizer: three grasps per round, counted
+    runs = []
+
+    class _Result:
+        pose = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+        joints = torch.zeros(3, hand.dof, dtype=torch.float64)
+
+    class _Synth:
+        def __init__(self, *a, **k):
+            pass
+
+        def run(self, geom, generator=None):
+            runs.append(1)
+            return _Result()
+
+    monkeypatch.setattr(synthesis, "GraspSynthesizer", _Synth)
+    monkeypatch.setattr(synthesis, "object_geometry", lambda mesh, seed=0: None)
+    monkeypatch.setattr(synthesis, "prefilter", lambda hand, res, geom: torch.ones(len(res.pose), dtype=torch.bool))
+    spec = make_library(8, seed=0)[0]
+    cfg = GenerateConfig(synth_rounds=1, min_grasps=1)
+    cache = tmp_path / "grasps" / f"obj_{spec.id:06d}.npz"
+    pose, _, _ = object_grasps(spec, cfg, tmp_path, hand, _StopAfter())
+    assert len(pose) == 3 and len(runs) == 1 and cache.is_file()
+    object_grasps(spec, cfg, tmp_path, hand, _StopAfter())
+    assert len(runs) == 1  # served from the cache
+    for debris in (cache.read_bytes()[:40], b""):  # truncated, then 0 bytes: rebuilt, not lost
+        cache.write_bytes(debris)
+        pose, _, _ = object_grasps(spec, cfg, tmp_path, hand, _StopAfter())
+        assert len(pose) == 3 and np.load(cache)["pose"].shape == (3, 4, 4)
+    assert len(runs) == 3
+    # temps of a killed writer are removed by the next run; a live process's temp stays
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "ds" / "grasps" / f"obj_000001.npz.{int(dead.stdout)}.tmp.npz"
+    live = tmp_path / "ds" / "grasps" / f"obj_000002.npz.{os.getpid()}.tmp.npz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"")
+    live.write_bytes(b"")
+    _no_synthesis(monkeypatch, hand)
+    generate(tmp_path / "ds", GenerateConfig(num_scenes=1, num_objects=8, views_per_scene=1, width=32, height=24),
+             progress=False, validator=_StopAfter())  # fmt: skip
+    assert not stale.exists() and live.exists()

@@ -348,3 +348,30 @@ def test_padding_mask_hides_padded_grasps(denoiser):
     assert torch.allclose(out1[0, :4], out2[0, :4], atol=1e-6) and torch.allclose(out1[1], out2[1])
     with pytest.raises(ValueError, match="mask"):
         model.training_loss(points, grasps, mask=mask[:, :3])
+
+
+def test_load_rejects_bad_configs_and_flipped_weights_naming_the_key(tmp_path):
+    import json
+
+    model = _tiny()
+    model.save_pretrained(tmp_path / "ok")
+    meta = json.loads((tmp_path / "ok" / "config.json").read_text())
+    weights = (tmp_path / "ok" / "model.safetensors").read_bytes()
+    cases = {
+        "no_config": ({k: v for k, v in meta.items() if k != "config"}, r"expected a 'config' object"),
+        "mlp_ratio": ({**meta, "config": {**meta["config"], "mlp_ratio": "x"}}, r"mlp_ratio: expected a finite number"),
+        "flow_shift": ({**meta, "config": {**meta["config"], "flow_shift": float("nan")}}, r"flow_shift: expected a finite"),
+        "version": ({**meta, "format_version": "2"}, r"expected an int format_version <= 1 .*got '2'"),
+    }  # fmt: skip
+    for name, (bad, pattern) in cases.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps(bad))
+        (tmp_path / name / "model.safetensors").write_bytes(weights)
+        with pytest.raises(ValueError, match=rf"checkpoint: .*{pattern}"):
+            GraspGenerator.load_pretrained(tmp_path / name)
+    # one flipped byte inside a tensor: safetensors reads it, the recorded sha256 does not match
+    flipped = bytearray(weights)
+    flipped[-7] ^= 0x10
+    (tmp_path / "ok" / "model.safetensors").write_bytes(bytes(flipped))
+    with pytest.raises(ValueError, match=r"model\.safetensors does not match the weights_sha256"):
+        GraspGenerator.load_pretrained(tmp_path / "ok")

@@ -77,3 +77,35 @@ def test_manifest_and_dataset_indexing_and_checksums(tmp_path):
         handle.write(b"\xff" * 8)
     with pytest.raises(ShardError, match="checksum does not match"):
         ShardDataset(tmp_path, verify=True)
+
+
+def _fill_and_index(root, rank, rounds):
+    """One ``--shard rank/n`` process: write its two shards, then rewrite the manifest ``rounds`` times."""
+    rng = np.random.default_rng(rank)
+    written = []
+    for k in (rank, rank + 10):
+        with ShardWriter(root / f"shard_{k:05d}.h5", hand="h", dof=16) as w:
+            w.add(make_sample(rng, k, n=20, g=1 + rank))
+        written.append(root / f"shard_{k:05d}.h5")
+    for _ in range(rounds):
+        write_manifest(root, pattern="shard_*.h5", written=written)
+
+
+def test_concurrent_manifest_writers_end_with_one_correct_manifest(tmp_path):
+    import multiprocessing as mp
+
+    n = 4
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_fill_and_index, args=(tmp_path, r, 15)) for r in range(n)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * n
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert sorted(e["file"] for e in manifest["shards"]) == sorted(
+        f"shard_{k:05d}.h5" for r in range(n) for k in (r, r + 10)
+    )
+    assert manifest["num_grasps"] == sum(2 * (1 + r) for r in range(n))
+    assert len(ShardDataset(tmp_path, verify=True)) == 2 * n  # every checksum right
+    assert not list(tmp_path.glob("*.tmp*"))  # no temp left behind

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -275,3 +276,91 @@ def test_lift_reports_displacement_of_other_objects():
         results[name] = evaluate_grasps(scene, pose[None], np.array([q]), 0, protocol="lift").lift
     assert results["far"].success[0] and results["far"].max_other_displacement_mm[0] < 0.5
     assert results["plate"].success[0] and results["plate"].max_other_displacement_mm[0] > 10.0
+
+
+def test_corrupt_coacd_cache_is_recomputed(tmp_path, monkeypatch):
+    import coacd
+    import trimesh
+
+    from sceneleap_core.sim.mjcf import convex_pieces
+
+    calls = []
+
+    def fake_coacd(mesh, **kwargs):  # two box pieces, counted (the decomposition itself is not under test)
+        calls.append(1)
+        return [(b.vertices, b.faces) for b in (trimesh.creation.box((0.1, 0.02, 0.02)), trimesh.creation.box())]
+
+    monkeypatch.setattr(coacd, "run_coacd", fake_coacd)
+    verts, faces = _l_shape()
+    obj = ObjectSpec("mesh", vertices=verts, faces=faces, convex=False)
+    config = SimConfig(cache_dir=str(tmp_path))
+    pieces = convex_pieces(obj, config)
+    assert convex_pieces(obj, config) and len(calls) == 1  # cached
+    (cached,) = tmp_path.glob("*.npz")
+    good = cached.read_bytes()
+    for debris in (good[: len(good) // 2], b""):  # a torn or empty file: recomputed, rewritten
+        cached.write_bytes(debris)
+        again = convex_pieces(obj, config)
+        assert len(again) == len(pieces) == 2
+        for (v, f), (v2, f2) in zip(pieces, again):
+            np.testing.assert_allclose(v2, v)
+            np.testing.assert_array_equal(f2, f)
+        with np.load(cached) as z:
+            assert int(z["count"]) == len(pieces)
+    assert len(calls) == 3
+
+
+def _scene_dict(**obj) -> dict:
+    return {"table_height": 0.0, "objects": [{"kind": "box", "size": [0.025] * 3, "position": [0, 0, 0.025], **obj}]}
+
+
+BAD_SCENES = {
+    "table_height": ({**_scene_dict(), "table_height": "abc"}, r"scene\.table_height: expected a number, got 'abc'"),
+    "mass": (_scene_dict(mass="x"), r"scene\.objects\[0\]\.mass: expected a number, got 'x'"),
+    "objects": ({"objects": 5}, r"scene\.objects: expected a list of objects, got 5"),
+    "size_huge": (_scene_dict(size=[1e6, 0.1, 0.1]), r"scene\.objects\[0\]\.size: expected positive numbers up to 10 m"),
+    "position_huge": (_scene_dict(position=[1e300, 0, 0]), r"scene\.objects\[0\]\.pose: expected a position within"),
+    "position_text": (_scene_dict(position=["a", 0, 0]), r"scene\.objects\[0\]\.position: expected an array of numbers"),
+    "garbage_mesh": ({"objects": [{"kind": "mesh", "mesh": "junk.obj", "position": [0, 0, 0]}]}, r"objects\[0\]\.mesh: .*junk\.obj"),
+    "bad_index_mesh": ({"objects": [{"kind": "mesh", "mesh": "idx.obj", "position": [0, 0, 0]}]}, r"objects\[0\]\.mesh: .*idx\.obj"),
+    "not_a_mesh": ({"objects": [{"kind": "mesh", "mesh": "scene.json", "position": [0, 0, 0]}]}, r"objects\[0\]\.mesh: .*scene\.json"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", [*BAD_SCENES, "empty_npz", "pose_huge"])
+def test_cli_eval_grasps_bad_inputs_exit_2_with_one_line(tmp_path, capsys, case):
+    from sceneleap_core.cli import main
+
+    (tmp_path / "junk.obj").write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)))
+    (tmp_path / "idx.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 3\nf 1 2 4\nf 1 3 4\nf 2 3 99\n")
+    scene, pattern = BAD_SCENES.get(case, (_scene_dict(), None))
+    (tmp_path / "scene.json").write_text(json.dumps(scene))
+    pose, q = CASES["envelop"]
+    if case == "pose_huge":
+        pose = pose.copy()
+        pose[0, 3], pattern = 1e300, r"palm_pose\[0\]: expected a position within"
+    save_grasps(tmp_path / "grasps.npz", pose[None], np.array([q]), 0)
+    if case == "empty_npz":
+        (tmp_path / "grasps.npz").write_bytes(b"")
+        pattern = r"grasps .*grasps\.npz: expected an \.npz archive, got an unreadable file"
+    args = ["eval-grasps", "--scene", str(tmp_path / "scene.json"), "--grasps", str(tmp_path / "grasps.npz")]
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(pattern, err), err
+
+
+def test_cli_eval_grasps_json_is_strict_when_a_grasp_is_not_simulated(tmp_path, capsys):
+    from sceneleap_core.cli import main
+
+    (tmp_path / "scene.json").write_text(json.dumps(scene_to_dict(cube_scene())))
+    pose, q = CASES["palm_inside"]  # fails the pregrasp gate: never lifted, lift height NaN
+    save_grasps(tmp_path / "grasps.npz", pose[None], np.array([q]), 0)
+    out = tmp_path / "r.json"
+    args = ["eval-grasps", "--scene", str(tmp_path / "scene.json"), "--grasps", str(tmp_path / "grasps.npz")]
+    assert main([*args, "--protocol", "lift", "--no-progress", "--json", str(out)]) == 0
+
+    def no_constants(name):
+        raise AssertionError(f"bare {name} in the JSON")
+
+    report = json.loads(out.read_text(), parse_constant=no_constants)
+    assert report["grasps"][0]["lift.lift_height"] is None and report["summary"]["lift_success"] == 0.0

@@ -37,10 +37,18 @@ def test_yaml_files_compose_with_overrides():
         ("model.d_model=33", r"model\.d_model: expected a multiple of heads"),
         ("model_preset=huge", r"model_preset: expected one of .*got 'huge'"),
         ("logger=tensorboard,mlflow", r"logger: expected a comma list"),
-        ("val.evaluator=not_a_spec", r"val\.evaluator: expected 'package\.module:factory'"),
+        ("val.evaluator=not_a_spec", r"val\.evaluator: expected a registered evaluator \(sim_lift\)"),
+        (
+            "val.evaluator=os:system",
+            r"val\.evaluator: expected .*'sceneleap_core\.<module>:<factory>', got 'os:system'",
+        ),
         ("data.frame=world", r"data\.frame: expected one of .*got 'world'"),
         ("data.train_samples=-1", r"data\.train_samples: expected an int >= 0"),
         ("trainer.max_minutes=-2", r"trainer\.max_minutes: expected a number >= 0"),
+        ("optim.lr=inf", r"optim\.lr: expected a finite number, got inf"),
+        ("aux_weight=inf", r"aux_weight: expected a finite number, got inf"),
+        ("data.augment.jitter_sigma=nan", r"data\.augment\.jitter_sigma: expected a finite number, got nan"),
+        ("seed=-1", r"seed: expected an int >= 0, got -1"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -75,3 +83,16 @@ def test_wandb_logger_without_wandb_is_a_clear_error(tmp_path):
     cfg = load_config(CONFIG / "tiny.yaml", ["logger=wandb"])
     with pytest.raises(ValueError, match=r"logger: 'wandb' needs the wandb package"):
         build_loggers(cfg, tmp_path)
+
+
+def test_val_evaluator_is_a_registered_name_or_inside_the_package():
+    from sceneleap_core.train.config import evaluator_target
+    from sceneleap_core.train.metrics import load_evaluator
+
+    cfg = load_config(CONFIG / "default.yaml", ["val.evaluator=sim_lift"])
+    assert evaluator_target(cfg.val.evaluator) == "sceneleap_core.train.sim_validation:lift_evaluator"
+    spec = "sceneleap_core.train.sim_validation:lift_evaluator"
+    assert load_config(CONFIG / "default.yaml", [f"val.evaluator={spec}"]).val.evaluator == spec
+    for bad in ("os:system", "sceneleap_core_evil.x:y", "sceneleap_core.train:os.system"):
+        with pytest.raises(ValueError, match=r"val\.evaluator: expected a registered evaluator"):
+            load_evaluator(bad, cfg)  # also what a resumed run's saved config goes through

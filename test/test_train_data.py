@@ -1,5 +1,7 @@
 """Training data: documented shapes, cloud/grasp consistency under augmentation, resumable stream."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +156,8 @@ def test_stream_sampler_resumes_and_shards_ranks():
         assert sorted(chunk) == list(range(5))
     resumed = list(StreamSampler(5, seed=1, start=9, length=14))
     assert resumed == full[9:]
+    skipping = StreamSampler(5, seed=1, length=23, consumed=9)  # a resumed run: the loader keeps the run's length
+    assert len(skipping) == 23 and list(skipping) == full[9:] and list(skipping) == full[9:]
     r0 = list(StreamSampler(5, seed=1, start=0, length=6, rank=0, world=2))
     r1 = list(StreamSampler(5, seed=1, start=0, length=6, rank=1, world=2))
     assert sorted([p for _, p in r0 + r1]) == list(range(12))
@@ -190,3 +194,37 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match=r"data\.root: .*no manifest\.json"):
         GraspDataModule(DataConfig(root=str(tmp_path / "empty"))).setup("fit")
+
+
+def test_training_refuses_a_corrupted_shard_and_verifies_once(tmp_path, monkeypatch):
+    import sceneleap_core.data.shards as shards
+
+    root = write_toy_dataset(tmp_path / "toy", num_scenes=4, views=1, num_points=64, grasps=(2, 4), shard_size=2)
+    hashed = []
+    real = shards.file_sha256
+    monkeypatch.setattr(shards, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    GraspDataModule(DataConfig(root=str(root), num_points=32, num_grasps=2)).setup("fit")
+    assert sorted(hashed) == ["shard_00000.h5", "shard_00001.h5"]  # checked once at open
+    shards._VERIFIED.clear()  # a new process: the cache file beside the manifest serves it
+    GraspDataModule(DataConfig(root=str(root), num_points=32, num_grasps=2)).setup("fit")
+    assert len(hashed) == 2
+    # one flipped byte in a shard's data (still a readable HDF5 file): refused, naming the shard
+    shard = root / "shard_00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[len(data) - 100] ^= 0x01
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"data\.root: .*shard_00001\.h5: checksum does not match"):
+        GraspDataModule(DataConfig(root=str(root), num_points=32, num_grasps=2)).setup("fit")
+
+
+def test_shards_of_another_hand_are_refused_at_setup(tmp_path):
+    import h5py
+
+    from sceneleap_core.data.shards import write_manifest
+
+    root = write_toy_dataset(tmp_path / "toy", num_scenes=4, views=1, num_points=64, grasps=(2, 4), shard_size=2)
+    with h5py.File(root / "shard_00001.h5", "r+") as f:
+        f.attrs["hand"], f.attrs["dof"] = "allegro_hand_right", 16
+    write_manifest(root)
+    with pytest.raises(ValueError, match=r"data\.root: .*shard_00001\.h5 holds grasps of hand 'allegro_hand_right'"):
+        GraspDataModule(DataConfig(root=str(root), num_points=32, num_grasps=2)).setup("fit")

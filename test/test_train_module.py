@@ -231,3 +231,30 @@ def test_fused_adamw_with_bf16_mixed_and_clipping_trains(toy_root, tmp_path):
     extra = ["trainer.precision=bf16-mixed", "optim.fused=true", "optim.grad_clip=0.5", "trainer.max_steps=2"]
     assert main([*args, *extra, "val.every=0", "logger=none"]) == 0
     assert load_checkpoint(run / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+
+@pytest.mark.parametrize("crash_at", [3, 7])  # killed after the step-2 (below half) / step-6 (above half) checkpoint
+@pytest.mark.usefixtures("one_torch_thread")
+def test_resume_at_any_step_gives_bit_identical_weights(toy_root, tmp_path, crash_at):
+    over = {
+        "trainer.max_steps": 8,
+        "trainer.checkpoint_every": 2,
+        "val.every": 4,
+        "data.batch_size": 2,
+        "optim.accumulate": 2,
+    }
+    full = _Losses()
+    train(_cfg(toy_root, tmp_path / "a", **over), callbacks=[full])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_cfg(toy_root, tmp_path / "b", **over), callbacks=[_Crash(crash_at)])
+    assert load_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")["global_step"] == crash_at - 1
+    resumed = _Losses()
+    train(_cfg(toy_root, tmp_path / "b", **over), resume=tmp_path / "b", callbacks=[resumed])
+    assert resumed.seq == full.seq[(crash_at - 1) * 2 :]  # the same micro-batches, in order, to the last step
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.ckpt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.ckpt")
+    assert a["global_step"] == b["global_step"] == 8
+    for key, value in a["state_dict"].items():
+        assert torch.equal(b["state_dict"][key], value), key
+    for key, value in a["ema"]["shadow"].items():
+        assert torch.equal(b["ema"]["shadow"][key], value), key

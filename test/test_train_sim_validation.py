@@ -99,3 +99,39 @@ def test_degenerate_sampled_rotation_is_simulated_not_rejected(dataset, evaluato
     batch = {"index": torch.tensor([0]), "frame": torch.eye(4)[None]}
     out = evaluator(batch, pose, torch.tensor([[ENVELOP_Q]], dtype=torch.float64))
     assert 0.0 <= out["sim_lift_success"] <= 1.0
+
+
+def test_training_validation_simulates_in_several_workers_after_torch_threads(dataset, evaluator):
+    """The hang this guards against: workers forked from a process that ran multi-threaded torch."""
+    import faulthandler
+    from pathlib import Path
+
+    from sceneleap_core.train.config import load_config
+    from sceneleap_core.train.sim_validation import lift_evaluator
+
+    root, camera, cube_pose = dataset
+    tiny = Path(__file__).resolve().parents[1] / "config" / "train" / "tiny.yaml"
+    cfg = load_config(tiny, [f"data.root={root}", "val.evaluator_workers=2"])
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    (torch.rand(256, 256) @ torch.rand(256, 256)).sum().item()  # the intra-op pool now runs
+    faulthandler.dump_traceback_later(240, exit=True)  # a hang fails the run instead of blocking it
+    parallel = lift_evaluator(cfg)
+    try:
+        parallel.max_grasps = 2
+        batch = {"index": torch.tensor([0]), "frame": torch.eye(4)[None]}
+        pose = torch.cat([grasp_in_camera(camera, cube_pose, 0.0), grasp_in_camera(camera, cube_pose, 0.1)], dim=1)
+        joints = torch.tensor([[ENVELOP_Q, ENVELOP_Q]], dtype=torch.float64)
+        first = parallel(batch, pose, joints)
+        again = parallel(batch, pose, joints)  # the same pool serves the next validation run
+        assert parallel.pool is not None and parallel.pool.workers == 2 and parallel.pool.started
+        evaluator.max_grasps = 2
+        try:
+            serial = evaluator(batch, pose, joints)
+        finally:
+            evaluator.max_grasps = 1
+        assert first == again == serial and first["sim_lift_success"] == 0.5
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        parallel.close()
+        torch.set_num_threads(old)

@@ -12,8 +12,23 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 from pathlib import Path
+
+
+def _json_ready(value):
+    """``value`` with NaN/inf floats as null and numpy scalars as Python ones: strict JSON (a grasp
+    that was not simulated has a NaN lift height)."""
+    if isinstance(value, dict):
+        return {k: _json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -31,7 +46,13 @@ def _run(args: argparse.Namespace) -> int:
         path = Path(args.config)
         if not path.is_file():
             raise ValueError(f"--config: expected a JSON file of SimConfig fields, got no file at {path}")
-        config = SimConfig.from_dict(json.loads(path.read_text()))
+        try:
+            overrides = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"--config {path}: expected JSON, got a parse error: {err}") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config {path}: expected an object of SimConfig fields, got {type(overrides).__name__}")
+        config = SimConfig.from_dict(overrides)
     scene = load_scene(args.scene)
     desc = HandDescription.load()
     grasps = load_grasps(
@@ -96,9 +117,10 @@ def _run(args: argparse.Namespace) -> int:
     summary = result.summary()
     console.print("summary: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({"summary": summary, "grasps": rows, "config": config.to_dict()}, indent=1)
-        )
+        from sceneleap_core.atomic import write_text_atomic
+
+        report = _json_ready({"summary": summary, "grasps": rows, "config": config.to_dict()})
+        write_text_atomic(args.json, json.dumps(report, indent=1, allow_nan=False))
         console.print(f"wrote {args.json}")
     if args.png or args.video:
         from sceneleap_core.sim.render import render_grasp

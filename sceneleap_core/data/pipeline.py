@@ -15,13 +15,18 @@ Dataset layout (``--out DIR``)::
 Shard k is produced by process i of n (``--shard i/n``) when k % n == i; an existing shard is
 skipped, so re-running after a kill resumes without duplicates. Every random choice is seeded by
 (seed, scene index) or (seed, object id), so a shard's content does not depend on who made it.
+
+A re-run checks what it reuses: settings that change the content must equal the ones recorded in
+the manifest (or in an existing shard), else it refuses to mix them; a finished shard whose sha256
+no longer matches the manifest is regenerated, never re-hashed into it; an unreadable grasp-cache
+file is rebuilt; temps left by killed processes are removed. Concurrent processes merge their
+shards into one manifest under a lock (:func:`sceneleap_core.data.shards.write_manifest`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +34,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sceneleap_core.atomic import load_npz_or_none, remove_stale_temps, write_atomic
 from sceneleap_core.data.objects import OBJECT_TABLE_NAME, LibraryObject, build_mesh, make_library, save_object_table
-from sceneleap_core.data.shards import Sample, ShardError, ShardReader, ShardWriter, write_manifest
+from sceneleap_core.data.shards import (
+    MANIFEST_NAME,
+    Sample,
+    ShardError,
+    ShardReader,
+    ShardWriter,
+    read_manifest,
+    verify_shards,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +101,14 @@ def parse_shard(text: str) -> tuple[int, int]:
 
 
 def _atomic_npz(path: Path, **arrays) -> None:
-    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: np.savez(tmp, **arrays))  # temp named by pid, fsynced, renamed
+
+
+def _read_grasp_cache(z) -> tuple[np.ndarray, np.ndarray, dict]:
+    pose, joints, stats = z["pose"], z["joints"], json.loads(str(z["stats"]))
+    if pose.ndim != 3 or pose.shape[1:] != (4, 4) or len(joints) != len(pose):
+        raise ValueError(f"expected pose (G, 4, 4) and joints (G, J), got {pose.shape} and {joints.shape}")
+    return pose, joints, stats
 
 
 def object_grasps(
@@ -113,9 +133,9 @@ def object_grasps(
     from sceneleap_core.data.synthesis import GraspSynthesizer, object_geometry, prefilter
 
     path = root / "grasps" / f"obj_{spec.id:06d}{tag}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return z["pose"], z["joints"], json.loads(str(z["stats"]))
+    cached = load_npz_or_none(path, _read_grasp_cache)  # unreadable (truncated, ...) = missing: rebuilt
+    if cached is not None:
+        return cached
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     geom = object_geometry(build_mesh(spec), seed=spec.id)
@@ -143,14 +163,53 @@ def object_grasps(
     return pose, joint, stats
 
 
-def _shard_done(path: Path) -> bool:
+# settings that do not change a shard's content (a re-run may change them)
+_RUNTIME_SETTINGS = ("device", "workers")
+
+
+def _content_settings(settings: dict) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(settings)).items() if k not in _RUNTIME_SETTINGS}
+
+
+def _check_settings(root: Path, cfg: GenerateConfig) -> None:
+    """Refuse to add shards to a dataset made with other content settings (manifest, else a shard)."""
+    recorded, where = None, None
+    if (root / MANIFEST_NAME).is_file():
+        recorded, where = read_manifest(root).get("metadata", {}).get("generator"), root / MANIFEST_NAME
+    if recorded is None:
+        for path in sorted(root.glob("shard_*.h5")):
+            try:
+                reader = ShardReader(path)
+            except ShardError:
+                continue  # unreadable: it is regenerated
+            recorded, where = reader.metadata.get("generator"), path
+            reader.close()
+            break
+    if not isinstance(recorded, dict):
+        return
+    want, got = _content_settings(recorded), _content_settings(asdict(cfg))
+    diff = [
+        f"{k}: {want.get(k)!r} -> {got.get(k)!r}" for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)
+    ]
+    if diff:
+        raise ValueError(
+            f"--out {root}: holds a dataset generated with other settings ({where.name}): {'; '.join(diff)}; "
+            "re-run with the recorded arguments or choose another --out (shards of mixed settings are refused)"
+        )
+
+
+def _shard_done(path: Path, recorded: dict[str, dict]) -> bool:
+    """Whether ``path`` is a finished shard to keep: readable and, when the manifest lists it,
+    matching its recorded sha256 (a changed shard is regenerated, never re-hashed)."""
     if not path.is_file():
         return False
     try:
         ShardReader(path).close()
+        if path.name in recorded:
+            verify_shards(path.parent, [recorded[path.name]])
         return True
     except ShardError as err:
-        log.warning("%s is unreadable (%s): regenerating it", path, err)
+        log.warning("%s is unreadable or changed (%s): regenerating it", path, err)
         return False
 
 
@@ -181,6 +240,9 @@ def generate(
         )
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
+    _check_settings(root, cfg)
+    remove_stale_temps(root / "grasps")  # grasp-cache temps of killed processes
+    recorded = {e["file"]: e for e in read_manifest(root)["shards"]} if (root / MANIFEST_NAME).is_file() else {}
     t_start = time.perf_counter()
     # 1. object table (identical for every process: deterministic)
     library = make_library(cfg.num_objects, seed=cfg.object_seed, use_pybullet=cfg.use_pybullet)
@@ -201,6 +263,7 @@ def generate(
     mine = [k for k in range(num_shards) if k % n_proc == i_proc]
     report = {"shards_written": 0, "shards_skipped": 0, "samples": 0, "grasps": 0, "bad_objects": []}
     grasp_stats: dict[tuple[int, str], dict] = {}
+    written: list[Path] = []
     bar = None
     if progress:
         from tqdm import tqdm
@@ -208,7 +271,7 @@ def generate(
         bar = tqdm(total=len(mine) * cfg.scenes_per_shard, desc=f"scenes (shard {i_proc}/{n_proc})", unit="scene")
     for k in mine:
         path = root / f"shard_{k:05d}.h5"
-        if _shard_done(path):
+        if _shard_done(path, recorded):
             report["shards_skipped"] += 1
             if bar is not None:
                 bar.update(cfg.scenes_per_shard)
@@ -290,11 +353,12 @@ def generate(
             "table": {"half_extents": list(TABLE_HALF), "top_z": 0.0},
         }
         report["samples"] += len(writer.samples)
-        writer.close()
+        written.append(writer.close())
         report["shards_written"] += 1
     if bar is not None:
         bar.close()
-    # 6. manifest over every finished shard (any process may write it; it is atomic)
+    # 6. manifest over every finished shard: the shards written here are hashed, listed ones keep their
+    #    recorded checksum; concurrent processes merge under a lock
     totals = {"synthesized": 0, "prefiltered": 0, "valid": 0, "seconds": 0.0}
     for s in grasp_stats.values():
         for key in totals:
@@ -304,5 +368,10 @@ def generate(
     if owns_validator and hasattr(validator, "close"):
         validator.close()  # the worker pool
     report["seconds"] = time.perf_counter() - t_start
-    write_manifest(root, metadata={"generator": asdict(cfg), "validator": report["validator"]}, pattern="shard_*.h5")
+    write_manifest(
+        root,
+        metadata={"generator": asdict(cfg), "validator": report["validator"]},
+        pattern="shard_*.h5",
+        written=written,
+    )
     return report

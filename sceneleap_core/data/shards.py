@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -279,58 +282,170 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(root: str | Path, *, metadata: dict | None = None, pattern: str = "**/*.h5") -> Path:
-    """Scan ``root`` for finished shards and write ``manifest.json`` (atomically) with per-shard
-    sample/grasp counts and sha256 checksums."""
+VERIFIED_NAME = "manifest.verified.json"  # {file: {size, mtime_ns, sha256}} of shards hashed and matched
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # in-process: (resolved path, size, mtime_ns) -> sha256
+
+
+def _stat_key(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), int(st.st_size), int(st.st_mtime_ns)
+
+
+def read_manifest(root: str | Path) -> dict:
+    """The ``manifest.json`` of a dataset directory; ShardError naming the file when missing or corrupt."""
     root = Path(root)
-    shards = []
-    for path in sorted(root.glob(pattern)):
-        reader = ShardReader(path)
-        shards.append(
-            {
-                "file": str(path.relative_to(root)),
-                "num_samples": len(reader),
-                "num_grasps": int(reader.grasp_counts().sum()),
-                "sha256": file_sha256(path),
-            }
-        )
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise ShardError(f"{root}: no {MANIFEST_NAME} (run the data generator or write_manifest)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ShardError(f"{path}: corrupt manifest: {err}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise ShardError(f"{path}: corrupt manifest: expected a 'shards' list")
+    for entry in manifest["shards"]:
+        if not isinstance(entry, dict) or not isinstance(entry.get("file"), str) or "sha256" not in entry:
+            raise ShardError(
+                f"{path}: corrupt manifest: expected shard entries with 'file' and 'sha256', got {entry!r}"
+            )
+    return manifest
+
+
+def verify_shards(root: str | Path, entries: list[dict], *, cache: bool = True) -> None:
+    """Check each shard of ``entries`` (manifest ``shards``) against its recorded sha256.
+
+    With ``cache``, a shard already matched at the same size and mtime is not hashed again: in this
+    process (memory) and across processes (``root/manifest.verified.json``, rewritten atomically;
+    skipped where ``root`` is read-only). Raises ShardError naming the first missing or changed shard.
+    """
+    from sceneleap_core.atomic import write_text_atomic
+
+    root = Path(root)
+    cache_path = root / VERIFIED_NAME
+    on_disk: dict = {}
+    if cache and cache_path.is_file():
+        try:
+            on_disk = json.loads(cache_path.read_text())
+            on_disk = on_disk if isinstance(on_disk, dict) else {}
+        except (OSError, ValueError):
+            on_disk = {}  # an unreadable cache is an empty one
+    changed = False
+    for entry in entries:
+        path = root / entry["file"]
+        if not path.is_file():
+            raise ShardError(f"{path}: shard listed in {MANIFEST_NAME} does not exist")
+        key = _stat_key(path)
+        want = entry["sha256"]
+        known = on_disk.get(entry["file"], {})
+        if cache and (
+            _VERIFIED.get(key) == want
+            or (known.get("size"), known.get("mtime_ns"), known.get("sha256")) == (key[1], key[2], want)
+        ):
+            _VERIFIED[key] = want
+            continue
+        if file_sha256(path) != want:
+            raise ShardError(
+                f"{path}: checksum does not match {root / MANIFEST_NAME} (corrupt or changed shard); "
+                "regenerate it (sceneleap data generate resumes) or restore it"
+            )
+        _VERIFIED[key] = want
+        on_disk[entry["file"]] = {"size": key[1], "mtime_ns": key[2], "sha256": want}
+        changed = True
+    if cache and changed:
+        try:
+            write_text_atomic(cache_path, json.dumps(on_disk, indent=1))
+        except OSError as err:  # read-only dataset: the in-memory cache still serves this process
+            log.debug("cannot write %s: %s", cache_path, err)
+
+
+def _shard_entry(root: Path, path: Path) -> dict:
+    reader = ShardReader(path)
+    try:
+        return {
+            "file": str(path.relative_to(root)),
+            "num_samples": len(reader),
+            "num_grasps": int(reader.grasp_counts().sum()),
+            "sha256": file_sha256(path),
+        }
+    finally:
         reader.close()
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "num_samples": sum(s["num_samples"] for s in shards),
-        "num_grasps": sum(s["num_grasps"] for s in shards),
-        "shards": shards,
-        "metadata": metadata or {},
-    }
+
+
+def write_manifest(
+    root: str | Path,
+    *,
+    metadata: dict | None = None,
+    pattern: str = "**/*.h5",
+    written: list[str | Path] | None = None,
+) -> Path:
+    """Scan ``root`` for finished shards and write ``manifest.json`` with per-shard sample/grasp
+    counts and sha256 checksums.
+
+    Safe with concurrent writers (``--shard i/n`` processes): the read-merge-write runs under an
+    exclusive lock (``manifest.json.lock``) and goes through a per-process temp file, so n processes
+    end with one manifest listing every shard.
+
+    Args:
+        root: dataset directory.
+        metadata: stored under ``metadata``.
+        pattern: glob of the shards, relative to ``root``.
+        written: None = hash every shard found (the caller vouches for all of them). A list = the
+            shards this caller just wrote: only those, and shards the manifest does not list yet,
+            are hashed; a listed shard keeps its recorded checksum, so a shard corrupted since it
+            was recorded still fails verification instead of being re-hashed into the manifest.
+    """
+    from sceneleap_core.atomic import file_lock, write_text_atomic
+
+    root = Path(root)
     out = root / MANIFEST_NAME
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out)
+    fresh = None if written is None else {Path(p).resolve() for p in written}
+    with file_lock(out.with_name(out.name + ".lock")):
+        recorded: dict[str, dict] = {}
+        if fresh is not None and out.is_file():
+            try:
+                recorded = {e["file"]: e for e in read_manifest(root)["shards"]}
+            except ShardError as err:
+                log.warning("%s: re-hashing every shard", err)
+        shards = []
+        for path in sorted(root.glob(pattern)):
+            rel = str(path.relative_to(root))
+            if fresh is not None and path.resolve() not in fresh and rel in recorded:
+                shards.append(recorded[rel])
+            else:
+                shards.append(_shard_entry(root, path))
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "num_samples": sum(s["num_samples"] for s in shards),
+            "num_grasps": sum(s["num_grasps"] for s in shards),
+            "shards": shards,
+            "metadata": metadata or {},
+        }
+        write_text_atomic(out, json.dumps(manifest, indent=1))
     return out
 
 
 class ShardDataset:
     """All samples of the shards listed in a dataset's manifest (or of a list of shard paths),
-    addressed by one global index. Optionally verifies checksums on open."""
+    addressed by one global index.
 
-    def __init__(self, root_or_paths: str | Path | list[str | Path], *, verify: bool = False):
+    Args:
+        root_or_paths: a dataset directory (its ``manifest.json``) or a list of shard files.
+        verify: check each shard's sha256 against the manifest on open: True = hash every shard,
+            "cached" = only shards not yet matched at their current size and mtime
+            (:func:`verify_shards`), False = no check.
+    """
+
+    def __init__(self, root_or_paths: str | Path | list[str | Path], *, verify: bool | str = False):
+        if verify not in (False, True, "cached"):
+            raise ValueError(f"verify: expected False, True or 'cached', got {verify!r}")
         if isinstance(root_or_paths, (list, tuple)):
             paths = [Path(p) for p in root_or_paths]
         else:
             root = Path(root_or_paths)
-            manifest_path = root / MANIFEST_NAME
-            if not manifest_path.is_file():
-                raise ShardError(f"{root}: no {MANIFEST_NAME} (run the data generator or write_manifest)")
-            try:
-                manifest = json.loads(manifest_path.read_text())
-            except json.JSONDecodeError as err:
-                raise ShardError(f"{manifest_path}: corrupt manifest: {err}") from None
-            paths = []
-            for entry in manifest["shards"]:
-                path = root / entry["file"]
-                if verify and file_sha256(path) != entry["sha256"]:
-                    raise ShardError(f"{path}: checksum does not match the manifest (corrupt or changed)")
-                paths.append(path)
+            entries = read_manifest(root)["shards"]
+            if verify:
+                verify_shards(root, entries, cache=verify == "cached")
+            paths = [root / entry["file"] for entry in entries]
         if not paths:
             raise ShardError(f"{root_or_paths}: dataset has no shards")
         self.readers = [ShardReader(p) for p in paths]

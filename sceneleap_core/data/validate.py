@@ -13,8 +13,6 @@ Scene-level re-validation (objects on the table, clutter) uses the lift test in 
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -172,7 +170,8 @@ class SimValidator:
         workers: processes (1 = in this process).
         sim_config: dict of :class:`sceneleap_core.sim.config.SimConfig` overrides (None = defaults).
         chunk_size: grasps per task sent to a worker (smaller balances load across objects).
-        start_method: multiprocessing start method of the pool ("spawn": safe after threads).
+        start_method: multiprocessing start method of the pool (a :class:`sceneleap_core.sim.pool.
+            WorkerPool`; "spawn": safe after threads).
     """
 
     def __init__(
@@ -196,7 +195,7 @@ class SimValidator:
         self.chunk_size = int(chunk_size)
         self.start_method = start_method
         self.name = f"mujoco-{protocol}"
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = None  # sceneleap_core.sim.pool.WorkerPool, started on first use
 
     def submit(
         self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray, *, rest_pose: np.ndarray | None = None
@@ -222,9 +221,11 @@ class SimValidator:
         if self.workers == 1:
             return PendingValidation([_validate_chunk(j) for j in jobs], t0)
         if self._pool is None:
+            from sceneleap_core.sim.pool import WorkerPool
+
             # spawn, not fork: the caller has run multi-threaded torch (synthesis, prefilter), and a
             # forked child can inherit a lock held by one of those threads and hang (seen here)
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context(self.start_method))
+            self._pool = WorkerPool(self.workers, start_method=self.start_method)
         return PendingValidation([self._pool.submit(_validate_chunk, j) for j in jobs], t0)
 
     def __call__(self, spec: LibraryObject, pose: np.ndarray, joints: np.ndarray) -> ValidationResult:
@@ -232,7 +233,7 @@ class SimValidator:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            self._pool.close()
             self._pool = None
 
     def __enter__(self) -> SimValidator:

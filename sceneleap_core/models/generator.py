@@ -14,6 +14,7 @@ to [-1, 1]), M scene tokens, C scene-token channels.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -130,10 +131,12 @@ class GeneratorConfig:
             self._fail("p_uncond", "a probability in [0, 1)")
         if self.d_model % self.heads:
             self._fail("d_model", f"a multiple of heads={self.heads}")
-        if not (
-            isinstance(self.anchor_scale, (int, float)) and math.isfinite(self.anchor_scale) and self.anchor_scale > 0
-        ):
-            self._fail("anchor_scale", "a finite length > 0 (m)")
+        for key in ("p_uncond", "mlp_ratio", "flow_shift", "cvae_kl_weight", "anchor_scale"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                self._fail(key, "a finite number")
+        if self.anchor_scale <= 0:
+            self._fail("anchor_scale", "a length > 0 (m)")
         if self.mlp_ratio <= 0 or self.flow_shift <= 0 or self.cvae_kl_weight < 0:
             self._fail(
                 "mlp_ratio" if self.mlp_ratio <= 0 else "flow_shift" if self.flow_shift <= 0 else "cvae_kl_weight",
@@ -177,6 +180,14 @@ class GeneratorConfig:
         if unknown:
             raise ValueError(f"GeneratorConfig: unknown keys {unknown}")
         return dataclasses.replace(self, **changes).validate()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 ################################################################################
@@ -553,6 +564,8 @@ class GraspGenerator(nn.Module):
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = directory / (WEIGHTS_NAME + ".tmp")
         save_file(state, str(tmp), metadata={"format": FORMAT})
+        meta["weights_sha256"] = _sha256(tmp)  # checked on load: catches a flipped byte safetensors accepts
+        text = json.dumps(meta, indent=1)
         tmp.replace(directory / WEIGHTS_NAME)
         tmp = directory / (CONFIG_NAME + ".tmp")
         tmp.write_text(text)
@@ -581,13 +594,27 @@ class GraspGenerator(nn.Module):
             raise ValueError(
                 f"checkpoint: expected format {FORMAT!r} in {cfg_path}, got {meta.get('format') if isinstance(meta, dict) else meta!r}"
             )
-        if meta.get("format_version", 0) > FORMAT_VERSION:
-            raise ValueError(f"checkpoint: expected format_version <= {FORMAT_VERSION}, got {meta['format_version']}")
-        model = cls(GeneratorConfig.from_dict(meta["config"]))
+        version = meta.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int) or not 0 <= version <= FORMAT_VERSION:
+            raise ValueError(
+                f"checkpoint: expected an int format_version <= {FORMAT_VERSION} in {cfg_path}, got {version!r}"
+            )
+        if not isinstance(meta.get("config"), dict):
+            raise ValueError(f"checkpoint: expected a 'config' object in {cfg_path}, got keys {sorted(meta)}")
+        try:
+            config = GeneratorConfig.from_dict(meta["config"])
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"checkpoint: {cfg_path}: {err}") from None
+        model = cls(config)
         try:
             state = load_file(str(weights_path), device=str(device))
         except (SafetensorError, OSError) as err:
             raise ValueError(f"checkpoint: cannot read {weights_path}: {err}") from None
+        digest = meta.get("weights_sha256")  # absent in directories written before it was recorded
+        if digest is not None and _sha256(weights_path) != digest:
+            raise ValueError(
+                f"checkpoint: {weights_path} does not match the weights_sha256 in {cfg_path} (corrupt or replaced)"
+            )
         try:
             model.load_state_dict(state, strict=strict)
         except RuntimeError as err:

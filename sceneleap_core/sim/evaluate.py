@@ -16,13 +16,14 @@ the config and the seed, never on the worker count or on the chunking.
 
 from __future__ import annotations
 
-import multiprocessing as mp
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import uuid
+from concurrent.futures import as_completed
 from dataclasses import dataclass, fields
 
 import numpy as np
 
 from sceneleap_core.sim.config import SimConfig
+from sceneleap_core.sim.pool import WorkerPool
 from sceneleap_core.sim.scene import SceneSpec, check_grasps
 
 PROTOCOLS = ("lift", "disturbance", "both")
@@ -141,6 +142,15 @@ def _init_worker(scene: SceneSpec, config: SimConfig, seed: int) -> None:
     _WORKER.update(scene=scene, config=config, seed=seed)
 
 
+def _run_chunk_of(token: str, scene: SceneSpec, config: SimConfig, seed: int, *chunk):
+    """:func:`_run_chunk` in a shared, persistent pool: (re)initializes this worker for the call
+    ``token`` first (a worker serves many calls, each with its own scene)."""
+    if _WORKER.get("token") != token:
+        _init_worker(scene, config, seed)
+        _WORKER["token"] = token
+    return _run_chunk(*chunk)
+
+
 def _run_chunk(indices, palm_pose, joints, target, protocol):
     """Evaluate grasps ``indices`` in this process; returns (indices, lift outcomes, disturbance outcomes)."""
     scene, config, seed = _WORKER["scene"], _WORKER["config"], _WORKER["seed"]
@@ -174,6 +184,7 @@ def evaluate_grasps(
     progress: bool = False,
     chunk_size: int | None = None,
     mp_context: str | None = None,
+    pool: WorkerPool | None = None,
 ) -> GraspEvaluation:
     """Evaluate G grasps in simulation.
 
@@ -188,7 +199,10 @@ def evaluate_grasps(
         seed: CoACD seed for non-convex meshes (the physics itself is deterministic).
         progress: show a tqdm progress bar.
         chunk_size: grasps per task (default: about 8 tasks per worker, at most 16 grasps).
-        mp_context: multiprocessing start method (default "forkserver" on Linux, else "spawn").
+        mp_context: multiprocessing start method of the call's pool (default
+            :func:`sceneleap_core.sim.pool.default_start_method`: forkserver on Linux, else spawn).
+        pool: a persistent :class:`~sceneleap_core.sim.pool.WorkerPool` to run in (its ``workers``
+            replace ``workers``; it stays open for the next call); None = a pool for this call only.
 
     Returns:
         GraspEvaluation with ``lift`` / ``disturbance`` results of G entries each.
@@ -214,6 +228,8 @@ def evaluate_grasps(
         upper=desc.upper_limits,
     )
     g = len(batch)
+    if pool is not None:
+        workers = pool.workers
     workers = min(workers, g)
     if chunk_size is None:
         chunk_size = max(1, min(16, -(-g // (workers * 8))))
@@ -245,19 +261,25 @@ def evaluate_grasps(
         finally:
             _WORKER.clear()
     else:
-        # forkserver where available: workers fork from a clean server process, never from a caller
-        # that has run multi-threaded torch (a plain fork inherited a held lock and hung training's
-        # validation); spawn elsewhere. Pass mp_context="fork" for the fastest start in plain scripts.
-        ctx = mp.get_context(mp_context or ("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"))
-        with ProcessPoolExecutor(
-            workers, mp_context=ctx, initializer=_init_worker, initargs=(scene, config, seed)
-        ) as pool:
+        # never a plain fork of the caller (it may have run multi-threaded torch): see sim.pool
+        own = pool is None
+        if own:
+            pool = WorkerPool(
+                workers, start_method=mp_context, initializer=_init_worker, initargs=(scene, config, seed)
+            )
             futures = [pool.submit(_run_chunk, *a) for a in args]
+        else:
+            token = uuid.uuid4().hex
+            futures = [pool.submit(_run_chunk_of, token, scene, config, seed, *a) for a in args]
+        try:
             for fut in as_completed(futures):
                 res = fut.result()
                 collect(res)
                 if bar is not None:
                     bar.update(len(res[0]))
+        finally:
+            if own:
+                pool.close()
     if bar is not None:
         bar.close()
     lift = _stack_lift(lifts) if protocol in ("lift", "both") else None

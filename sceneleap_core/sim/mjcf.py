@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sceneleap_core.atomic import load_npz_or_none, remove_stale_temps, write_atomic
 from sceneleap_core.hand.description import HandDescription, rpy_to_matrix
 from sceneleap_core.sim.config import SimConfig
 from sceneleap_core.sim.scene import TABLE_HALF_EXTENTS, ObjectSpec, SceneSpec
@@ -143,9 +144,9 @@ def convex_pieces(obj: ObjectSpec, config: SimConfig, *, seed: int = 0) -> list[
         key.update(arr.tobytes())
     key.update(f"{config.coacd_threshold}|{config.coacd_max_pieces}|{seed}".encode())
     path = _cache_dir(config) / f"{key.hexdigest()[:24]}.npz"
-    if path.is_file():
-        data = np.load(path)
-        return [(data[f"v{k}"], data[f"f{k}"]) for k in range(int(data["count"]))]
+    cached = load_npz_or_none(path, lambda z: [(z[f"v{k}"], z[f"f{k}"]) for k in range(int(z["count"]))])
+    if cached:  # an unreadable cache file counts as missing: recomputed and rewritten
+        return cached
     import coacd
 
     coacd.set_log_level("error")
@@ -156,11 +157,9 @@ def convex_pieces(obj: ObjectSpec, config: SimConfig, *, seed: int = 0) -> list[
         seed=seed,
     )
     pieces = [(np.asarray(v, dtype=np.float64), np.asarray(f, dtype=np.int64)) for v, f in parts]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp.npz")  # atomic write: temp file + rename
     arrays = {f"v{k}": v for k, (v, _) in enumerate(pieces)} | {f"f{k}": f for k, (_, f) in enumerate(pieces)}
-    np.savez(tmp, count=len(pieces), **arrays)
-    os.replace(tmp, path)
+    remove_stale_temps(path.parent)  # temps of killed processes
+    write_atomic(path, lambda tmp: np.savez(tmp, count=len(pieces), **arrays))  # pid temp + fsync + rename
     log.info("CoACD: %d pieces, cached at %s", len(pieces), path)
     return pieces
 

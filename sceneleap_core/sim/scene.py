@@ -38,6 +38,8 @@ grasp is meant to pick (optional, default 0 for every grasp).
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,14 +49,38 @@ OBJECT_KINDS = ("box", "sphere", "cylinder", "capsule", "mesh")
 # The one table of the project (settling, validation, evaluation): a box, top face at table_height.
 TABLE_HALF_EXTENTS = (0.4, 0.4, 0.02)
 _SIZE_LEN = {"box": 3, "sphere": 1, "cylinder": 2, "capsule": 2}
+# Bounds past which a number is a unit or data error, not a scene (the simulation would return NaN):
+MAX_COORDINATE = 100.0  # m, any position (object, grasp, table height)
+MAX_OBJECT_SIZE = 10.0  # m, a half extent, radius or half length, or a mesh vertex's distance from its origin
+
+
+def _number(value, name: str) -> float:
+    """A real number (not a bool or a string) as float; ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _array(value, name: str, dtype=np.float64) -> np.ndarray:
+    try:
+        return np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError, OverflowError):
+        text = repr(value)
+        raise ValueError(
+            f"{name}: expected an array of numbers, got {text[:80]}{'...' if len(text) > 80 else ''}"
+        ) from None
 
 
 def _as_pose(value, name: str) -> np.ndarray:
-    pose = np.asarray(value, dtype=np.float64)
+    pose = _array(value, name)
     if pose.shape != (4, 4):
         raise ValueError(f"{name}: expected a 4x4 pose, got shape {pose.shape}")
     if not np.isfinite(pose).all():
         raise ValueError(f"{name}: expected finite values, got NaN/inf")
+    if np.abs(pose[:3, 3]).max() > MAX_COORDINATE:
+        raise ValueError(
+            f"{name}: expected a position within {MAX_COORDINATE:g} m of the origin, got {pose[:3, 3].tolist()}"
+        )
     rot = pose[:3, :3]
     if np.abs(rot @ rot.T - np.eye(3)).max() > 1e-4 or np.linalg.det(rot) < 0:
         raise ValueError(f"{name}: expected a rigid transform (orthonormal rotation, det +1), got {rot.tolist()}")
@@ -81,9 +107,12 @@ def quat_xyzw_to_matrix(quat: np.ndarray) -> np.ndarray:
 def pose_from_position_quaternion(position, quaternion_xyzw=None) -> np.ndarray:
     """4x4 pose from a position (3,) and a unit quaternion xyzw (4,) (identity when None)."""
     pose = np.eye(4)
-    pose[:3, 3] = np.asarray(position, dtype=np.float64)
+    position = _array(position, "position")
+    if position.shape != (3,):
+        raise ValueError(f"position: expected 3 numbers, got shape {position.shape}")
+    pose[:3, 3] = position
     if quaternion_xyzw is not None:
-        q = np.asarray(quaternion_xyzw, dtype=np.float64)
+        q = _array(quaternion_xyzw, "quaternion_xyzw")
         if q.shape != (4,) or not np.isfinite(q).all() or np.linalg.norm(q) < 1e-6:
             raise ValueError(f"quaternion_xyzw: expected 4 finite numbers with non-zero norm, got {q.tolist()}")
         pose[:3, :3] = quat_xyzw_to_matrix(q)
@@ -125,12 +154,17 @@ class ObjectSpec:
         if self.kind == "mesh":
             if self.vertices is None or self.faces is None:
                 raise ValueError(f"{name}: expected vertices (V, 3) and faces (F, 3) for a mesh, got none")
-            self.vertices = np.asarray(self.vertices, dtype=np.float64)
-            self.faces = np.asarray(self.faces, dtype=np.int64)
+            self.vertices = _array(self.vertices, f"{name}.vertices")
+            self.faces = _array(self.faces, f"{name}.faces", np.int64)
             if self.vertices.ndim != 2 or self.vertices.shape[1] != 3 or len(self.vertices) < 4:
                 raise ValueError(f"{name}.vertices: expected shape (V>=4, 3), got {self.vertices.shape}")
             if not np.isfinite(self.vertices).all():
                 raise ValueError(f"{name}.vertices: expected finite values, got NaN/inf")
+            if np.abs(self.vertices).max() > MAX_OBJECT_SIZE:
+                raise ValueError(
+                    f"{name}.vertices: expected within {MAX_OBJECT_SIZE:g} m of the object origin (metres?), "
+                    f"got up to {np.abs(self.vertices).max():g}"
+                )
             if self.faces.ndim != 2 or self.faces.shape[1] != 3 or len(self.faces) < 4:
                 raise ValueError(f"{name}.faces: expected shape (F>=4, 3), got {self.faces.shape}")
             if self.faces.min() < 0 or self.faces.max() >= len(self.vertices):
@@ -139,16 +173,17 @@ class ObjectSpec:
             if np.sort(extent)[1] < 1e-4:
                 raise ValueError(f"{name}.vertices: expected a solid mesh, got a flat one (extent {extent.tolist()})")
         else:
-            size = tuple(float(s) for s in np.atleast_1d(np.asarray(self.size, dtype=np.float64)))
+            size = tuple(float(s) for s in np.atleast_1d(_array(self.size, f"{name}.size")))
             if len(size) != _SIZE_LEN[self.kind]:
                 raise ValueError(f"{name}.size: expected {_SIZE_LEN[self.kind]} numbers for a {self.kind}, got {size}")
-            if not all(np.isfinite(s) and s > 0 for s in size):
-                raise ValueError(f"{name}.size: expected positive finite numbers, got {size}")
+            if not all(np.isfinite(s) and 0 < s <= MAX_OBJECT_SIZE for s in size):
+                raise ValueError(f"{name}.size: expected positive numbers up to {MAX_OBJECT_SIZE:g} m, got {size}")
             self.size = size
-        if self.mass is not None and not (np.isfinite(self.mass) and self.mass > 0):
-            raise ValueError(f"{name}.mass: expected a positive number (kg), got {self.mass!r}")
-        if self.friction is not None and not (np.isfinite(self.friction) and self.friction >= 0):
-            raise ValueError(f"{name}.friction: expected a non-negative number, got {self.friction!r}")
+        if self.mass is not None and not (np.isfinite(_number(self.mass, f"{name}.mass")) and 0 < self.mass <= 1e4):
+            raise ValueError(f"{name}.mass: expected a positive number up to 1e4 (kg), got {self.mass!r}")
+        friction = None if self.friction is None else _number(self.friction, f"{name}.friction")
+        if friction is not None and not (np.isfinite(friction) and 0 <= friction <= 100):
+            raise ValueError(f"{name}.friction: expected a number in [0, 100], got {self.friction!r}")
 
     def bounding_radius(self) -> float:
         """Radius (m) of a sphere about the object origin that contains the object."""
@@ -186,8 +221,13 @@ class SceneSpec:
             obj.validate(f"scene.objects[{i}]")
             if not obj.object_id:
                 obj.object_id = str(i)
-        if self.table_height is not None and not np.isfinite(self.table_height):
-            raise ValueError(f"scene.table_height: expected a finite number or None, got {self.table_height!r}")
+        if self.table_height is not None and not (
+            np.isfinite(_number(self.table_height, "scene.table_height")) and abs(self.table_height) <= MAX_COORDINATE
+        ):
+            raise ValueError(
+                f"scene.table_height: expected a finite number within {MAX_COORDINATE:g} m or null, "
+                f"got {self.table_height!r}"
+            )
 
     def single(self, index: int) -> SceneSpec:
         """The scene with only object ``index`` and no table (the disturbance test's scene)."""
@@ -220,8 +260,8 @@ def check_grasps(palm_pose, joints, target, *, num_objects: int, dof: int, lower
     Returns:
         A :class:`GraspBatch` of float64 / int64 numpy arrays.
     """
-    joints = np.asarray(_to_numpy(joints), dtype=np.float64)
-    palm_pose = np.asarray(_to_numpy(palm_pose), dtype=np.float64)
+    joints = _array(_to_numpy(joints), "joints")
+    palm_pose = _array(_to_numpy(palm_pose), "palm_pose")
     if joints.ndim != 2 or joints.shape[1] != dof:
         raise ValueError(f"joints: expected shape (G, {dof}), got {joints.shape}")
     g = len(joints)
@@ -268,7 +308,7 @@ def load_scene(path: str | Path) -> SceneSpec:
         raise ValueError(f"scene: expected a JSON file, got no file at {path}")
     try:
         meta = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"scene {path}: expected JSON, got a parse error: {err}") from None
     return scene_from_dict(meta, base_dir=path.parent)
 
@@ -277,6 +317,8 @@ def scene_from_dict(meta: dict, base_dir: str | Path = ".") -> SceneSpec:
     """Build a validated SceneSpec from the JSON structure (dict)."""
     if not isinstance(meta, dict) or "objects" not in meta:
         raise ValueError("scene: expected an object with an 'objects' list, got none")
+    if not isinstance(meta["objects"], list):
+        raise ValueError(f"scene.objects: expected a list of objects, got {meta['objects']!r}")
     objects = []
     for i, entry in enumerate(meta["objects"]):
         name = f"scene.objects[{i}]"
@@ -290,21 +332,31 @@ def scene_from_dict(meta: dict, base_dir: str | Path = ".") -> SceneSpec:
         if "pose" in entry:
             pose = entry["pose"]
         elif "position" in entry:
-            pose = pose_from_position_quaternion(entry["position"], entry.get("quaternion_xyzw"))
+            try:
+                pose = pose_from_position_quaternion(entry["position"], entry.get("quaternion_xyzw"))
+            except ValueError as err:
+                raise ValueError(f"{name}.{err}") from None
         else:
             raise ValueError(f"{name}: expected 'pose' (4x4) or 'position' (+ 'quaternion_xyzw'), got neither")
         vertices, faces = entry.get("vertices"), entry.get("faces")
         if entry.get("kind") == "mesh" and "mesh" in entry:
+            if not isinstance(entry["mesh"], str):
+                raise ValueError(f"{name}.mesh: expected a file path, got {entry['mesh']!r}")
             vertices, faces = _read_mesh(Path(base_dir) / entry["mesh"], name)
+        size = entry.get("size", ())
+        if not isinstance(size, list | tuple):
+            raise ValueError(f"{name}.size: expected a list of numbers, got {size!r}")
+        if entry.get("convex") is not None and not isinstance(entry["convex"], bool):
+            raise ValueError(f"{name}.convex: expected true, false or null, got {entry['convex']!r}")
         objects.append(
             ObjectSpec(
                 kind=entry.get("kind", ""),
-                size=tuple(entry.get("size", ())),
-                pose=np.asarray(pose, dtype=np.float64),
+                size=tuple(size),
+                pose=_array(pose, f"{name}.pose"),
                 mass=entry.get("mass"),
                 friction=entry.get("friction"),
-                vertices=None if vertices is None else np.asarray(vertices, dtype=np.float64),
-                faces=None if faces is None else np.asarray(faces, dtype=np.int64),
+                vertices=None if vertices is None else _array(vertices, f"{name}.vertices"),
+                faces=None if faces is None else _array(faces, f"{name}.faces", np.int64),
                 convex=entry.get("convex"),
                 object_id=str(entry.get("object_id", i)),
             )
@@ -338,8 +390,18 @@ def _read_mesh(path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{name}.mesh: expected a mesh file, got no file at {path}")
     import trimesh
 
-    mesh = trimesh.load(path, force="mesh", process=True)
-    return np.asarray(mesh.vertices), np.asarray(mesh.faces)
+    try:
+        mesh = trimesh.load(path, force="mesh", process=True)
+        vertices, faces = np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64)
+    except Exception as err:  # trimesh raises anything from a bad file: one clear line instead
+        raise ValueError(f"{name}.mesh: cannot read {path} as a mesh ({type(err).__name__}: {err})") from None
+    if vertices.ndim != 2 or len(vertices) < 4 or faces.ndim != 2 or len(faces) < 4:
+        raise ValueError(
+            f"{name}.mesh: expected a triangle mesh in {path}, got {len(vertices)} vertices, {len(faces)} faces"
+        )
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise ValueError(f"{name}.mesh: {path} has face indices outside its {len(vertices)} vertices")
+    return vertices, faces
 
 
 def load_grasps(path: str | Path, *, num_objects: int, dof: int = 16, lower=None, upper=None) -> GraspBatch:
@@ -348,17 +410,19 @@ def load_grasps(path: str | Path, *, num_objects: int, dof: int = 16, lower=None
     if not path.is_file():
         raise ValueError(f"grasps: expected an .npz file, got no file at {path}")
     try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"grasps {path}: expected an .npz archive, got an unreadable file ({err})") from None
-    keys = set(data.files)
+        data = dict(np.load(path, allow_pickle=False))  # read every array now: a torn member fails here
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        why = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise ValueError(f"grasps {path}: expected an .npz archive, got an unreadable file ({why})") from None
+    keys = set(data)
     if "joints" not in keys:
         raise ValueError(f"grasps {path}: expected key 'joints' (G, {dof}), got keys {sorted(keys)}")
     joints = data["joints"]
     if "palm_pose" in keys:
         pose = data["palm_pose"]
     elif {"palm_position", "palm_quaternion_xyzw"} <= keys:
-        pos, quat = data["palm_position"], data["palm_quaternion_xyzw"]
+        pos = _array(data["palm_position"], f"grasps {path}: palm_position")
+        quat = _array(data["palm_quaternion_xyzw"], f"grasps {path}: palm_quaternion_xyzw")
         if pos.ndim != 2 or pos.shape[1] != 3 or quat.shape != (len(pos), 4):
             raise ValueError(
                 f"grasps {path}: expected palm_position (G, 3) and palm_quaternion_xyzw (G, 4), "

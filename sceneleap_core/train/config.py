@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field, is_dataclass
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +29,23 @@ from sceneleap_core.geometry.frames import CENTERS, FRAMES
 LOGGERS = ("tensorboard", "csv", "wandb", "none")
 SCHEDULES = ("cosine", "onecycle", "constant")
 PRECISIONS = ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true")
+# val.evaluator: a name from this registry, or a factory inside this package (a config, also a resumed
+# run's saved one, never makes training import code from elsewhere)
+EVALUATORS = {"sim_lift": "sceneleap_core.train.sim_validation:lift_evaluator"}
+EVALUATOR_NAMESPACE = "sceneleap_core."
+_EVALUATOR_SPEC = re.compile(r"^sceneleap_core(\.[A-Za-z_]\w*)+:[A-Za-z_]\w*$")
+
+
+def evaluator_target(spec: str) -> str:
+    """``val.evaluator`` -> the ``"sceneleap_core.module:factory"`` to import; ValueError naming the key."""
+    if spec in EVALUATORS:
+        return EVALUATORS[spec]
+    if isinstance(spec, str) and _EVALUATOR_SPEC.match(spec):
+        return spec
+    raise ValueError(
+        f"val.evaluator: expected a registered evaluator ({', '.join(sorted(EVALUATORS))}) or "
+        f"'{EVALUATOR_NAMESPACE}<module>:<factory>', got {spec!r}"
+    )
 
 
 @dataclass
@@ -181,10 +199,14 @@ class ValConfig:
         sampler: sampler name passed to ``model.sample``.
         guidance_scale: classifier-free guidance scale passed to ``model.sample``.
         metric_points: cloud points used for the penetration metric (subsampled, bounded cost).
-        evaluator: optional ``"package.module:factory"``; ``factory(cfg: TrainConfig)`` returns a
+        evaluator: optional evaluator: a name of ``EVALUATORS`` (``"sim_lift"``) or a
+            ``"sceneleap_core.module:factory"`` (nothing outside this package is imported);
+            ``factory(cfg: TrainConfig)`` returns a
             callable ``(batch, palm_pose, joints) -> dict[str, float]`` (e.g. a simulated success rate
             from ``sceneleap_core.sim``), see :class:`sceneleap_core.train.metrics.ValidationEvaluator`.
         evaluator_every: call the evaluator on every n-th validation run only (it is slow).
+        evaluator_workers: processes of the evaluator's simulation (a persistent forkserver/spawn
+            pool, safe after torch threads: :mod:`sceneleap_core.sim.pool`); 1 = in this process.
         reference_sampler: a second, slow sampler the evaluator also scores (the few-step sampler
             must come close to it), logged with the suffix ``_ref``.
         reference_steps: its steps (0 = no reference run).
@@ -201,6 +223,7 @@ class ValConfig:
     metric_points: int = 1024
     evaluator: str | None = None
     evaluator_every: int = 5
+    evaluator_workers: int = 1
     reference_sampler: str = "ddpm"
     reference_steps: int = 100
     gap_repeats: int = 2
@@ -437,9 +460,21 @@ def _check(ok: bool, key: str, expected: str, got: Any) -> None:
         raise ValueError(f"{key}: expected {expected}, got {got!r}")
 
 
+def _check_finite(section, prefix: str = "") -> None:
+    """Every float field of a config dataclass (recursively) is finite: inf/NaN name their key."""
+    for f in fields(section):
+        value, key = getattr(section, f.name), prefix + f.name
+        if is_dataclass(value):
+            _check_finite(value, key + ".")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}: expected a finite number, got {value!r}")
+
+
 def validate_config(cfg: TrainConfig) -> None:
     """Range and choice checks that a type system cannot express. Raises ValueError naming the key."""
     d, a, o, e, v, t = cfg.data, cfg.data.augment, cfg.optim, cfg.ema, cfg.val, cfg.trainer
+    _check_finite(cfg)  # lr=inf, aux_weight=inf, ... fail here, not mid-training
+    _check(cfg.seed >= 0, "seed", "an int >= 0", cfg.seed)
     _check(bool(cfg.run_dir), "run_dir", "a directory path", cfg.run_dir)
     names = [s.strip() for s in cfg.logger.split(",") if s.strip()]
     _check(bool(names) and all(n in LOGGERS for n in names), "logger", f"a comma list of {LOGGERS}", cfg.logger)
@@ -488,8 +523,10 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(v.num_grasps >= 1, "val.num_grasps", "an int >= 1", v.num_grasps)
     _check(v.steps >= 1, "val.steps", "an int >= 1", v.steps)
     _check(v.metric_points >= 1, "val.metric_points", "an int >= 1", v.metric_points)
-    _check(v.evaluator is None or ":" in v.evaluator, "val.evaluator", "'package.module:factory'", v.evaluator)
+    if v.evaluator is not None:
+        evaluator_target(v.evaluator)
     _check(v.evaluator_every >= 1, "val.evaluator_every", "an int >= 1", v.evaluator_every)
+    _check(v.evaluator_workers >= 1, "val.evaluator_workers", "an int >= 1", v.evaluator_workers)
     _check(t.max_steps >= 1, "trainer.max_steps", "an int >= 1", t.max_steps)
     _check(
         t.accelerator in ("auto", "cpu", "gpu", "cuda", "mps"),

@@ -236,15 +236,24 @@ class StreamSampler(Sampler):
 
     Position p (global over all ranks) maps to the sample ``perm(seed, p // L)[p % L]`` (L = dataset
     length). Rank r of W takes positions ``r, r + W, r + 2W, ...`` starting at ``start * W``; the
-    stream stops after ``length`` items (the steps left to train), so a run resumed at optimizer
-    step s with accumulation a and batch b starts at ``start = s * a * b``.
+    stream stops after ``length`` items (one epoch = the whole run).
+
+    Resuming: ``consumed`` items of the stream were already trained on. They still count in
+    ``len`` (so the loader's length stays that of the whole run, and the trainer's restored batch
+    index, s * a after optimizer step s with accumulation a, lines up with it), but are not yielded:
+    iteration continues at item ``start + consumed``. A run resumed at step s with batch b passes
+    ``consumed = s * a * b``.
     """
 
-    def __init__(self, size: int, *, seed: int, start: int = 0, length: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self, size: int, *, seed: int, start: int = 0, length: int, rank: int = 0, world: int = 1, consumed: int = 0
+    ):
         if size < 1:
             raise ValueError(f"sampler: expected a non-empty dataset, got size {size}")
+        if not 0 <= consumed <= length:
+            raise ValueError(f"sampler: expected 0 <= consumed <= length ({length}), got {consumed}")
         self.size, self.seed, self.start, self.length = int(size), int(seed), int(start), int(length)
-        self.rank, self.world = int(rank), int(world)
+        self.rank, self.world, self.consumed = int(rank), int(world), int(consumed)
         self._perm_epoch, self._perm = -1, None
 
     def __len__(self) -> int:
@@ -257,7 +266,7 @@ class StreamSampler(Sampler):
         return self._perm
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        for i in range(self.start, self.start + self.length):
+        for i in range(self.start + self.consumed, self.start + self.length):
             p = i * self.world + self.rank
             yield int(self._permutation(p // self.size)[p % self.size]), p
 
@@ -305,8 +314,9 @@ def usable_indices(source: ShardDataset) -> np.ndarray:
 class GraspDataModule(L.LightningDataModule):
     """Loaders over the shards described by a :class:`DataConfig`.
 
-    The training loader is one endless stream (:class:`StreamSampler`) sized to the steps left, so a
-    run restarted from a checkpoint at step s resumes at exactly the next batch. Worker processes
+    The training loader is one stream (:class:`StreamSampler`) as long as the whole run, one epoch;
+    a run restarted from a checkpoint at step s skips the stream's first s steps, so it continues at
+    exactly the next batch and ends at the last. Worker processes
     open their own HDF5 handles (fork-safe readers) and keep their own LRU caches.
 
     Args:
@@ -343,6 +353,9 @@ class GraspDataModule(L.LightningDataModule):
             source = _open_dataset(cfg.root, "data.root")
             train_idx, val_idx = split_by_scene(source, cfg.val_fraction, self.seed)
             val_source = source
+        for data, key in ((source, "data.root"), (val_source, "data.val_root" if cfg.val_root else "data.root")):
+            if isinstance(data, ShardDataset):
+                _check_hand(data, cfg.hand, key)
         if len(train_idx) == 0:
             raise ValueError(f"data.root: expected training samples with grasps in {cfg.root}, got none")
         if cfg.train_samples:
@@ -383,11 +396,13 @@ class GraspDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         rank = trainer.global_rank if trainer is not None else 0
         world = trainer.world_size if trainer is not None else 1
+        # the whole run's stream; a resumed run skips the items of its first `start_step` steps (Lightning
+        # restores its batch index within this one epoch, so the loader keeps the whole run's length)
         per_step = self.cfg.batch_size * self.accumulate
-        start_step = self._start_step()
-        length = max(0, self.max_steps - start_step) * per_step
+        length = self.max_steps * per_step
+        consumed = min(self._start_step() * per_step, length)
         sampler = StreamSampler(
-            len(self.train_set), seed=self.seed, start=start_step * per_step, length=length, rank=rank, world=world
+            len(self.train_set), seed=self.seed, length=length, consumed=consumed, rank=rank, world=world
         )
         return DataLoader(self.train_set, sampler=sampler, drop_last=True, **self._loader_kwargs())
 
@@ -398,11 +413,31 @@ class GraspDataModule(L.LightningDataModule):
         return DataLoader(self.val_set, shuffle=False, drop_last=False, **self._loader_kwargs())
 
 
+def _check_hand(source: ShardDataset, hand: str, key: str) -> None:
+    """Every shard holds grasps of ``hand`` (``data.hand``) with its DoF, checked before training."""
+    from sceneleap_core.hand import HandDescription
+
+    try:
+        desc = HandDescription.load(hand)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"data.hand: expected a bundled hand name or a description YAML, got {hand!r} ({err})"
+        ) from None
+    for reader in source.readers:
+        if reader.hand != desc.name or reader.dof != desc.dof:
+            raise ValueError(
+                f"{key}: {reader.path} holds grasps of hand {reader.hand!r} with {reader.dof} DoF, "
+                f"expected data.hand {desc.name!r} with {desc.dof} DoF"
+            )
+
+
 def _open_dataset(root: str, key: str) -> ShardDataset:
+    """The shard dataset at ``root`` with every shard's sha256 checked against its manifest (once per
+    size and mtime: :func:`sceneleap_core.data.shards.verify_shards`); errors name ``key``."""
     path = Path(root)
     if not path.is_dir():
         raise ValueError(f"{key}: expected a dataset directory with manifest.json, got {root!r} (not a directory)")
     try:
-        return ShardDataset(path)
+        return ShardDataset(path, verify="cached")
     except ValueError as err:  # ShardError is a ValueError
         raise ValueError(f"{key}: {err}") from None

@@ -84,8 +84,12 @@ class ValidationEvaluator(Protocol):
 
 
 def load_evaluator(spec: str, cfg) -> ValidationEvaluator:
-    """Import ``"package.module:factory"`` and call ``factory(cfg)``; errors name ``val.evaluator``."""
-    module_name, _, attr = spec.partition(":")
+    """Resolve ``val.evaluator`` (a registered name or ``"sceneleap_core.module:factory"``, see
+    :func:`sceneleap_core.train.config.evaluator_target`), import it and call ``factory(cfg)``;
+    errors name ``val.evaluator``."""
+    from sceneleap_core.train.config import evaluator_target
+
+    module_name, _, attr = evaluator_target(spec).partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as err:

@@ -1,7 +1,8 @@
 """Simulated success rate during validation: sampled grasps go through the MuJoCo lift test.
 
-Plug it into training with ``val.evaluator=sceneleap_core.train.sim_validation:lift_evaluator``
-(every ``val.evaluator_every``-th validation run, rank 0, first validation batch). The scenes are
+Plug it into training with ``val.evaluator=sim_lift`` (the registered name of :func:`lift_evaluator`)
+and ``val.evaluator_workers=N`` simulation processes (every ``val.evaluator_every``-th validation
+run, rank 0, first validation batch). The scenes are
 rebuilt from the validation dataset: each sample's objects (ids and world poses in the shard,
 shapes from the dataset's ``objects.json``) on the table, the camera pose mapping the sampled
 grasps to the world.
@@ -27,7 +28,8 @@ class SimLiftEvaluator:
         root: the dataset the batch indices refer to (shards, ``manifest.json``, ``objects.json``).
         max_scenes: scenes of the batch to simulate (the first ones).
         max_grasps: grasps per scene to simulate (the first ones of the sampled set).
-        workers: processes for :func:`sceneleap_core.sim.evaluate_grasps`.
+        workers: processes for :func:`sceneleap_core.sim.evaluate_grasps`, kept between calls in one
+            :class:`sceneleap_core.sim.pool.WorkerPool` (never forked from the training process).
         sim_config: :class:`sceneleap_core.sim.SimConfig` field overrides.
     """
 
@@ -55,6 +57,16 @@ class SimLiftEvaluator:
         self.max_scenes, self.max_grasps, self.workers = int(max_scenes), int(max_grasps), int(workers)
         self.sim_config = SimConfig.from_dict(sim_config or {})
         self.hand = HandModel.load(dtype=torch.float64)
+        self.pool = None
+        if self.workers > 1:
+            from sceneleap_core.sim.pool import WorkerPool
+
+            self.pool = WorkerPool(self.workers)
+
+    def close(self) -> None:
+        """Stop the simulation workers (they restart on the next call)."""
+        if self.pool is not None:
+            self.pool.close()
 
     def scene(self, index: int):
         """(SceneSpec, world <- camera (4, 4), object centres (O, 3)) of dataset sample ``index``."""
@@ -90,7 +102,7 @@ class SimLiftEvaluator:
             q = np.clip(joints[b, : self.max_grasps].double().cpu().numpy(), lower, upper)  # (G, J)
             target = self.targets(palm_world, q, centres)
             result = evaluate_grasps(
-                scene, palm_world, q, target, protocol="lift", config=self.sim_config, workers=self.workers
+                scene, palm_world, q, target, protocol="lift", config=self.sim_config, pool=self.pool
             ).lift
             successes.append(result.success)
             collisions.append(result.pregrasp_penetration_mm > 0)
@@ -104,5 +116,5 @@ class SimLiftEvaluator:
 
 def lift_evaluator(cfg) -> SimLiftEvaluator:
     """Factory for ``val.evaluator``: simulates on ``data.val_root`` (or ``data.root`` when the
-    validation split comes from the training dataset)."""
-    return SimLiftEvaluator(cfg.data.val_root or cfg.data.root)
+    validation split comes from the training dataset) with ``val.evaluator_workers`` processes."""
+    return SimLiftEvaluator(cfg.data.val_root or cfg.data.root, workers=cfg.val.evaluator_workers)
