@@ -86,9 +86,9 @@ def main(argv=None) -> int:
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=sampler, steps=steps,
                                      num_grasps=args.grasps))  # fmt: skip
             print(rows[-1].row(), flush=True)
-        if model.anchored:  # the first sampler again, with the ground truth's anchors
+        for anchors in ("scored", "true") if model.anchored else ():  # the first sampler, other anchors
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
-                                     num_grasps=args.grasps, true_anchors=True))  # fmt: skip
+                                     num_grasps=args.grasps, anchors=anchors))  # fmt: skip
             print(rows[-1].row(), flush=True)
     print(f"\nladder of {run} ({cfg.model_preset}, frame {cfg.data.frame}, prediction {model.config.prediction}, "
           f"{cfg.trainer.max_steps} steps, train {t_train:.0f} s, device {args.device}"

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from sceneleap_core.data.shards import ShardDataset
-from sceneleap_core.geometry.anchors import grasp_centres, select_anchors, support_height, training_anchors
+from sceneleap_core.geometry.anchors import (
+    anchor_labels,
+    grasp_centres,
+    pick_scored,
+    select_anchors,
+    support_height,
+    training_anchors,
+)
 from sceneleap_core.hand import HandModel, anchor_absolute, anchor_relative, vector_to_pose
 from sceneleap_core.infer.planner import GraspPlanner, decode_grasps
 from sceneleap_core.models import build_generator
@@ -173,3 +180,86 @@ def test_planner_with_an_anchored_model_returns_anchors_on_the_objects(tmp_path)
     # without a given up, the planner estimates it from the table
     again = planner.plan(pts, num_grasps=12, steps=2, seed=3)
     assert torch.allclose(again.anchors, out.anchors, atol=1e-4)
+
+
+def test_anchor_labels_mark_points_where_a_grasp_of_that_object_would_be_anchored():
+    pts, is_box = _tabletop()
+    obj = np.where(is_box, 7, -1)
+    top = np.flatnonzero(is_box & (pts[:, 2] > -0.445))  # the cube's top face region
+    low = np.flatnonzero(is_box & (pts[:, 2] < -0.495))  # its bottom edge
+    table = np.flatnonzero(~is_box)[:5]
+    centres = np.array([[0.05, 0.0, -0.43]])  # one grasp from above the cube
+    box_idx = np.flatnonzero(is_box)
+    spot = box_idx[np.linalg.norm(pts[box_idx] - centres[0], axis=1).argmin()]  # where it anchors
+    cand = np.concatenate([[spot], top[:4], low[:5], table])
+    labels = anchor_labels(pts, obj, cand, centres, np.array([7]))
+    assert labels.dtype == np.float32 and labels.shape == (15,)
+    assert labels[0] == 1.0, "the anchor point itself is positive"
+    expected = (np.linalg.norm(pts[cand[:5]] - pts[spot], axis=1) <= 0.02).astype(np.float32)
+    assert np.array_equal(labels[:5], expected)
+    assert labels[5:10].sum() == 0, "the far side of the object is not where the grasp anchors"
+    assert labels[10:].sum() == 0, "table points are never positive"
+    other = anchor_labels(pts, obj, cand, centres, np.array([3]))  # a grasp of an object out of view
+    assert other.sum() == 0
+
+
+def test_pick_scored_prefers_high_scores_and_is_seeded():
+    pool = torch.arange(40, dtype=torch.float32).reshape(1, 40, 1).expand(1, 40, 3).contiguous()
+    logits = torch.full((1, 40), -10.0)
+    logits[0, 30:] = 10.0
+    g = torch.Generator().manual_seed(0)
+    kept = pick_scored(pool, logits, 10, generator=g)
+    assert sorted(kept[0, :, 0].tolist()) == list(range(30, 40))
+    a = pick_scored(pool, torch.zeros(1, 40), 10, generator=torch.Generator().manual_seed(1))
+    b = pick_scored(pool, torch.zeros(1, 40), 10, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and len(set(a[0, :, 0].tolist())) == 10, "seeded, without replacement"
+    with pytest.raises(ValueError, match="at least"):
+        pick_scored(pool, logits, 41)
+
+
+def test_anchor_score_learns_the_labels_and_the_planner_keeps_the_best():
+    torch.manual_seed(0)
+    model = build_generator("tiny", anchor="seed", anchor_score_weight=1.0)
+    pts, is_box = _tabletop(n_table=300, n_box=100)
+    cloud = torch.tensor(pts, dtype=torch.float32)[None].repeat(2, 1, 1)
+    cand_idx = torch.randperm(400)[:32]
+    cands = cloud[:, cand_idx]
+    labels = torch.tensor(is_box[cand_idx.numpy()], dtype=torch.float32)[None].repeat(2, 1)  # "grasp the cube"
+    x0 = torch.rand(2, 4, 25) * 2 - 1
+    anchors = cloud[:, torch.tensor(np.flatnonzero(is_box)[:4])]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for step in range(60):
+        out = model.training_loss(cloud, x0, torch.Generator().manual_seed(step), anchors=anchors,
+                                  candidates=cands, candidate_labels=labels)  # fmt: skip
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    assert float(out["anchor_bce"]) < 0.3, out["anchor_bce"]
+    with pytest.raises(ValueError, match="candidate_labels"):
+        model.training_loss(cloud, x0, anchors=anchors, candidates=cands, candidate_labels=labels[:, :3])
+    model.eval()
+    scores = model.score_anchors(cloud, cloud)[0]  # every point scored
+    assert scores[torch.tensor(is_box)].mean() > scores[~torch.tensor(is_box)].mean() + 2
+    normalizer = fit_normalizer(
+        GraspSceneDataset(ShardDataset(SAMPLE), [0], num_points=128, num_grasps=4, augment=None), 1, anchored=True
+    )
+    planner = GraspPlanner(model, normalizer, anchor_pool=4)
+    with pytest.raises(ValueError, match="anchor_pool"):
+        GraspPlanner(model, normalizer, anchor_pool=0)
+    out = planner.sample_network(cloud[:1], 8, steps=2, seed=0, up=torch.tensor([0.0, 0.0, 1.0]))
+    assert out.anchors.shape == (1, 8, 3) and (out.anchors[..., 2] > -0.495).all()
+
+
+def test_training_items_carry_labelled_anchor_candidates():
+    source = ShardDataset(SAMPLE)
+    ds = GraspSceneDataset(source, usable_indices(source)[:2], num_points=1024, num_grasps=16, augment=None)
+    item = ds[0]
+    assert item["candidates"].shape == (16, 3) and item["candidate_labels"].shape == (16,)
+    d = (item["candidates"][:, None] - item["points"][None]).norm(dim=-1).min(dim=1).values
+    assert d.max() < 1e-6, "candidates are input points"
+    lab = item["candidate_labels"]
+    assert set(lab.unique().tolist()) <= {0.0, 1.0}
+    # positives lie near an anchor of the view's grasps
+    if lab.sum() > 0:
+        pos = item["candidates"][lab > 0]
+        assert (pos[:, None] - item["anchors"][None]).norm(dim=-1).min(dim=1).values.median() < 0.1

@@ -10,7 +10,10 @@ its palm translation is predicted relative to that point (a few centimetres inst
   grasped object near the grasp's centre (:func:`grasp_centres`: mean of the fingertips and the palm
   origin), at random among the closest few so the model tolerates imprecise anchors;
 * inference: :func:`select_anchors` draws anchors on the observed objects: points that stand above
-  the support plane (the dominant height along ``up``).
+  the support plane (the dominant height along ``up``); a generator with an anchor score draws a
+  larger pool and keeps the best-scored (:func:`pick_scored`);
+* the score's labels: :func:`anchor_labels` marks a candidate point positive when it lies within a
+  radius of a point where some ground-truth grasp of its object would be anchored.
 
 Shapes: N points, K grasps, J joints; batched functions take B clouds.
 """
@@ -65,6 +68,50 @@ def training_anchors(
         pick = nearest[np.arange(len(rows)), rng.integers(0, c, size=len(rows))]
         out[rows] = points[pool[pick]]
     return out
+
+
+def anchor_labels(
+    points: np.ndarray,
+    point_object: np.ndarray,
+    candidates: np.ndarray,
+    centres: np.ndarray,
+    grasp_object: np.ndarray,
+    *,
+    radius: float = 0.02,
+) -> np.ndarray:
+    """(C,) float labels of candidate points (indices ``candidates`` into ``points``): 1 when within
+    ``radius`` of the nearest visible point of some grasp's object to that grasp's centre (where
+    :func:`training_anchors` would anchor it) and on the same object, else 0.
+
+    Args:
+        points: (N, 3).  point_object: (N,).  candidates: (C,) int.  centres: (G, 3) grasp centres
+        of every grasp of the view.  grasp_object: (G,).
+    """
+    labels = np.zeros(len(candidates), dtype=np.float32)
+    cand_obj = point_object[candidates]
+    for obj in np.unique(grasp_object):
+        pool = np.flatnonzero(point_object == obj)
+        mine = np.flatnonzero(cand_obj == obj)
+        if len(pool) == 0 or len(mine) == 0:
+            continue
+        c = centres[grasp_object == obj]  # (g, 3)
+        spots = points[pool[np.linalg.norm(points[pool][None] - c[:, None], axis=-1).argmin(axis=1)]]  # (g, 3)
+        d = np.linalg.norm(points[candidates[mine]][:, None] - spots[None], axis=-1).min(axis=1)
+        labels[mine] = (d <= radius).astype(np.float32)
+    return labels
+
+
+def pick_scored(
+    pool: torch.Tensor, logits: torch.Tensor, num: int, *, temperature: float = 0.5, generator=None
+) -> torch.Tensor:
+    """Keep ``num`` of a pool of anchors (B, P, 3) by their scores (B, P): Gumbel top-k on
+    ``logits / temperature`` (without replacement; high scores first, still diverse and seeded)."""
+    if pool.shape[1] < num:
+        raise ValueError(f"pool: expected at least num={num} candidates, got {pool.shape[1]}")
+    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-9, 1 - 1e-9)
+    keys = logits.float() / temperature - torch.log(-torch.log(u))
+    idx = keys.topk(num, dim=1).indices  # (B, num)
+    return torch.gather(pool, 1, idx[..., None].expand(-1, -1, 3))
 
 
 def support_height(heights: torch.Tensor, bin_size: float = 0.005) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sceneleap_core.geometry.anchors import select_anchors
+from sceneleap_core.geometry.anchors import pick_scored, select_anchors
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
 
 
@@ -76,14 +76,20 @@ class GraspPlanner:
         num_points: points fed to the network (subsampled with a fixed seed; with replacement when fewer).
         center: cloud centring used in training (``"mean"``, ``"bbox"`` or ``"none"``).
         frame: network frame used in training (``"camera"`` or ``"gravity"``).
+        anchor_pool: anchored generators draw ``anchor_pool x G`` candidate anchors above the support
+            plane and keep G by their learned score; 1 (the default until a GPU run shows the score
+            helps: it did not on the CPU fit rung) keeps G drawn uniformly.
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
-                 num_points: int = 4096, center: str = "mean", frame: str = "camera"):  # fmt: skip
+                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 1):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
         self.num_points, self.center, self.frame = int(num_points), center, frame
+        if int(anchor_pool) < 1:
+            raise ValueError(f"anchor_pool: expected >= 1, got {anchor_pool}")
+        self.anchor_pool = int(anchor_pool)
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", **kwargs) -> GraspPlanner:
@@ -130,13 +136,17 @@ class GraspPlanner:
         """Network-frame clouds (B, N, 3) -> grasps in the network frame (no preprocessing).
 
         Anchored generators condition each grasp on an anchor: ``anchors`` (B, G, 3) when given,
-        else G points drawn on the objects above the support plane (``up`` (B, 3) or (3,): world up
-        in the network frame; +z, the gravity frame's, when None)."""
+        else G of ``anchor_pool x G`` points drawn on the objects above the support plane, kept by
+        the model's anchor score (``up`` (B, 3) or (3,): world up in the network frame; +z, the
+        gravity frame's, when None)."""
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
         if getattr(self.model, "anchored", False) and anchors is None:
             if up is None:
                 up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
-            anchors = select_anchors(points, up, num_grasps, generator=gen)
+            anchors = select_anchors(points, up, num_grasps * self.anchor_pool, generator=gen)
+            if self.anchor_pool > 1:
+                logits = self.model.score_anchors(points, anchors)  # (B, pool)
+                anchors = pick_scored(anchors, logits, num_grasps, generator=gen)
         kwargs = {"anchors": anchors} if anchors is not None else {}
         z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
                               guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip

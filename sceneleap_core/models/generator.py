@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -63,7 +64,8 @@ class GeneratorConfig:
     of the raw cloud), ``encoder_width``. Anchors: ``anchor`` (``none``: grasps in the network
     frame; ``seed``: each grasp token is conditioned on an input point and its translation is
     relative to it, :mod:`sceneleap_core.geometry.anchors`), ``anchor_knn`` and ``anchor_scale``
-    (m) of the local patch around each anchor.
+    (m) of the local patch around each anchor, ``anchor_score_weight`` (weight of the anchor
+    score's binary cross-entropy: where on the cloud would a ground-truth grasp be anchored).
     """
 
     encoder: str = "pointnet2"
@@ -100,6 +102,7 @@ class GeneratorConfig:
     anchor: str = "none"
     anchor_knn: int = 32
     anchor_scale: float = 0.05
+    anchor_score_weight: float = 0.1
     tags: dict = field(default_factory=dict)  # free-form labels (experiment name, data version), saved as is
 
     def _fail(self, key: str, expected: str) -> None:
@@ -131,12 +134,14 @@ class GeneratorConfig:
             self._fail("p_uncond", "a probability in [0, 1)")
         if self.d_model % self.heads:
             self._fail("d_model", f"a multiple of heads={self.heads}")
-        for key in ("p_uncond", "mlp_ratio", "flow_shift", "cvae_kl_weight", "anchor_scale"):
+        for key in ("p_uncond", "mlp_ratio", "flow_shift", "cvae_kl_weight", "anchor_scale", "anchor_score_weight"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 self._fail(key, "a finite number")
         if self.anchor_scale <= 0:
             self._fail("anchor_scale", "a length > 0 (m)")
+        if self.anchor_score_weight < 0:
+            self._fail("anchor_score_weight", ">= 0")
         if self.mlp_ratio <= 0 or self.flow_shift <= 0 or self.cvae_kl_weight < 0:
             self._fail(
                 "mlp_ratio" if self.mlp_ratio <= 0 else "flow_shift" if self.flow_shift <= 0 else "cvae_kl_weight",
@@ -357,7 +362,11 @@ class GraspGenerator(nn.Module):
         self.config = (config or GeneratorConfig()).validate()
         self.encoder = build_encoder(self.config)
         self.denoiser = build_denoiser(self.config)
-        self.anchor_encoder = build_anchor_encoder(self.config, self.denoiser.x_embed.out_features)
+        width = self.denoiser.x_embed.out_features
+        self.anchor_encoder = build_anchor_encoder(self.config, width)
+        self.anchor_score = (
+            nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)) if self.anchored else None
+        )
         self.objective = build_objective(self.config)
 
     @property
@@ -393,6 +402,7 @@ class GraspGenerator(nn.Module):
         }
         if self.anchored:
             counts["anchor_encoder"] = sum(p.numel() for p in self.anchor_encoder.parameters())
+            counts["anchor_encoder"] += sum(p.numel() for p in self.anchor_score.parameters())
         counts["total"] = sum(counts.values())
         return counts
 
@@ -423,6 +433,15 @@ class GraspGenerator(nn.Module):
             cache.anchor = self.anchor_encoder(points, anchors, mask)  # (B, G, D0)
         return cache
 
+    def score_anchors(self, points: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Anchor score logits (B, C) of candidate points (B, C, 3) of clouds (B, N, 3): how likely a
+        ground-truth grasp is anchored there (anchored generators only)."""
+        if not self.anchored:
+            raise ValueError("score_anchors: this generator has anchor='none' (no anchor score)")
+        _check_points(points)
+        self._check_anchors(points, candidates)
+        return self.anchor_score(self.anchor_encoder(points, candidates)).squeeze(-1).float()
+
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, points: torch.Tensor, anchors: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -440,6 +459,8 @@ class GraspGenerator(nn.Module):
         *,
         cond_drop: torch.Tensor | bool | None = None,
         anchors: torch.Tensor | None = None,
+        candidates: torch.Tensor | None = None,
+        candidate_labels: torch.Tensor | None = None,
     ) -> dict:
         """Objective loss on one batch.
 
@@ -458,6 +479,8 @@ class GraspGenerator(nn.Module):
                 pass False (real cloud) and True (blanked cloud) to measure the conditioning gap.
             anchors: (B, G, 3) anchor point of each grasp (anchored generators; ``grasps`` then
                 hold translations relative to them, :func:`sceneleap_core.hand.anchor_relative`).
+            candidates, candidate_labels: (B, C, 3) points and (B, C) 0/1 labels of the anchor
+                score; its binary cross-entropy (``anchor_bce``) is added with ``anchor_score_weight``.
 
         Returns:
             dict with ``loss`` (scalar), ``pred_x0`` (B, G, D), ``cond_dropped`` (B,) bool, ``t``
@@ -487,6 +510,13 @@ class GraspGenerator(nn.Module):
         out = self.objective.loss(self.denoiser(batch.x_in, batch.t, cache, mask), batch, mask)
         out["cond_dropped"] = drop
         out["t"] = batch.t
+        if candidates is not None and self.anchored and self.config.anchor_score_weight > 0:
+            if candidate_labels is None or candidate_labels.shape != candidates.shape[:2]:
+                raise ValueError(f"candidate_labels: expected shape {tuple(candidates.shape[:2])}, got "
+                                 f"{None if candidate_labels is None else tuple(candidate_labels.shape)}")  # fmt: skip
+            bce = F.binary_cross_entropy_with_logits(self.score_anchors(points, candidates), candidate_labels.float())
+            out["loss"] = out["loss"] + self.config.anchor_score_weight * bce
+            out["anchor_bce"] = bce.detach()
         return out
 
     # ------------------------------------------------------------------ sampling

@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from sceneleap_core.data.shards import Sample, ShardDataset
-from sceneleap_core.geometry.anchors import grasp_centres, training_anchors
+from sceneleap_core.geometry.anchors import anchor_labels, grasp_centres, training_anchors
 from sceneleap_core.geometry.frames import network_frame
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_relative, pose_to_vector
 from sceneleap_core.train.config import AugmentConfig, DataConfig
@@ -90,6 +90,8 @@ class GraspSceneDataset(Dataset):
     ``frame``                  (4, 4) float32      camera <- network transform (similarity)
     ``up``                     (3,) float32        world up in the network frame
     ``anchors``                (K, 3) float32      per grasp, an input point on its object
+    ``candidates``             (K, 3) float32      input points to train the anchor score on
+    ``candidate_labels``       (K,) float32        1 where a ground-truth grasp would be anchored
     ``scene_id``, ``index``    () int64
     ========================  ==================  ==============================================
 
@@ -167,8 +169,9 @@ class GraspSceneDataset(Dataset):
             raise ValueError(f"sample {index} (scene {s.scene_id}): expected at least one grasp, got 0")
         # 2. K grasps
         gi, mask = choose_grasps(g, self.num_grasps, rng)
-        pose = np.asarray(s.grasp_pose, dtype=np.float64)[gi]  # (K, 4, 4)
-        joints = np.asarray(s.grasp_joints, dtype=np.float64)[gi]  # (K, J)
+        pose = np.asarray(s.grasp_pose, dtype=np.float64)  # (G, 4, 4): all, for the anchor labels
+        joints_all = np.asarray(s.grasp_joints, dtype=np.float64)  # (G, J)
+        grasp_obj = np.asarray(s.grasp_object)  # (G,)
         # 3. holes, then N points
         pts = np.asarray(s.points, dtype=np.float64)
         pobj = np.asarray(s.point_object)
@@ -187,9 +190,10 @@ class GraspSceneDataset(Dataset):
                 scale = rng.uniform(aug.scale_min, aug.scale_max)
         pts, frame, rot = network_frame(pts, frame=self.frame, center=self.center, up=up, yaw=yaw, scale=scale)
         c = frame[:3, 3]
-        new_pose = pose.copy()
-        new_pose[:, :3, :3] = rot @ pose[:, :3, :3]
-        new_pose[:, :3, 3] = scale * (pose[:, :3, 3] - c) @ rot.T
+        all_pose = pose.copy()
+        all_pose[:, :3, :3] = rot @ pose[:, :3, :3]
+        all_pose[:, :3, 3] = scale * (pose[:, :3, 3] - c) @ rot.T
+        new_pose, joints = all_pose[gi], joints_all[gi]  # (K, 4, 4), (K, J)
         # 5. jitter points only
         if aug is not None and aug.jitter_sigma > 0:
             noise = rng.normal(0.0, aug.jitter_sigma, size=pts.shape)
@@ -197,9 +201,18 @@ class GraspSceneDataset(Dataset):
         # 6. grasp vectors
         new_pose_t, joints_t = torch.from_numpy(new_pose), torch.from_numpy(joints)
         vec = pose_to_vector(new_pose_t, joints_t)  # (K, D)
-        # 7. anchors: a visible point of the grasped object near each grasp's centre
-        centres = grasp_centres(self.hand, new_pose_t.float(), joints_t.float()).double().numpy()  # (K, 3)
-        anchors = training_anchors(pts, pobj, centres, np.asarray(s.grasp_object)[gi], rng)
+        # 7. anchors: a visible point of the grasped object near each grasp's centre; K candidate
+        #    points (half on objects, half anywhere) labelled for the anchor score
+        centres_all = grasp_centres(self.hand, torch.from_numpy(all_pose).float(), torch.from_numpy(joints_all).float())
+        centres_all = centres_all.double().numpy()  # (G, 3)
+        anchors = training_anchors(pts, pobj, centres_all[gi], grasp_obj[gi], rng)
+        on_objects = np.flatnonzero(pobj >= 0)
+        half = self.num_grasps // 2 if len(on_objects) else 0
+        cand = np.concatenate([
+            on_objects[rng.integers(0, max(1, len(on_objects)), size=half)] if half else np.zeros(0, np.int64),
+            rng.integers(0, len(pts), size=self.num_grasps - half),
+        ])  # fmt: skip
+        labels = anchor_labels(pts, pobj, cand, centres_all, grasp_obj)
         return {
             "points": torch.from_numpy(pts).float(),
             "grasps": vec.float(),
@@ -207,6 +220,8 @@ class GraspSceneDataset(Dataset):
             "frame": torch.from_numpy(frame).float(),
             "up": torch.from_numpy(rot @ up).float(),
             "anchors": torch.from_numpy(anchors).float(),
+            "candidates": torch.from_numpy(pts[cand]).float(),
+            "candidate_labels": torch.from_numpy(labels),
             "scene_id": torch.tensor(int(s.scene_id), dtype=torch.int64),
             "index": torch.tensor(int(index), dtype=torch.int64),
         }

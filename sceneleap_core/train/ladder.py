@@ -117,25 +117,32 @@ def sampled_rung(
     num_grasps: int = 16,
     gap_repeats: int = 4,
     seed: int = 0,
-    true_anchors: bool = False,
+    anchors: str = "deployed",
 ) -> RungResult:
     """Rungs 2-3: sample ``num_grasps`` grasps per view of ``indices`` with a trained
     :class:`GraspTrainingModule` (EMA weights swapped in by the caller), lift-test them, score
     chamfer / penetration against the views' ground truth, and measure the conditioning gap.
-    ``true_anchors``: anchored generators get the ground truth's anchors instead of drawing their
-    own (separates "which object / where" from "how")."""
+    ``anchors`` (anchored generators): ``deployed`` (the planner's default: drawn uniformly above
+    the table), ``scored`` (4 x G candidates kept by the learned anchor score) or ``true`` (the
+    ground truth's anchors: separates "where" from "how"); rows other than ``deployed`` are named
+    ``<name>+<anchors>_anchors``."""
     from sceneleap_core.train.diagnostics import conditioning_gap
 
     batch = view_batch(dataset, indices)
     device = module.device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     module.val_cfg.num_grasps, module.val_cfg.sampler, module.val_cfg.steps = num_grasps, sampler, steps
+    if anchors not in ("deployed", "scored", "true"):
+        raise ValueError(f"anchors: expected 'deployed', 'scored' or 'true', got {anchors!r}")
     given = None
-    if true_anchors and module.anchored:
-        given = batch["anchors"][:, :num_grasps]  # the first K grasps are distinct (grasp_mask)
-        num_grasps = given.shape[1]
-        name = f"{name}+true_anchors"
-    pose, joints = module.sample_grasps(batch["points"], seed=seed, up=batch["up"], anchors=given)  # sampled once
+    if anchors != "deployed" and module.anchored:
+        name = f"{name}+{anchors}_anchors"
+        if anchors == "true":
+            given = batch["anchors"][:, :num_grasps]  # the first K grasps are distinct (grasp_mask)
+            num_grasps = given.shape[1]
+    pool = 4 if anchors == "scored" else 1
+    module.val_cfg.num_grasps = num_grasps
+    pose, joints = module.sample_grasps(batch["points"], seed=seed, up=batch["up"], anchors=given, anchor_pool=pool)
     metrics = module.grasp_metrics(batch, pose, joints)
     evaluator.max_scenes, evaluator.max_grasps = len(indices), num_grasps
     res = evaluator(

@@ -139,6 +139,8 @@ class GraspTrainingModule(L.LightningModule):
             kwargs["mask"] = batch["grasp_mask"]
         if self.anchored:
             kwargs["anchors"] = batch["anchors"]
+            if "candidates" in batch:
+                kwargs.update(candidates=batch["candidates"], candidate_labels=batch["candidate_labels"])
         out = self.model.training_loss(batch["points"], target, **kwargs)
         if "loss" not in out:
             raise ValueError(f"model.training_loss: expected a dict with 'loss', got keys {sorted(out)}")
@@ -307,14 +309,16 @@ class GraspTrainingModule(L.LightningModule):
         steps: int | None = None,
         up: torch.Tensor | None = None,
         anchors: torch.Tensor | None = None,
+        anchor_pool: int = 1,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample grasps for (B, N, 3) network-frame clouds -> palm poses (B, G, 4, 4), joints (B, G, J),
         through the inference path (:class:`sceneleap_core.infer.GraspPlanner`). ``sampler`` and
         ``steps`` default to the validation config; ``up`` (B, 3): world up in the network frame
         (where anchored generators draw their anchors) or ``anchors`` (B, G, 3) given (e.g. the
-        ground truth's, a diagnostic). Seeded by ``seed``, never the global RNG."""
+        ground truth's, a diagnostic); ``anchor_pool``: candidates drawn per kept anchor (1 = draw
+        uniformly, the planner's default; > 1 keeps the best-scored). Seeded by ``seed``, never the global RNG."""
         v = self.val_cfg
-        planner = GraspPlanner(self.model, self.normalizer, self.hand)
+        planner = GraspPlanner(self.model, self.normalizer, self.hand, anchor_pool=anchor_pool)
         out = planner.sample_network(
             points,
             num_grasps or v.num_grasps,
