@@ -336,3 +336,25 @@ def test_sweep_states_include_the_close_phase(hand, library):
     torch.testing.assert_close(q[:, -1], joints)
     mid = q[:, 5] + 0.5 * (q[:, -1] - q[:, 5])  # open at the grasp pose .. grasp, halfway = close state 2 of 3
     torch.testing.assert_close(q[:, 7], mid)
+
+
+def test_cli_scenes_compose_writes_shards_and_a_rerun_keeps_finished_ones(tmp_path):
+    from pathlib import Path
+
+    from sceneleap_core.cli import main
+    from sceneleap_core.data.shards import ShardDataset, write_manifest
+
+    out = tmp_path / "scenes"
+    lib = Path(__file__).resolve().parents[1] / "sceneleap_core" / "data" / "library_default"
+    args = ["scenes", "compose", "--library", str(lib), "--split", "test",
+            "--num-scenes", "2", "--views", "1", "--scenes-per-shard", "1", "--seed", "3", "--device", "cpu",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    shards = sorted(out.glob("shard_*.h5"))
+    assert len(shards) == 2
+    write_manifest(out, pattern="shard_*.h5")
+    ds = ShardDataset(out)
+    assert len(ds) == 2 and all(len(ds[i].grasp_pose) > 0 for i in range(2))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    assert main(args) == 0  # a re-run keeps the finished, manifest-matching shards
+    assert [p.stat().st_mtime_ns for p in shards] == stamps

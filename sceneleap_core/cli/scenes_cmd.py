@@ -27,8 +27,8 @@ def _compose(args: argparse.Namespace) -> int:
     from sceneleap_core.data.depth import sample_robot_cameras
     from sceneleap_core.data.library import APPROACHES, GRASP_TYPES, GraspLibrary
     from sceneleap_core.data.objects import OBJECT_TABLE_NAME, save_object_table
-    from sceneleap_core.data.pipeline import _shard_done, parse_shard
-    from sceneleap_core.data.shards import ShardWriter, write_manifest
+    from sceneleap_core.data.pipeline import parse_shard, shard_done
+    from sceneleap_core.data.shards import MANIFEST_NAME, ShardWriter, read_manifest, write_manifest
     from sceneleap_core.hand import HandModel
 
     i_proc, n_proc = parse_shard(args.shard)
@@ -41,9 +41,10 @@ def _compose(args: argparse.Namespace) -> int:
     num_shards = -(-args.num_scenes // args.scenes_per_shard)
     mine = [k for k in range(num_shards) if k % n_proc == i_proc]
     settings = {k: v for k, v in vars(args).items() if k != "func"}
+    recorded = {e["file"]: e for e in read_manifest(root)["shards"]} if (root / MANIFEST_NAME).is_file() else {}
     for k in tqdm(mine, desc=f"shards ({i_proc}/{n_proc})", unit="shard"):
         path = root / f"shard_{k:05d}.h5"
-        if _shard_done(path):
+        if shard_done(path, recorded):
             continue
         writer = ShardWriter(path, hand=hand.description.name, dof=hand.dof, metadata={})
         labels = []

@@ -198,9 +198,11 @@ def _check_settings(root: Path, cfg: GenerateConfig) -> None:
         )
 
 
-def _shard_done(path: Path, recorded: dict[str, dict]) -> bool:
-    """Whether ``path`` is a finished shard to keep: readable and, when the manifest lists it,
-    matching its recorded sha256 (a changed shard is regenerated, never re-hashed)."""
+def shard_done(path: Path, recorded: dict[str, dict] | None = None) -> bool:
+    """Whether ``path`` is a finished shard to keep: readable and, when the manifest lists it
+    (``recorded``: manifest entries by file name), matching its recorded sha256 (a changed shard is
+    regenerated, never re-hashed)."""
+    recorded = recorded or {}
     if not path.is_file():
         return False
     try:
@@ -271,7 +273,7 @@ def generate(
         bar = tqdm(total=len(mine) * cfg.scenes_per_shard, desc=f"scenes (shard {i_proc}/{n_proc})", unit="scene")
     for k in mine:
         path = root / f"shard_{k:05d}.h5"
-        if _shard_done(path, recorded):
+        if shard_done(path, recorded):
             report["shards_skipped"] += 1
             if bar is not None:
                 bar.update(cfg.scenes_per_shard)
