@@ -86,7 +86,7 @@ def main(argv=None) -> int:
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=sampler, steps=steps,
                                      num_grasps=args.grasps))  # fmt: skip
             print(rows[-1].row(), flush=True)
-        for anchors in ("scored", "true") if model.anchored else ():  # the first sampler, other anchors
+        for anchors in ("uniform", "true") if model.anchored else ():  # the first sampler, other anchors
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
                                      num_grasps=args.grasps, anchors=anchors))  # fmt: skip
             print(rows[-1].row(), flush=True)

@@ -1,7 +1,7 @@
 """The learning ladder's fit rung in CI: a small anchored model trained on two views of the bundled
 sample (two scenes) with the default augmentation (jitter, dropout holes) must sample grasps that
 lift in MuJoCo, with the deployed sampler and with DDPM 100, and must read the scene (positive
-conditioning gap). The default recipe of 2026-11-29 (absolute grasps) lifted 0 % here.
+conditioning gap). The recipe with absolute grasps lifted 0 % here; this one 44 % (DPM++ 10).
 
 About 3 minutes of one CPU core: the slowest test, and the one that says the model learns at all."""
 
@@ -47,7 +47,7 @@ def fitted(tmp_path_factory):
     return GraspTrainingModule(model, normalizer, val=ValConfig(), seed=cfg.seed).eval(), ds
 
 
-@pytest.mark.parametrize(("sampler", "steps", "min_lift"), [("dpmpp", 10, 0.125), ("ddpm", 100, 0.125)])
+@pytest.mark.parametrize(("sampler", "steps", "min_lift"), [("dpmpp", 10, 0.25), ("ddpm", 100, 0.125)])
 def test_small_model_fits_two_views_so_that_its_sampled_grasps_lift(fitted, sampler, steps, min_lift):
     from sceneleap_core.train.sim_validation import SimLiftEvaluator
 

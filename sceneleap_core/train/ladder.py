@@ -122,25 +122,25 @@ def sampled_rung(
     """Rungs 2-3: sample ``num_grasps`` grasps per view of ``indices`` with a trained
     :class:`GraspTrainingModule` (EMA weights swapped in by the caller), lift-test them, score
     chamfer / penetration against the views' ground truth, and measure the conditioning gap.
-    ``anchors`` (anchored generators): ``deployed`` (the planner's default: drawn uniformly above
-    the table), ``scored`` (4 x G candidates kept by the learned anchor score) or ``true`` (the
-    ground truth's anchors: separates "where" from "how"); rows other than ``deployed`` are named
-    ``<name>+<anchors>_anchors``."""
+    ``anchors`` (anchored generators): ``deployed`` (the planner's default: 4 x G candidates above
+    the table kept by the learned anchor score), ``uniform`` (G drawn uniformly above the table) or
+    ``true`` (the ground truth's anchors: separates "where" from "how"); rows other than
+    ``deployed`` are named ``<name>+<anchors>_anchors``."""
     from sceneleap_core.train.diagnostics import conditioning_gap
 
     batch = view_batch(dataset, indices)
     device = module.device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     module.val_cfg.num_grasps, module.val_cfg.sampler, module.val_cfg.steps = num_grasps, sampler, steps
-    if anchors not in ("deployed", "scored", "true"):
-        raise ValueError(f"anchors: expected 'deployed', 'scored' or 'true', got {anchors!r}")
+    if anchors not in ("deployed", "uniform", "true"):
+        raise ValueError(f"anchors: expected 'deployed', 'uniform' or 'true', got {anchors!r}")
     given = None
     if anchors != "deployed" and module.anchored:
         name = f"{name}+{anchors}_anchors"
         if anchors == "true":
             given = batch["anchors"][:, :num_grasps]  # the first K grasps are distinct (grasp_mask)
             num_grasps = given.shape[1]
-    pool = 4 if anchors == "scored" else 1
+    pool = 1 if anchors == "uniform" else None
     module.val_cfg.num_grasps = num_grasps
     pose, joints = module.sample_grasps(batch["points"], seed=seed, up=batch["up"], anchors=given, anchor_pool=pool)
     metrics = module.grasp_metrics(batch, pose, joints)

@@ -309,16 +309,17 @@ class GraspTrainingModule(L.LightningModule):
         steps: int | None = None,
         up: torch.Tensor | None = None,
         anchors: torch.Tensor | None = None,
-        anchor_pool: int = 1,
+        anchor_pool: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample grasps for (B, N, 3) network-frame clouds -> palm poses (B, G, 4, 4), joints (B, G, J),
         through the inference path (:class:`sceneleap_core.infer.GraspPlanner`). ``sampler`` and
         ``steps`` default to the validation config; ``up`` (B, 3): world up in the network frame
         (where anchored generators draw their anchors) or ``anchors`` (B, G, 3) given (e.g. the
-        ground truth's, a diagnostic); ``anchor_pool``: candidates drawn per kept anchor (1 = draw
-        uniformly, the planner's default; > 1 keeps the best-scored). Seeded by ``seed``, never the global RNG."""
+        ground truth's, a diagnostic); ``anchor_pool``: candidates drawn per kept anchor (None = the
+        planner's default; 1 = draw uniformly; > 1 keeps the best-scored). Seeded by ``seed``, never the global RNG."""
         v = self.val_cfg
-        planner = GraspPlanner(self.model, self.normalizer, self.hand, anchor_pool=anchor_pool)
+        kwargs = {} if anchor_pool is None else {"anchor_pool": anchor_pool}
+        planner = GraspPlanner(self.model, self.normalizer, self.hand, **kwargs)
         out = planner.sample_network(
             points,
             num_grasps or v.num_grasps,
