@@ -76,7 +76,9 @@ def cloud_to_numpy(msg, *, max_points: int = MAX_POINTS) -> CloudArrays:
         raise CloudError("no_xyz", f"cloud has no {'/'.join(missing)} field (fields: {sorted(fields)})")
     xyz_type = {fields[name][1] for name in "xyz"}
     if len(xyz_type) != 1 or next(iter(xyz_type)) not in (FLOAT32, FLOAT64):
-        raise CloudError("bad_field", f"x/y/z must share a float32 or float64 datatype, got datatypes {sorted(xyz_type)}")
+        raise CloudError(
+            "bad_field", f"x/y/z must share a float32 or float64 datatype, got datatypes {sorted(xyz_type)}"
+        )
     # 2. layout: every field inside a point, every point inside a row, the data exactly height rows
     for name, (offset, datatype, count) in fields.items():
         if datatype not in _DTYPES:

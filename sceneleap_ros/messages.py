@@ -51,7 +51,9 @@ def interface_definitions(root: Path | None = None) -> dict[str, str]:
         text = (root / "srv" / f"{name}.srv").read_text()
         parts = text.split("\n---\n")
         if len(parts) != 2:
-            raise ValueError(f"srv/{name}.srv: expected one '---' line between request and response, got {len(parts) - 1}")
+            raise ValueError(
+                f"srv/{name}.srv: expected one '---' line between request and response, got {len(parts) - 1}"
+            )
         defs[f"{PACKAGE}/srv/{name}_Request"], defs[f"{PACKAGE}/srv/{name}_Response"] = parts
     return defs
 
@@ -66,7 +68,9 @@ def register_interfaces(typestore, root: Path | None = None):
             # rosbags resolves bare names (DexGraspArray) in <pkg>/msg/, so parse service halves
             # as messages and file them under srv/ as rosidl does
             parsed = get_types_from_msg(text, name.replace("/srv/", "/msg/"))
-            types.update({name if key == name.replace("/srv/", "/msg/") else key: value for key, value in parsed.items()})
+            types.update(
+                {name if key == name.replace("/srv/", "/msg/") else key: value for key, value in parsed.items()}
+            )
     if types:
         typestore.register(types)
     return typestore
@@ -141,7 +145,12 @@ class RclpyFactory(MessageFactory):
 
     def new(self, typename: str, **fields):
         package, kind, name = typename.split("/")
-        cls = getattr(importlib.import_module(f"{package}.{kind}"), name)
+        module = importlib.import_module(f"{package}.{kind}")
+        if kind == "srv" and name.endswith(("_Request", "_Response")):  # rclpy: PlanGrasps.Request
+            base, half = name.rsplit("_", 1)
+            cls = getattr(getattr(module, base), half)
+        else:
+            cls = getattr(module, name)
         return cls(**fields)
 
     def bytes_field(self, data: np.ndarray):

@@ -47,7 +47,7 @@ def load_planner(params: NodeParams, log: logging.Logger | None = None, hand=Non
         from sceneleap_core.hand import GraspNormalizer, HandModel
         from sceneleap_core.models import build_generator
 
-        preset = model[len(UNTRAINED_PREFIX):] or "tiny"
+        preset = model[len(UNTRAINED_PREFIX) :] or "tiny"
         log.warning("model %s: a randomly initialised %s model; its grasps are meaningless (wiring test only)",
                     model, preset)  # fmt: skip
         gen = build_generator(preset, anchor="seed").eval().to(params.device)

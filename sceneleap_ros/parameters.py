@@ -84,7 +84,9 @@ class NodeParams:
             values[name] = validate_value(spec, value)
         lo, hi = np.asarray(values["workspace_min"]), np.asarray(values["workspace_max"])
         if np.any(lo >= hi):
-            raise ValueError(f"workspace_min: expected below workspace_max on every axis, got {lo.tolist()} vs {hi.tolist()}")
+            raise ValueError(
+                f"workspace_min: expected below workspace_max on every axis, got {lo.tolist()} vs {hi.tolist()}"
+            )
         parse_gravity(values["gravity"])
         return NodeParams(values)
 
