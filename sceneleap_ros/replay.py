@@ -34,6 +34,29 @@ class ReplaySummary:
         return f"{self.clouds} clouds, {self.planned} planned, bad: {bad}, failed: {self.failed}"
 
 
+def check_bag(in_bag: str | Path, topic: str) -> int:
+    """Check that ``in_bag`` opens and ``topic`` carries PointCloud2 (before loading a model);
+    returns the number of clouds."""
+    from rosbags.rosbag2 import Reader
+
+    try:
+        reader = Reader(Path(in_bag))
+        reader.open()
+    except Exception as err:  # rosbags raises its own error types for missing / unreadable bags
+        raise ValueError(f"{in_bag}: cannot open as a rosbag2 ({type(err).__name__}: {err})") from None
+    try:
+        connections = [c for c in reader.connections if c.topic == topic]
+        if not connections:
+            found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
+            raise ValueError(f"--topic: {topic!r} is not in {in_bag}; topics: {found}")
+        wrong = [c.msgtype for c in connections if c.msgtype != CLOUD_TYPE]
+        if wrong:
+            raise ValueError(f"--topic: {topic!r} carries {wrong[0]}, expected {CLOUD_TYPE}")
+        return sum(c.msgcount for c in connections)
+    finally:
+        reader.close()
+
+
 def replay_bag(in_bag: str | Path, out_bag: str | Path, *, topic: str, planner, params: NodeParams | None = None,
                distro: str = "jazzy", storage: str = "mcap", grasps_topic: str = "/grasps",
                markers_topic: str = "/grasp_markers", copy_clouds: bool = True,
@@ -60,19 +83,11 @@ def replay_bag(in_bag: str | Path, out_bag: str | Path, *, topic: str, planner, 
     params = (params or NodeParams()).updated({"max_cloud_age": 0.0, "mode": "continuous"})
     core = GraspNodeCore(planner, params, factory, log=log)
     summary = ReplaySummary()
-    try:
-        reader = Reader(Path(in_bag))
-        reader.open()
-    except Exception as err:  # rosbags raises its own error types for missing / unreadable bags
-        raise ValueError(f"{in_bag}: cannot open as a rosbag2 ({type(err).__name__}: {err})") from None
+    check_bag(in_bag, topic)
+    reader = Reader(Path(in_bag))
+    reader.open()
     try:
         connections = [c for c in reader.connections if c.topic == topic]
-        if not connections:
-            found = sorted({f"{c.topic} ({c.msgtype})" for c in reader.connections})
-            raise ValueError(f"--topic: {topic!r} is not in {in_bag}; topics: {found}")
-        wrong = [c.msgtype for c in connections if c.msgtype != CLOUD_TYPE]
-        if wrong:
-            raise ValueError(f"--topic: {topic!r} carries {wrong[0]}, expected {CLOUD_TYPE}")
         with Writer(out_bag, version=9, storage_plugin=plugins[storage]) as writer:
             out_grasps = writer.add_connection(grasps_topic, GRASPS_TYPE, typestore=typestore)
             out_markers = writer.add_connection(markers_topic, MARKERS_TYPE, typestore=typestore)

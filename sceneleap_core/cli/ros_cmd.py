@@ -21,10 +21,13 @@ def _replay(args: argparse.Namespace) -> int:
         raise ValueError("rosbags is not installed: pip install 'sceneleap[ros-offline]'") from None
     from sceneleap_ros.node_logic import load_planner
     from sceneleap_ros.parameters import NodeParams, load_params_file
-    from sceneleap_ros.replay import replay_bag
+    from sceneleap_ros.replay import check_bag, replay_bag
 
+    check_bag(args.in_bag, args.topic)  # before the model loads: a wrong topic fails fast
     params = load_params_file(args.params) if args.params else NodeParams()
-    changes = {"device": args.device}
+    changes = {}
+    if args.device is not None:
+        changes["device"] = args.device
     if args.model is not None:
         changes["model"] = args.model
     if args.num_grasps is not None:
@@ -51,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     replay.add_argument(
         "--params", default=None, help="grasp_node parameters YAML (ros__parameters), e.g. config/grasp.yaml"
     )
-    replay.add_argument("--device", default="cpu", help="torch device")
+    replay.add_argument("--device", default=None, help="torch device (default: the parameters', cpu)")
     replay.add_argument("--num-grasps", type=int, default=None, help="grasps per cloud (default: the parameters')")
     replay.add_argument("--steps", type=int, default=None, help="denoising steps (default: the parameters')")
     replay.add_argument("--distro", default="jazzy", help="ROS 2 message definitions (humble, jazzy, ...)")
