@@ -40,7 +40,7 @@ def setup(tmp_path_factory, hand):
 
 
 def _core(setup, **changes):
-    ts, factory, planner, params = setup
+    _, factory, planner, params = setup
     return GraspNodeCore(planner, params.updated(changes), factory, log=ListLog())
 
 
@@ -209,7 +209,7 @@ def test_latest_slot_keeps_only_the_newest():
 def test_load_planner_explains_missing_models(setup, hand, tmp_path):
     with pytest.raises(ValueError, match="model:=untrained:tiny"):
         load_planner(NodeParams(), hand=hand)
-    with pytest.raises(ValueError, match="config.json"):
+    with pytest.raises(ValueError, match=r"config\.json"):
         load_planner(NodeParams().updated({"model": str(tmp_path)}), hand=hand)
     planner = load_planner(NodeParams().updated({"model": "untrained:tiny"}), logging.getLogger("t"), hand=hand)
     assert planner.hand is hand and planner.num_points == 1024
