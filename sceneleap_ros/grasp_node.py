@@ -41,8 +41,10 @@ def _descriptor(spec) -> ParameterDescriptor:
 
 
 class GraspNode(Node):
-    def __init__(self):
-        super().__init__("grasp_node")
+    """``kwargs`` go to :class:`rclpy.node.Node` (tests pass ``parameter_overrides``)."""
+
+    def __init__(self, **kwargs):
+        super().__init__("grasp_node", **kwargs)
         for spec in SCHEMA:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
         params = NodeParams().updated({spec.name: self.get_parameter(spec.name).value for spec in SCHEMA})
