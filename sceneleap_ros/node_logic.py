@@ -48,8 +48,10 @@ def load_planner(params: NodeParams, log: logging.Logger | None = None, hand=Non
         from sceneleap_core.models import build_generator
 
         preset = model[len(UNTRAINED_PREFIX) :] or "tiny"
-        log.warning("model %s: a randomly initialised %s model; its grasps are meaningless (wiring test only)",
-                    model, preset)  # fmt: skip
+        # one formatted string: rclpy's logger takes no %-style arguments
+        log.warning(
+            f"model {model}: a randomly initialised {preset} model; its grasps are meaningless (wiring test only)"
+        )
         gen = build_generator(preset, anchor="seed").eval().to(params.device)
         hand = kwargs.pop("hand", None) or HandModel.load().to(params.device)
         norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.15)
