@@ -97,7 +97,7 @@ def validate_value(spec: ParamSpec, value):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is list:
-        if not isinstance(value, (list, tuple)) or len(value) != 3:
+        if isinstance(value, str) or not hasattr(value, "__len__") or len(value) != 3:  # rclpy: array.array('d')
             raise ValueError(f"{spec.name}: expected 3 numbers, got {value!r}")
         try:
             value = [float(v) for v in value]

@@ -3,6 +3,7 @@ package's ROS files (package.xml, CMakeLists.txt, launch, config)."""
 
 from __future__ import annotations
 
+import array
 import ast
 import re
 import sys
@@ -232,6 +233,7 @@ def test_parameters_are_validated_with_clear_errors(tmp_path):
     p = NodeParams()
     assert p.steps == 10 and p.mode == "continuous"
     assert p.updated({"guidance": 2}).guidance == 2.0
+    assert p.updated({"workspace_min": array.array("d", [0.0, 0.0, 0.0])}).workspace_min == [0.0, 0.0, 0.0]  # rclpy
     bad = {"steps": 0, "mode": "sometimes", "num_grasps": "8", "guidance": float("nan"), "nope": 1,
            "workspace_min": [0, 0], "gravity": "0 0 0", "sampler": "euler2"}  # fmt: skip
     for key, value in bad.items():
