@@ -168,3 +168,23 @@ def test_node_wiring(node):
         ts.serialize_cdr(diag, "diagnostic_msgs/msg/DiagnosticArray")
     else:
         assert any(line.startswith("health:") for line in n.logger.lines)
+
+
+def test_demo_publisher_plays_the_sample_cloud(monkeypatch):
+    from sceneleap_ros.cloud import cloud_to_numpy
+    from sceneleap_ros.sample import sample_cloud
+
+    for name, module in _fake_modules(True).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    for name in ("sceneleap_ros.grasp_node", "sceneleap_ros.demo_publisher"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    import sceneleap_ros.demo_publisher as demo
+
+    monkeypatch.setattr(demo, "RclpyFactory", lambda: RosbagsFactory(ros_typestore("humble")))
+    node = demo.DemoCloudPublisher()
+    period, tick = node.timers[0]
+    assert period == pytest.approx(0.5)
+    tick()
+    cloud = cloud_to_numpy(node.pubs["points"].published[-1])
+    assert cloud.frame_id == "camera_depth_optical_frame" and cloud.stamp == (5, 0)
+    np.testing.assert_allclose(cloud.points, sample_cloud()[0].astype(np.float32), atol=1e-7)
