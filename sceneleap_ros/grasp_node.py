@@ -11,6 +11,8 @@ subscription callback returns at once.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import rclpy
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -63,7 +65,9 @@ class GraspNode(Node):
             DexGraspArray, "grasps", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )
         self.markers_pub = self.create_publisher(MarkerArray, "grasp_markers", 10)
-        self.create_subscription(PointCloud2, "points", self.core.submit, qos_profile_sensor_data)
+        sensor_qos = copy.copy(qos_profile_sensor_data)  # best effort, volatile
+        sensor_qos.depth = 1  # keep only the newest cloud in the middleware too
+        self.create_subscription(PointCloud2, "points", self.core.submit, sensor_qos)
         self.create_service(PlanGrasps, "plan_grasps", self._on_request)
         self.add_on_set_parameters_callback(self._on_parameters)
         self.diag_pub = None

@@ -102,7 +102,11 @@ def _fake_modules(diagnostics: bool) -> dict:
     mods["rclpy.duration"].Duration = _Record
     mods["rclpy.executors"].ExternalShutdownException = type("ExternalShutdownException", (Exception,), {})
     qos = mods["rclpy.qos"]
-    qos.QoSProfile, qos.ReliabilityPolicy, qos.qos_profile_sensor_data = _Record, _Record(RELIABLE="reliable"), "sensor"
+    qos.QoSProfile, qos.ReliabilityPolicy, qos.qos_profile_sensor_data = (
+        _Record,
+        _Record(RELIABLE="reliable"),
+        _Record(depth=5),
+    )
     for name in ("FloatingPointRange", "IntegerRange", "ParameterDescriptor", "SetParametersResult"):
         setattr(mods["rcl_interfaces.msg"], name, type(name, (_Record,), {}))
     mods["sensor_msgs.msg"].PointCloud2 = "PointCloud2"
@@ -144,7 +148,7 @@ def test_node_wiring(node):
     assert n.descriptors["steps"].integer_range[0].to_value == 1000 and n.descriptors["model"].read_only
     assert n.descriptors["guidance"].floating_point_range[0].from_value == 0.0
     msg_type, callback, qos = n.subs["points"]
-    assert msg_type == "PointCloud2" and qos == "sensor"
+    assert msg_type == "PointCloud2" and qos.depth == 1
     assert {"grasps", "grasp_markers"} <= set(n.pubs) and ("/diagnostics" in n.pubs) == diagnostics
     # a bad cloud, then a good one: the worker publishes grasps and markers for the good one
     callback(numpy_to_cloud(factory, np.full((10, 3), np.nan), frame_id="cam"))
