@@ -43,6 +43,11 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
+        # the replay tool registers the interfaces from these files (sceneleap_ros.messages.interface_dir)
+        (f"share/{PACKAGE}/msg", ["msg/DexGrasp.msg", "msg/DexGraspArray.msg"]),
+        (f"share/{PACKAGE}/srv", ["srv/PlanGrasps.srv"]),
+        (f"share/{PACKAGE}/config", ["config/grasp.yaml", "config/grasp.rviz"]),
+        (f"share/{PACKAGE}/launch", ["launch/grasp.launch.py"]),
     ],
     install_requires=[
         "torch>=2.4",
