@@ -20,6 +20,28 @@ from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vec
 
 
 @dataclass
+class PreparedCloud:
+    """A cloud ready for the network, and what the checks need of it.
+
+    Attributes:
+        points: (1, N', 3) network-frame points; frame: (1, 4, 4) input <- network;
+        up_net: (1, 3) world up in the network frame, or None;
+        cloud: (N', 3) float64 the same points in the input frame (collision checks);
+        plane: the support plane (:class:`sceneleap_core.infer.preprocess.SupportPlane`) or None;
+        up: (3,) world up in the input frame, or None;
+        stats: point counts after each step (input, nonfinite dropped, cropped, voxel).
+    """
+
+    points: torch.Tensor
+    frame: torch.Tensor
+    up_net: torch.Tensor | None
+    cloud: np.ndarray
+    plane: object | None
+    up: np.ndarray | None
+    stats: dict
+
+
+@dataclass
 class GraspSet:
     """Grasps for one or more clouds, in the input cloud's frame.
 
@@ -79,10 +101,13 @@ class GraspPlanner:
         anchor_pool: anchored generators draw ``anchor_pool x G`` candidate anchors above the support
             plane and keep G by their learned score; 1 (the default until a GPU run shows the score
             helps: it did not on the CPU fit rung) keeps G drawn uniformly.
+        voxel_size: voxel downsampling (m) before sampling ``num_points``; 0 (default) = off, as
+            the training clouds were not voxelized (it evens out the camera's density).
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
-                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 1):  # fmt: skip
+                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 1,
+                 voxel_size: float = 0.0):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -90,6 +115,7 @@ class GraspPlanner:
         if int(anchor_pool) < 1:
             raise ValueError(f"anchor_pool: expected >= 1, got {anchor_pool}")
         self.anchor_pool = int(anchor_pool)
+        self.voxel_size = float(voxel_size)
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", **kwargs) -> GraspPlanner:
@@ -106,28 +132,51 @@ class GraspPlanner:
                 kwargs[key] = data[key]
         return cls(model, normalizer, **kwargs)
 
-    def preprocess(
-        self, points: np.ndarray | torch.Tensor, seed: int = 0, up: np.ndarray | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One cloud (N, 3) in its own frame -> network points (1, N', 3), frame (1, 4, 4) = input <-
-        network, and world up in the network frame (1, 3). ``up``: world up in the cloud's frame
-        (estimated from the table when None and the frame or the anchors need it; else up is None)."""
-        from sceneleap_core.geometry.frames import estimate_up, network_frame
+    def prepare(self, points, seed: int = 0, up: np.ndarray | None = None, *, workspace=None,
+                voxel_size: float | None = None) -> PreparedCloud:  # fmt: skip
+        """One raw cloud -> :class:`PreparedCloud` (module :mod:`sceneleap_core.infer.preprocess`):
+        xyz of (N, 3), (N, 3 + C) or organized (H, W, 3 + C) input; NaN/inf rows dropped; cropped to
+        ``workspace`` ((min xyz), (max xyz), the cloud's frame) when given; voxel-downsampled by
+        ``voxel_size`` (m; the planner's default when None, 0 = off); ``num_points`` drawn (seeded,
+        with replacement when fewer); the support plane found (``up`` or RANSAC); the network frame.
+        ValueError naming the problem for empty, all-NaN, degenerate or wrongly shaped clouds."""
+        from sceneleap_core.geometry.frames import network_frame
+        from sceneleap_core.infer import preprocess as pp
 
-        pts = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
-            raise ValueError(f"points: expected a non-empty (N, 3) cloud, got shape {pts.shape}")
-        if not np.isfinite(pts).all():
-            raise ValueError("points: expected finite coordinates, got NaN or inf")
+        xyz = pp.as_xyz(points)
+        stats = {"input": len(xyz)}
+        xyz, stats["nonfinite"] = pp.drop_nonfinite(xyz)
+        if workspace is not None:
+            xyz = pp.crop_box(xyz, workspace)
+        stats["cropped"] = len(xyz)
+        xyz = pp.voxel_downsample(xyz, self.voxel_size if voxel_size is None else voxel_size)
+        stats["voxel"] = len(xyz)
+        pp.check_spread(xyz)
         rng = np.random.default_rng(seed)
-        pts = pts[rng.choice(len(pts), self.num_points, replace=len(pts) < self.num_points)]
+        pts = xyz[rng.choice(len(xyz), self.num_points, replace=len(xyz) < self.num_points)]
+        plane = pp.support_plane(pts, up, seed=seed)
         if up is None and (self.frame == "gravity" or getattr(self.model, "anchored", False)):
-            up = estimate_up(pts, seed=seed)
+            if plane is None:
+                from sceneleap_core.geometry.frames import estimate_up
+
+                up = estimate_up(pts, seed=seed)
+            else:
+                up = plane.normal
         net, frame, rot = network_frame(pts, frame=self.frame, center=self.center, up=up)
         device = next(self.model.parameters()).device
         net_up = None if up is None else torch.from_numpy(rot @ (np.asarray(up, float) / np.linalg.norm(up)))
         net, frame = torch.from_numpy(net), torch.from_numpy(frame)
-        return tuple(None if a is None else a.float()[None].to(device) for a in (net, frame, net_up))
+        net, frame, net_up = (None if a is None else a.float()[None].to(device) for a in (net, frame, net_up))
+        return PreparedCloud(net, frame, net_up, pts, plane, up, stats)
+
+    def preprocess(
+        self, points: np.ndarray | torch.Tensor, seed: int = 0, up: np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One cloud (N, 3) in its own frame -> network points (1, N', 3), frame (1, 4, 4) = input <-
+        network, and world up in the network frame (1, 3) (None when neither given nor needed).
+        The tensor part of :meth:`prepare`."""
+        p = self.prepare(points, seed, up)
+        return p.points, p.frame, p.up_net
 
     @torch.no_grad()
     def sample_network(self, points: torch.Tensor, num_grasps: int = 32, *, steps: int = 10,
