@@ -10,13 +10,23 @@ Shapes: B clouds, N points, G grasps, J joints, D = 3 + J + 6.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from sceneleap_core.geometry.anchors import pick_scored, select_anchors
+from sceneleap_core.geometry.anchors import grasp_centres, pick_scored, select_anchors
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
+from sceneleap_core.infer.postprocess import (
+    PostConfig,
+    collision_check,
+    diverse_topk,
+    grasp_energy,
+    reason_counts,
+    refine,
+)
 
 
 @dataclass
@@ -50,12 +60,36 @@ class GraspSet:
         joints: (B, G, J) joint angles, clamped to the limits.
         vectors: (B, G, D) the normalized network output they were decoded from.
         anchors: (B, G, 3) the anchor point of each grasp (anchored generators), else None.
+
+    Filled by :meth:`GraspPlanner.plan` (None / empty from :meth:`GraspPlanner.sample_network`):
+        scores: (B, G) ranking score, -energy (:func:`sceneleap_core.infer.postprocess.grasp_energy`),
+            best first.
+        pregrasp_pose: (B, G, 4, 4) the palm backed off along the approach axis;
+        pregrasp_joints: (B, G, J) the open hand the approach starts with.
+        target: (B, G, 3) the point each grasp is meant for: its anchor, else the observed point
+            nearest its grasp centre.
+        joint_names, hand_name: the hand's joint order and name.
+        timings: milliseconds per stage (prepare, sample, decode, refine, filter, rank, total).
+        rejected: grasps dropped per reason (:data:`sceneleap_core.infer.postprocess.REASONS`);
+        candidates: how many were sampled before filtering.
     """
 
     palm_pose: torch.Tensor
     joints: torch.Tensor
     vectors: torch.Tensor
     anchors: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    pregrasp_pose: torch.Tensor | None = None
+    pregrasp_joints: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    joint_names: list[str] = field(default_factory=list)
+    hand_name: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    candidates: int = 0
+
+    def __len__(self) -> int:
+        return int(self.palm_pose.shape[1])
 
 
 def decode_grasps(
@@ -103,11 +137,13 @@ class GraspPlanner:
             helps: it did not on the CPU fit rung) keeps G drawn uniformly.
         voxel_size: voxel downsampling (m) before sampling ``num_points``; 0 (default) = off, as
             the training clouds were not voxelized (it evens out the camera's density).
+        oversample: candidates sampled per grasp asked of :meth:`plan` (filtering drops some).
+        post: post-processing settings (:class:`sceneleap_core.infer.postprocess.PostConfig`).
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 1,
-                 voxel_size: float = 0.0):  # fmt: skip
+                 voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -116,6 +152,12 @@ class GraspPlanner:
             raise ValueError(f"anchor_pool: expected >= 1, got {anchor_pool}")
         self.anchor_pool = int(anchor_pool)
         self.voxel_size = float(voxel_size)
+        self.oversample = float(oversample)
+        self.post = post or PostConfig()
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", **kwargs) -> GraspPlanner:
@@ -203,13 +245,92 @@ class GraspPlanner:
         return GraspSet(pose, joints, z, anchors)
 
     def plan(self, points, num_grasps: int = 32, *, steps: int = 10, sampler: str | None = None,
-             guidance_scale: float = 1.0, seed: int = 0, up: np.ndarray | None = None) -> GraspSet:  # fmt: skip
-        """One raw cloud (N, 3) -> (1, G, ...) grasps in the cloud's frame (``up``: world up in it)."""
-        net, frame, net_up = self.preprocess(points, seed, up)
-        out = self.sample_network(
-            net, num_grasps, steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed, up=net_up
-        )
+             guidance_scale: float = 1.0, seed: int | None = 0, up: np.ndarray | None = None,
+             guidance: float | None = None, workspace=None, voxel_size: float | None = None,
+             oversample: float | None = None, refine_steps: int | None = None, filter: bool | None = None,
+             diversity: float | None = None, post: PostConfig | dict | None = None) -> GraspSet:  # fmt: skip
+        """One raw cloud -> up to ``num_grasps`` ranked, filtered grasps (1, G, ...) in the cloud's frame.
+
+        Args:
+            points: (N, 3), (N, 3 + C) or organized (H, W, 3 + C); NaN/inf rows are dropped.
+            num_grasps: grasps returned at most (fewer when filtering leaves fewer).
+            steps, sampler: the sampler (``ddim``, ``dpmpp``, ``ddpm``, ...) and its steps.
+            guidance_scale (alias ``guidance``): classifier-free guidance w (1 = off).
+            seed: sampling seed (None = fresh entropy).
+            up: world up in the cloud's frame (estimated from the table when None).
+            workspace: ((xmin, ymin, zmin), (xmax, ymax, zmax)) crop in the cloud's frame.
+            voxel_size: voxel downsampling (m) before sampling the network's points.
+            oversample: candidates sampled per returned grasp (``self.oversample`` when None).
+            refine_steps, filter, diversity: overrides of ``post`` (:class:`PostConfig`).
+
+        Recipe: prepare -> sample ``ceil(oversample G)`` candidates -> decode -> refine (optional)
+        -> reject collisions with the cloud / table / approach sweep -> score (-energy) -> diverse top-k.
+        """
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        sync = (lambda: torch.cuda.synchronize()) if self.device.type == "cuda" else (lambda: None)
+
+        def lap(name: str, t0: float) -> float:
+            sync()
+            now = time.perf_counter()
+            timings[name] = 1e3 * (now - t0)
+            return now
+
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        if guidance is not None:
+            guidance_scale = guidance
+        cfg = self.post if post is None else (PostConfig.from_dict(post) if isinstance(post, dict) else post)
+        changes = {"refine_steps": refine_steps, "filter": filter, "diversity": diversity}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+        if num_grasps < 1:
+            raise ValueError(f"num_grasps: expected >= 1, got {num_grasps}")
+        over = self.oversample if oversample is None else float(oversample)
+        if over < 1:
+            raise ValueError(f"oversample: expected >= 1, got {over}")
+        candidates = int(np.ceil(over * num_grasps))
+        t = time.perf_counter()
+        prep = self.prepare(points, seed, up, workspace=workspace, voxel_size=voxel_size)
+        t = lap("prepare", t)
+        out = self.sample_network(prep.points, candidates, steps=steps, sampler=sampler,
+                                  guidance_scale=guidance_scale, seed=seed, up=prep.up_net)  # fmt: skip
+        t = lap("sample", t)
+        frame = prep.frame
+        pose = to_input_frame(frame, out.palm_pose)[0]  # (C, 4, 4)
+        joints = out.joints[0]
         anchors = None
         if out.anchors is not None:
-            anchors = out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3]
-        return GraspSet(to_input_frame(frame, out.palm_pose), out.joints, out.vectors, anchors)
+            anchors = (out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3])[0]
+        hand, dt = self.hand, self.hand.dtype
+        cloud = torch.as_tensor(prep.cloud, dtype=dt, device=self.device)
+        t = lap("decode", t)
+        pose, joints = refine(hand, pose.to(dt), joints.to(dt), cloud, prep.plane, cfg)
+        t = lap("refine", t)
+        check = collision_check(hand, pose, joints, cloud, prep.plane, cfg)
+        keep = check["keep"].nonzero().squeeze(-1)
+        t = lap("filter", t)
+        with torch.no_grad():
+            energy = grasp_energy(hand, pose[keep], joints[keep], cloud, prep.plane, cfg)["total"]
+        scores = -energy
+        order = keep[diverse_topk(pose[keep], scores, num_grasps, cfg.diversity, cfg.rotation_scale)]
+        rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
+        rank[keep] = scores
+        if anchors is not None:
+            target = anchors[order]
+        else:
+            centres = grasp_centres(hand, pose[order], joints[order])
+            target = cloud[torch.cdist(centres, cloud).argmin(-1)] if len(order) else centres
+        t = lap("rank", t)
+        timings["total"] = 1e3 * (time.perf_counter() - t_start)
+        f32 = out.palm_pose.dtype
+
+        def pick(x):
+            return None if x is None else x[order][None]
+
+        return GraspSet(
+            palm_pose=pick(pose).to(f32), joints=pick(joints).to(f32), vectors=out.vectors[0][order][None],
+            anchors=pick(anchors), scores=pick(rank).to(f32), pregrasp_pose=pick(check["pregrasp_pose"]).to(f32),
+            pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
+            joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=timings,
+            rejected=reason_counts(check["reason"]), candidates=candidates,
+        )  # fmt: skip
