@@ -40,6 +40,17 @@ def normalizer():
     return GraspNormalizer.from_hand_limits(h.joint_lower, h.joint_upper, translation_range=0.08)
 
 
+def randomize(model, scale=0.1, seed=0):
+    """Perturb every weight (adaLN-Zero starts the denoiser at a zero output: parity on zeros proves nothing)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
 def tiny_planner(num_points=256, seed=0, **kw):
     import torch
 
@@ -57,7 +68,7 @@ def save_tiny(directory, num_points=256, seed=0):
     from sceneleap_core.models import build_generator
 
     torch.manual_seed(seed)
-    model = build_generator("tiny", anchor="seed").eval()
+    model = randomize(build_generator("tiny", anchor="seed").eval(), seed=seed)
     model.save_pretrained(directory, normalizer=normalizer(),
                           extra_config={"data": {"num_points": num_points, "frame": "gravity"}})  # fmt: skip
     return directory

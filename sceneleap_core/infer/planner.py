@@ -28,6 +28,8 @@ from sceneleap_core.infer.postprocess import (
     refine,
 )
 
+BACKENDS = ("eager", "compile", "onnx", "tensorrt")
+
 
 @dataclass
 class PreparedCloud:
@@ -139,11 +141,18 @@ class GraspPlanner:
             the training clouds were not voxelized (it evens out the camera's density).
         oversample: candidates sampled per grasp asked of :meth:`plan` (filtering drops some).
         post: post-processing settings (:class:`sceneleap_core.infer.postprocess.PostConfig`).
+        backend: the network's runtime (``BACKENDS``): ``eager`` (the model's own ``sample``);
+            ``compile`` (``torch.compile`` of the denoiser, dynamic shapes; the encoder runs once per
+            cloud, eager); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
+            folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
+            from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
+            The scheduler loop stays in Python for every backend.
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 1,
-                 voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None):  # fmt: skip
+                 voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
+                 backend: str = "eager", onnx_dir=None):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -154,13 +163,60 @@ class GraspPlanner:
         self.voxel_size = float(voxel_size)
         self.oversample = float(oversample)
         self.post = post or PostConfig()
+        self._setup_backend(backend, onnx_dir)
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def _setup_backend(self, backend: str, onnx_dir) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.backend, self._networks = backend, None
+        if backend == "compile":
+            self._denoiser = torch.compile(self.model.denoiser, dynamic=True)
+        elif backend in ("onnx", "tensorrt"):
+            import tempfile
+
+            from sceneleap_core.infer.export import OnnxNetworks, TrtNetworks, export_onnx
+
+            if onnx_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="sceneleap_onnx_")
+                onnx_dir = self._tmp.name
+            export_onnx(self.model, onnx_dir, num_points=self.num_points)
+            self._networks = OnnxNetworks(onnx_dir) if backend == "onnx" else TrtNetworks(onnx_dir)
+            self._denoiser = self._networks.denoise
+
+    @torch.no_grad()
+    def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors):
+        """The model's ``sample`` with the network calls of the backend (compiled / ONNX / TensorRT)."""
+        from sceneleap_core.models.denoising_loop import DenoisingLoop
+
+        m = self.model
+        if anchors is not None:
+            num_grasps = anchors.shape[1]
+        if num_grasps < 1 or steps < 1:
+            raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
+        scheduler = m.make_scheduler(sampler)
+        null = None
+        if self._networks is None:
+            tokens, xyz = m.encoder(points, deterministic=True)
+            cache = m._cache(points, tokens, xyz, None, anchors)
+            if guidance_scale != 1.0:
+                null = m._cache(points, tokens, xyz, True, anchors)
+        else:
+            if guidance_scale != 1.0:
+                raise ValueError(f"guidance_scale: the {self.backend} backend exports the conditional network "
+                                 f"only; expected 1.0, got {guidance_scale}")  # fmt: skip
+            if points.shape[0] != 1:
+                raise ValueError(f"points: the {self.backend} backend takes one cloud, got {points.shape[0]}")
+            cache = self._networks.encode(points, anchors)
+        x_init = m.objective.initial_noise((points.shape[0], num_grasps, m.grasp_dim), cache.cond, generator)
+        loop = DenoisingLoop(self._denoiser, m.objective, scheduler, guidance_scale=guidance_scale)
+        return loop(cache, x_init, num_inference_steps=steps, null_cache=null, generator=generator)
+
     @classmethod
-    def from_pretrained(cls, directory, *, device: str = "cpu", **kwargs) -> GraspPlanner:
+    def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
         (``num_points``, ``center``, ``frame``) are used unless given."""
         from sceneleap_core.models import GraspGenerator
@@ -172,7 +228,7 @@ class GraspPlanner:
         for key in ("num_points", "center", "frame"):
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
-        return cls(model, normalizer, **kwargs)
+        return cls(model, normalizer, backend=backend, **kwargs)
 
     def prepare(self, points, seed: int = 0, up: np.ndarray | None = None, *, workspace=None,
                 voxel_size: float | None = None) -> PreparedCloud:  # fmt: skip
@@ -239,8 +295,11 @@ class GraspPlanner:
                 logits = self.model.score_anchors(points, anchors)  # (B, pool)
                 anchors = pick_scored(anchors, logits, num_grasps, generator=gen)
         kwargs = {"anchors": anchors} if anchors is not None else {}
-        z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
-                              guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip
+        if self.backend == "eager":
+            z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
+                                  guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip
+        else:
+            z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors)
         pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
         return GraspSet(pose, joints, z, anchors)
 
