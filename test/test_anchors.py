@@ -173,13 +173,19 @@ def test_planner_with_an_anchored_model_returns_anchors_on_the_objects(tmp_path)
     model.save_pretrained(tmp_path, normalizer=fit_normalizer(ds, 2, anchored=True),
                           extra_config={"data": {"num_points": 512, "frame": "gravity"}})  # fmt: skip
     planner = GraspPlanner.from_pretrained(tmp_path)
-    out = planner.plan(pts, num_grasps=12, steps=2, seed=3, up=np.array([0.0, 0.0, 1.0]))
+    # unfiltered: an untrained model's grasps collide (filtering: test_infer_postprocess)
+    out = planner.plan(pts, num_grasps=12, steps=2, seed=3, up=np.array([0.0, 0.0, 1.0]),
+                       filter=False, oversample=1)  # fmt: skip
     assert out.palm_pose.shape == (1, 12, 4, 4) and out.anchors.shape == (1, 12, 3)
     nearest = np.linalg.norm(pts[None] - out.anchors[0].numpy()[:, None].astype(np.float64), axis=-1).argmin(axis=1)
     assert is_box[nearest].all(), "anchors are drawn on the object, in the input frame"
     # without a given up, the planner estimates it from the table
-    again = planner.plan(pts, num_grasps=12, steps=2, seed=3)
-    assert torch.allclose(again.anchors, out.anchors, atol=1e-4)
+    again = planner.plan(pts, num_grasps=12, steps=2, seed=3, filter=False, oversample=1)
+
+    def by_x(a):  # the same anchors; their rank may differ (the table term uses the estimated plane)
+        return a[0][a[0, :, 0].argsort()]
+
+    assert torch.allclose(by_x(again.anchors), by_x(out.anchors), atol=1e-4)
 
 
 def test_anchor_labels_mark_points_where_a_grasp_of_that_object_would_be_anchored():

@@ -99,7 +99,8 @@ def test_planner_loads_a_checkpoint_and_returns_grasps_in_the_cloud_frame(tmp_pa
     source = ShardDataset(SAMPLE)
     s = source[int(usable_indices(source)[0])]
     cloud = np.asarray(s.points, np.float64)
-    out = planner.plan(cloud, num_grasps=5, steps=3, seed=1)  # up estimated from the table
+    # unfiltered: an untrained model's grasps collide; this test is about frames (filtering: test_infer_postprocess)
+    out = planner.plan(cloud, num_grasps=5, steps=3, seed=1, filter=False)  # up estimated from the table
     assert out.palm_pose.shape == (1, 5, 4, 4) and out.joints.shape == (1, 5, 16)
     rot = out.palm_pose[0, :, :3, :3].double()
     torch.testing.assert_close(
@@ -110,7 +111,7 @@ def test_planner_loads_a_checkpoint_and_returns_grasps_in_the_cloud_frame(tmp_pa
     # the grasps come back near the cloud (within the normalizer's translation range of its centre)
     centre = torch.as_tensor(cloud.mean(0), dtype=out.palm_pose.dtype)
     assert (out.palm_pose[0, :, :3, 3] - centre).norm(dim=-1).max() < 1.0
-    again = planner.plan(cloud, num_grasps=5, steps=3, seed=1)
+    again = planner.plan(cloud, num_grasps=5, steps=3, seed=1, filter=False)
     torch.testing.assert_close(again.palm_pose, out.palm_pose)  # seeded
     with pytest.raises(ValueError, match="points"):
         planner.plan(cloud[:, :2])

@@ -10,13 +10,47 @@ Shapes: B clouds, N points, G grasps, J joints, D = 3 + J + 6.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from sceneleap_core.geometry.anchors import pick_scored, select_anchors
+from sceneleap_core.geometry.anchors import grasp_centres, pick_scored, select_anchors
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
+from sceneleap_core.infer.postprocess import (
+    PostConfig,
+    collision_check,
+    diverse_topk,
+    grasp_energy,
+    reason_counts,
+    refine,
+)
+
+BACKENDS = ("eager", "compile", "onnx", "tensorrt")
+
+
+@dataclass
+class PreparedCloud:
+    """A cloud ready for the network, and what the checks need of it.
+
+    Attributes:
+        points: (1, N', 3) network-frame points; frame: (1, 4, 4) input <- network;
+        up_net: (1, 3) world up in the network frame, or None;
+        cloud: (N', 3) float64 the same points in the input frame (collision checks);
+        plane: the support plane (:class:`sceneleap_core.infer.preprocess.SupportPlane`) or None;
+        up: (3,) world up in the input frame, or None;
+        stats: point counts after each step (input, nonfinite dropped, cropped, voxel).
+    """
+
+    points: torch.Tensor
+    frame: torch.Tensor
+    up_net: torch.Tensor | None
+    cloud: np.ndarray
+    plane: object | None
+    up: np.ndarray | None
+    stats: dict
 
 
 @dataclass
@@ -26,14 +60,38 @@ class GraspSet:
     Attributes:
         palm_pose: (B, G, 4, 4) pose of the palm frame.
         joints: (B, G, J) joint angles, clamped to the limits.
-        vectors: (B, G, D) the normalized network output they were decoded from.
+        vectors: (B, G, D) the normalized network output they were decoded from (before any refinement).
         anchors: (B, G, 3) the anchor point of each grasp (anchored generators), else None.
+
+    Filled by :meth:`GraspPlanner.plan` (None / empty from :meth:`GraspPlanner.sample_network`):
+        scores: (B, G) ranking score, -energy (:func:`sceneleap_core.infer.postprocess.grasp_energy`),
+            best first.
+        pregrasp_pose: (B, G, 4, 4) the palm backed off along the approach axis;
+        pregrasp_joints: (B, G, J) the open hand the approach starts with.
+        target: (B, G, 3) the point each grasp is meant for: its anchor, else the observed point
+            nearest its grasp centre.
+        joint_names, hand_name: the hand's joint order and name.
+        timings: milliseconds per stage (prepare, sample, decode, refine, filter, rank, total).
+        rejected: grasps dropped per reason (:data:`sceneleap_core.infer.postprocess.REASONS`);
+        candidates: how many were sampled before filtering.
     """
 
     palm_pose: torch.Tensor
     joints: torch.Tensor
     vectors: torch.Tensor
     anchors: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    pregrasp_pose: torch.Tensor | None = None
+    pregrasp_joints: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    joint_names: list[str] = field(default_factory=list)
+    hand_name: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    rejected: dict[str, int] = field(default_factory=dict)
+    candidates: int = 0
+
+    def __len__(self) -> int:
+        return int(self.palm_pose.shape[1])
 
 
 def decode_grasps(
@@ -80,10 +138,22 @@ class GraspPlanner:
             plane and keep G by their learned score (Gumbel top-k); 1 keeps G drawn uniformly. On the
             CPU fit rung after 3,000 steps the score lifted 45 % vs 25 % uniform (after 1,500 steps,
             with the score head still untrained, 6 % vs 16 %): bench/RESULTS.md.
+        voxel_size: voxel downsampling (m) before sampling ``num_points``; 0 (default) = off, as
+            the training clouds were not voxelized (it evens out the camera's density).
+        oversample: candidates sampled per grasp asked of :meth:`plan` (filtering drops some).
+        post: post-processing settings (:class:`sceneleap_core.infer.postprocess.PostConfig`).
+        backend: the network's runtime (``BACKENDS``): ``eager`` (the model's own ``sample``);
+            ``compile`` (``torch.compile`` of the denoiser, dynamic shapes; the encoder runs once per
+            cloud, eager); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
+            folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
+            from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
+            The scheduler loop stays in Python for every backend.
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
-                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 4):  # fmt: skip
+                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 4,
+                 voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
+                 backend: str = "eager", onnx_dir=None):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -91,9 +161,63 @@ class GraspPlanner:
         if int(anchor_pool) < 1:
             raise ValueError(f"anchor_pool: expected >= 1, got {anchor_pool}")
         self.anchor_pool = int(anchor_pool)
+        self.voxel_size = float(voxel_size)
+        self.oversample = float(oversample)
+        self.post = post or PostConfig()
+        self._setup_backend(backend, onnx_dir)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _setup_backend(self, backend: str, onnx_dir) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+        self.backend, self._networks = backend, None
+        if backend == "compile":
+            self._denoiser = torch.compile(self.model.denoiser, dynamic=True)
+        elif backend in ("onnx", "tensorrt"):
+            import tempfile
+
+            from sceneleap_core.infer.export import OnnxNetworks, TrtNetworks, export_onnx
+
+            if onnx_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="sceneleap_onnx_")
+                onnx_dir = self._tmp.name
+            export_onnx(self.model, onnx_dir, num_points=self.num_points)
+            self._networks = OnnxNetworks(onnx_dir) if backend == "onnx" else TrtNetworks(onnx_dir)
+            self._denoiser = self._networks.denoise
+
+    @torch.no_grad()
+    def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors):
+        """The model's ``sample`` with the network calls of the backend (compiled / ONNX / TensorRT)."""
+        from sceneleap_core.models.denoising_loop import DenoisingLoop
+
+        m = self.model
+        if anchors is not None:
+            num_grasps = anchors.shape[1]
+        if num_grasps < 1 or steps < 1:
+            raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
+        scheduler = m.make_scheduler(sampler)
+        null = None
+        if self._networks is None:
+            tokens, xyz = m.encoder(points, deterministic=True)
+            cache = m._cache(points, tokens, xyz, None, anchors)
+            if guidance_scale != 1.0:
+                null = m._cache(points, tokens, xyz, True, anchors)
+        else:
+            if guidance_scale != 1.0:
+                raise ValueError(f"guidance_scale: the {self.backend} backend exports the conditional network "
+                                 f"only; expected 1.0, got {guidance_scale}")  # fmt: skip
+            if points.shape[0] != 1:
+                raise ValueError(f"points: the {self.backend} backend takes one cloud, got {points.shape[0]}")
+            cache = self._networks.encode(points, anchors)
+        x_init = m.objective.initial_noise((points.shape[0], num_grasps, m.grasp_dim), cache.cond, generator)
+        loop = DenoisingLoop(self._denoiser, m.objective, scheduler, guidance_scale=guidance_scale)
+        return loop(cache, x_init, num_inference_steps=steps, null_cache=null, generator=generator)
 
     @classmethod
-    def from_pretrained(cls, directory, *, device: str = "cpu", **kwargs) -> GraspPlanner:
+    def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
         (``num_points``, ``center``, ``frame``) are used unless given."""
         from sceneleap_core.models import GraspGenerator
@@ -105,30 +229,53 @@ class GraspPlanner:
         for key in ("num_points", "center", "frame"):
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
-        return cls(model, normalizer, **kwargs)
+        return cls(model, normalizer, backend=backend, **kwargs)
+
+    def prepare(self, points, seed: int = 0, up: np.ndarray | None = None, *, workspace=None,
+                voxel_size: float | None = None) -> PreparedCloud:  # fmt: skip
+        """One raw cloud -> :class:`PreparedCloud` (module :mod:`sceneleap_core.infer.preprocess`):
+        xyz of (N, 3), (N, 3 + C) or organized (H, W, 3 + C) input; NaN/inf rows dropped; cropped to
+        ``workspace`` ((min xyz), (max xyz), the cloud's frame) when given; voxel-downsampled by
+        ``voxel_size`` (m; the planner's default when None, 0 = off); ``num_points`` drawn (seeded,
+        with replacement when fewer); the support plane found (``up`` or RANSAC); the network frame.
+        ValueError naming the problem for empty, all-NaN, degenerate or wrongly shaped clouds."""
+        from sceneleap_core.geometry.frames import network_frame
+        from sceneleap_core.infer import preprocess as pp
+
+        xyz = pp.as_xyz(points)
+        stats = {"input": len(xyz)}
+        xyz, stats["nonfinite"] = pp.drop_nonfinite(xyz)
+        if workspace is not None:
+            xyz = pp.crop_box(xyz, workspace)
+        stats["cropped"] = len(xyz)
+        xyz = pp.voxel_downsample(xyz, self.voxel_size if voxel_size is None else voxel_size)
+        stats["voxel"] = len(xyz)
+        pp.check_spread(xyz)
+        rng = np.random.default_rng(seed)
+        pts = xyz[rng.choice(len(xyz), self.num_points, replace=len(xyz) < self.num_points)]
+        plane = pp.support_plane(pts, up, seed=seed)
+        if up is None and (self.frame == "gravity" or getattr(self.model, "anchored", False)):
+            if plane is None:
+                from sceneleap_core.geometry.frames import estimate_up
+
+                up = estimate_up(pts, seed=seed)
+            else:
+                up = plane.normal
+        net, frame, rot = network_frame(pts, frame=self.frame, center=self.center, up=up)
+        device = next(self.model.parameters()).device
+        net_up = None if up is None else torch.from_numpy(rot @ (np.asarray(up, float) / np.linalg.norm(up)))
+        net, frame = torch.from_numpy(net), torch.from_numpy(frame)
+        net, frame, net_up = (None if a is None else a.float()[None].to(device) for a in (net, frame, net_up))
+        return PreparedCloud(net, frame, net_up, pts, plane, up, stats)
 
     def preprocess(
         self, points: np.ndarray | torch.Tensor, seed: int = 0, up: np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One cloud (N, 3) in its own frame -> network points (1, N', 3), frame (1, 4, 4) = input <-
-        network, and world up in the network frame (1, 3). ``up``: world up in the cloud's frame
-        (estimated from the table when None and the frame or the anchors need it; else up is None)."""
-        from sceneleap_core.geometry.frames import estimate_up, network_frame
-
-        pts = np.asarray(points.detach().cpu() if isinstance(points, torch.Tensor) else points, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
-            raise ValueError(f"points: expected a non-empty (N, 3) cloud, got shape {pts.shape}")
-        if not np.isfinite(pts).all():
-            raise ValueError("points: expected finite coordinates, got NaN or inf")
-        rng = np.random.default_rng(seed)
-        pts = pts[rng.choice(len(pts), self.num_points, replace=len(pts) < self.num_points)]
-        if up is None and (self.frame == "gravity" or getattr(self.model, "anchored", False)):
-            up = estimate_up(pts, seed=seed)
-        net, frame, rot = network_frame(pts, frame=self.frame, center=self.center, up=up)
-        device = next(self.model.parameters()).device
-        net_up = None if up is None else torch.from_numpy(rot @ (np.asarray(up, float) / np.linalg.norm(up)))
-        net, frame = torch.from_numpy(net), torch.from_numpy(frame)
-        return tuple(None if a is None else a.float()[None].to(device) for a in (net, frame, net_up))
+        network, and world up in the network frame (1, 3) (None when neither given nor needed).
+        The tensor part of :meth:`prepare`."""
+        p = self.prepare(points, seed, up)
+        return p.points, p.frame, p.up_net
 
     @torch.no_grad()
     def sample_network(self, points: torch.Tensor, num_grasps: int = 32, *, steps: int = 10,
@@ -149,19 +296,101 @@ class GraspPlanner:
                 logits = self.model.score_anchors(points, anchors)  # (B, pool)
                 anchors = pick_scored(anchors, logits, num_grasps, generator=gen)
         kwargs = {"anchors": anchors} if anchors is not None else {}
-        z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
-                              guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip
+        if self.backend == "eager":
+            z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
+                                  guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip
+        else:
+            z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors)
         pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
         return GraspSet(pose, joints, z, anchors)
 
     def plan(self, points, num_grasps: int = 32, *, steps: int = 10, sampler: str | None = None,
-             guidance_scale: float = 1.0, seed: int = 0, up: np.ndarray | None = None) -> GraspSet:  # fmt: skip
-        """One raw cloud (N, 3) -> (1, G, ...) grasps in the cloud's frame (``up``: world up in it)."""
-        net, frame, net_up = self.preprocess(points, seed, up)
-        out = self.sample_network(
-            net, num_grasps, steps=steps, sampler=sampler, guidance_scale=guidance_scale, seed=seed, up=net_up
-        )
+             guidance_scale: float = 1.0, seed: int | None = 0, up: np.ndarray | None = None,
+             guidance: float | None = None, workspace=None, voxel_size: float | None = None,
+             oversample: float | None = None, refine_steps: int | None = None, filter: bool | None = None,
+             diversity: float | None = None, post: PostConfig | dict | None = None) -> GraspSet:  # fmt: skip
+        """One raw cloud -> up to ``num_grasps`` ranked, filtered grasps (1, G, ...) in the cloud's frame.
+
+        Args:
+            points: (N, 3), (N, 3 + C) or organized (H, W, 3 + C); NaN/inf rows are dropped.
+            num_grasps: grasps returned at most (fewer when filtering leaves fewer).
+            steps, sampler: the sampler (``ddim``, ``dpmpp``, ``ddpm``, ...) and its steps.
+            guidance_scale (alias ``guidance``): classifier-free guidance w (1 = off).
+            seed: sampling seed (None = fresh entropy).
+            up: world up in the cloud's frame (estimated from the table when None).
+            workspace: ((xmin, ymin, zmin), (xmax, ymax, zmax)) crop in the cloud's frame.
+            voxel_size: voxel downsampling (m) before sampling the network's points.
+            oversample: candidates sampled per returned grasp (``self.oversample`` when None).
+            refine_steps, filter, diversity: overrides of ``post`` (:class:`PostConfig`).
+
+        Recipe: prepare -> sample ``ceil(oversample G)`` candidates -> decode -> refine (optional)
+        -> reject collisions with the cloud / table / approach sweep -> score (-energy) -> diverse top-k.
+        """
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        sync = (lambda: torch.cuda.synchronize()) if self.device.type == "cuda" else (lambda: None)
+
+        def lap(name: str, t0: float) -> float:
+            sync()
+            now = time.perf_counter()
+            timings[name] = 1e3 * (now - t0)
+            return now
+
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        if guidance is not None:
+            guidance_scale = guidance
+        cfg = self.post if post is None else (PostConfig.from_dict(post) if isinstance(post, dict) else post)
+        changes = {"refine_steps": refine_steps, "filter": filter, "diversity": diversity}
+        cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+        if num_grasps < 1:
+            raise ValueError(f"num_grasps: expected >= 1, got {num_grasps}")
+        over = self.oversample if oversample is None else float(oversample)
+        if over < 1:
+            raise ValueError(f"oversample: expected >= 1, got {over}")
+        candidates = int(np.ceil(over * num_grasps))
+        t = time.perf_counter()
+        prep = self.prepare(points, seed, up, workspace=workspace, voxel_size=voxel_size)
+        t = lap("prepare", t)
+        out = self.sample_network(prep.points, candidates, steps=steps, sampler=sampler,
+                                  guidance_scale=guidance_scale, seed=seed, up=prep.up_net)  # fmt: skip
+        t = lap("sample", t)
+        frame = prep.frame
+        pose = to_input_frame(frame, out.palm_pose)[0]  # (C, 4, 4)
+        joints = out.joints[0]
         anchors = None
         if out.anchors is not None:
-            anchors = out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3]
-        return GraspSet(to_input_frame(frame, out.palm_pose), out.joints, out.vectors, anchors)
+            anchors = (out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3])[0]
+        hand, dt = self.hand, self.hand.dtype
+        cloud = torch.as_tensor(prep.cloud, dtype=dt, device=self.device)
+        t = lap("decode", t)
+        pose, joints = refine(hand, pose.to(dt), joints.to(dt), cloud, prep.plane, cfg)
+        t = lap("refine", t)
+        check = collision_check(hand, pose, joints, cloud, prep.plane, cfg)
+        keep = check["keep"].nonzero().squeeze(-1)
+        t = lap("filter", t)
+        with torch.no_grad():
+            energy = grasp_energy(hand, pose[keep], joints[keep], cloud, prep.plane, cfg)["total"]
+        scores = -energy
+        order = keep[diverse_topk(pose[keep], scores, num_grasps, cfg.diversity, cfg.rotation_scale)]
+        rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
+        rank[keep] = scores
+        if anchors is not None:
+            target = anchors[order]
+        else:
+            centres = grasp_centres(hand, pose[order], joints[order])
+            target = cloud[torch.cdist(centres, cloud).argmin(-1)] if len(order) else centres
+        t = lap("rank", t)
+        timings["total"] = 1e3 * (time.perf_counter() - t_start)
+        f32 = out.palm_pose.dtype
+
+        def pick(x):
+            return None if x is None else x[order][None]
+
+        return GraspSet(
+            palm_pose=pick(pose).to(f32), joints=pick(joints).to(f32), vectors=out.vectors[0][order][None],
+            anchors=pick(anchors), scores=pick(rank).to(f32), pregrasp_pose=pick(check["pregrasp_pose"]).to(f32),
+            pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
+            joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=timings,
+            rejected=reason_counts(check["reason"]), candidates=candidates,
+        )  # fmt: skip

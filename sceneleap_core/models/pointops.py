@@ -157,7 +157,11 @@ def _uniform(
     if generator is not None or not deterministic:
         return torch.rand(b, n, generator=generator, device=device)
     i = torch.arange(n, device=device, dtype=torch.float64) + 1.0 + 0.5 * salt
-    return torch.frac(torch.sin(i * 12.9898 + 78.233 * (salt + 1)) * 43758.5453).float().expand(b, n)
+    v = torch.sin(i * 12.9898 + 78.233 * (salt + 1)) * 43758.5453
+    keys = (v - v.sign() * v.abs().floor()).float()  # = torch.frac(v) (ONNX lacks frac and trunc)
+    if torch.onnx.is_in_onnx_export():  # a constant of the graph (exporters fold the float64 math to float32)
+        keys = torch.tensor(keys.tolist(), dtype=torch.float32, device=device)
+    return keys.expand(b, n)
 
 
 def random_sample(
@@ -213,8 +217,13 @@ def voxel_sample(
     perm = _uniform(b, n, points.device, generator, deterministic, 1).argsort(dim=-1)  # (B, N)
     grid = ((points - lo) / size).floor().long().clamp(0, 2**20 - 1)  # (B, N, 3)
     grid = torch.gather(grid, 1, perm[..., None].expand(-1, -1, 3))  # (B, N, 3)
-    key = (grid[..., 0] << 40) | (grid[..., 1] << 20) | grid[..., 2]  # (B, N)
-    key_sorted, order = key.sort(dim=-1, stable=True)  # (B, N)
+    key = (
+        grid[..., 0] * 2**40 + grid[..., 1] * 2**20 + grid[..., 2]
+    )  # (B, N), = (x << 40) | (y << 20) | z (ONNX-exportable)
+    if torch.onnx.is_in_onnx_export():  # ONNX TopK breaks ties by the lower index: a stable sort
+        key_sorted, order = key.topk(n, dim=-1, largest=False)
+    else:
+        key_sorted, order = key.sort(dim=-1, stable=True)  # (B, N)
     first = torch.ones_like(key_sorted, dtype=torch.bool)
     first[:, 1:] = key_sorted[:, 1:] != key_sorted[:, :-1]
     # 3. representatives first, random among them

@@ -1,0 +1,254 @@
+"""Decoded grasps -> the grasps a robot may execute: refinement, rejection, ranking, diverse top-k.
+
+All in the cloud's frame, against what the camera saw: the observed points (the cloud the network
+was fed) and the support plane (:class:`sceneleap_core.infer.preprocess.SupportPlane`), with the
+hand's collision boxes (:class:`sceneleap_core.hand.HandModel`).
+
+* :func:`collision_check`: every grasp at the states of its approach
+  (:func:`sceneleap_core.data.hand_collision.sweep_states`, the data engine's and the lift test's:
+  the open hand from the pregrasp, backed off along the approach axis, to the grasp pose, then the
+  grasp). Rejected, first reason wins: ``nonfinite``; ``table`` (a box corner under the plane in
+  any state); ``cloud`` (observed points inside the closed hand deeper than ``grasp_tolerance``:
+  the closed fingers touch their object by design, hence the tolerance); ``sweep`` (points inside
+  the open hand on its way in). A reason fires at ``min_hits`` points, so a few flying pixels do
+  not veto a grasp.
+* :func:`grasp_energy`: penetration of observed points into the hand, hand under the table,
+  distance of the finger pads to the cloud, self-penetration (a weighted sum, lower is better);
+  :func:`refine` takes a few Adam steps on it (palm translation and rotation, joints).
+* :func:`diverse_topk`: greedy by score, skipping grasps within ``min_distance`` of one already kept.
+
+Shapes: G grasps, J joints, S states per grasp, N observed points, K hand boxes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+
+from sceneleap_core.data.hand_collision import sweep_states
+from sceneleap_core.geometry.box_sdf import box_signed_distance
+from sceneleap_core.geometry.rotations import axis_angle_to_matrix
+
+REASONS = ("nonfinite", "table", "cloud", "sweep")
+
+
+@dataclass
+class PostConfig:
+    """Post-processing settings (metres, radians).
+
+    Attributes:
+        filter: reject colliding grasps (``collision_check``).
+        pregrasp_distance: back-off of the pregrasp along the approach axis (the lift test's 10 cm).
+        sweep_steps: open-hand states between pregrasp and grasp.
+        grasp_tolerance / sweep_tolerance: depth of an observed point inside the closed / open hand
+            that counts as a hit (a box's depth is at most its half-width, ~1 cm on the fingers, so
+            these stay at a few mm: camera noise, and the data engine's validated grasps penetrate
+            their object by ~0 mm along the open sweep, ``data.compose.TARGET_TOLERANCE``).
+        table_tolerance: how far a box corner may dip under the support plane.
+        min_hits: points at which the cloud / sweep reasons fire.
+        refine_steps, refine_lr: gradient refinement (0 = off).
+        w_penetration, w_table, w_contact, w_self: energy weights (the ranking score is -energy).
+        contact_k: finger-pad candidates averaged by the contact term.
+        diversity: minimum palm distance (m) between kept grasps (0 = plain top-k); rotations count
+            ``rotation_scale`` m per radian.
+        max_points: observed points used by the checks (strided).
+    """
+
+    filter: bool = True
+    pregrasp_distance: float = 0.10
+    sweep_steps: int = 8
+    grasp_tolerance: float = 0.004
+    sweep_tolerance: float = 0.003
+    table_tolerance: float = 0.005
+    min_hits: int = 3
+    refine_steps: int = 0
+    refine_lr: float = 2e-3
+    w_penetration: float = 100.0
+    w_table: float = 100.0
+    w_contact: float = 1.0
+    w_self: float = 10.0
+    contact_k: int = 8
+    diversity: float = 0.02
+    rotation_scale: float = 0.05
+    max_points: int = 2048
+    chunk: int = 64
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PostConfig:
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(data) - known)
+        if bad:
+            raise ValueError(f"PostConfig: unknown keys {bad}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
+def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:
+    step = max(1, -(-points.shape[0] // max_points))
+    return points[::step]
+
+
+def hand_depth(hand, state, cloud: torch.Tensor) -> torch.Tensor:
+    """Depth (B, N) of points (N, 3) inside the hand of each of B states (0 outside), as
+    ``hand.penetration_depth`` but sparse: only the (box, point) pairs within a box's bounding
+    sphere get the box SDF (a tabletop cloud touches few boxes; the dense form costs B N K).
+    Differentiable in the state."""
+    rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
+    b, k = ctr.shape[:2]
+    half = hand.box_half.to(ctr)
+    cloud = cloud.to(ctr)
+    with torch.no_grad():
+        near = torch.cdist(ctr.detach().reshape(b * k, 3), cloud) < half.norm(dim=-1).repeat(b)[:, None] + 1e-6
+        bk, n = near.nonzero(as_tuple=True)
+    local = ((cloud[n] - ctr.reshape(b * k, 3)[bk])[:, None] @ rot.reshape(b * k, 3, 3)[bk]).squeeze(1)
+    depth = (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
+    out = torch.zeros(b * cloud.shape[0], dtype=ctr.dtype, device=ctr.device)
+    return out.scatter_reduce(0, (bk // k) * cloud.shape[0] + n, depth, "amax").view(b, -1)
+
+
+def lowest_height(hand, state, normal: torch.Tensor, offset: float) -> torch.Tensor:
+    """(B,) height above the plane (``normal . x = offset``) of the lowest hand-box corner."""
+    rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
+    n = normal.to(ctr)
+    along = (rot.transpose(-1, -2) @ n).abs()  # (B, K, 3): |R^T n|
+    low = ctr @ n - (along * hand.box_half.to(ctr)).sum(-1) - offset  # (B, K)
+    return low.amin(-1)
+
+
+@torch.no_grad()
+def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
+                    plane=None, config: PostConfig | None = None) -> dict:  # fmt: skip
+    """Which of G grasps (pose (G, 4, 4), joints (G, J)) collide (module docstring).
+
+    Returns ``keep`` (G,) bool, ``reason`` (G,) int64 index into ``REASONS`` (-1 = kept),
+    ``hits`` (G, S) observed points inside the hand per state, ``table`` (G,) lowest box corner above
+    the plane over all states (inf without a plane), ``pregrasp_pose`` (G, 4, 4) and
+    ``pregrasp_joints`` (G, J).
+    """
+    cfg = config or PostConfig()
+    g, j = joints.shape
+    dt, dev = hand.dtype, hand.device
+    pose, joints = pose.to(dev, dt), joints.to(dev, dt)
+    finite = torch.isfinite(pose).flatten(1).all(1) & torch.isfinite(joints).all(1)
+    pose = torch.where(finite[:, None, None], pose, torch.eye(4, dtype=dt, device=dev))
+    joints = torch.where(finite[:, None], joints, hand.open_pose.to(joints))
+    poses, q = sweep_states(hand, pose, joints, pregrasp_distance=cfg.pregrasp_distance, sweep_steps=cfg.sweep_steps)
+    s = poses.shape[1]
+    flat_pose, flat_q = poses.reshape(g * s, 4, 4), q.reshape(g * s, j)
+    cloud = None if points is None or len(points) == 0 else _cloud(points.to(dev, dt), cfg.max_points)
+    tol = torch.full((s,), cfg.sweep_tolerance, dtype=dt, device=dev)
+    tol[-1] = cfg.grasp_tolerance
+    hits = torch.zeros(g * s, dtype=torch.long, device=dev)
+    table = torch.full((g * s,), float("inf"), dtype=dt, device=dev)
+    normal = None if plane is None else torch.as_tensor(plane.normal, dtype=dt, device=dev)
+    for a in range(0, g * s, cfg.chunk * s):
+        sl = slice(a, min(a + cfg.chunk * s, g * s))
+        state = hand(flat_q[sl], flat_pose[sl], validate=False)
+        if cloud is not None:
+            depth = hand_depth(hand, state, cloud)  # (b, N)
+            hits[sl] = (depth > tol.repeat(g)[sl, None]).sum(-1)
+        if normal is not None:
+            table[sl] = lowest_height(hand, state, normal, float(plane.offset))
+    hits, table = hits.view(g, s), table.view(g, s).amin(-1)
+    reason = torch.full((g,), -1, dtype=torch.long, device=dev)
+    checks = (
+        ~finite,
+        table < -cfg.table_tolerance,
+        hits[:, -1] >= cfg.min_hits,
+        (hits[:, :-1] >= cfg.min_hits).any(-1),
+    )
+    for i in reversed(range(len(REASONS))):  # first reason wins
+        reason = torch.where(checks[i], torch.full_like(reason, i), reason)
+    if not cfg.filter:
+        reason = torch.where(finite, torch.full_like(reason, -1), reason)
+    return {"keep": reason < 0, "reason": reason, "hits": hits, "table": table,
+            "pregrasp_pose": poses[:, 0], "pregrasp_joints": q[:, 0]}  # fmt: skip
+
+
+def reason_counts(reason: torch.Tensor) -> dict[str, int]:
+    """``{reason: count}`` of rejected grasps (every reason present, zeros included)."""
+    return {name: int((reason == i).sum()) for i, name in enumerate(REASONS)}
+
+
+def grasp_energy(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
+                 plane=None, config: PostConfig | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Differentiable per-grasp energy terms (G,) and their weighted ``total`` (lower is better)."""
+    cfg = config or PostConfig()
+    state = hand(joints.to(hand.dtype), pose.to(hand.dtype), validate=False)
+    g = joints.shape[0]
+    zero = torch.zeros(g, dtype=hand.dtype, device=hand.device)
+    out = {"penetration": zero, "table": zero, "contact": zero}
+    if points is not None and len(points):
+        cloud = _cloud(points.to(hand.device, hand.dtype), cfg.max_points)
+        out["penetration"] = hand_depth(hand, state, cloud).sum(-1)
+        dist = hand.contact_distance(state, cloud[None].expand(g, -1, -1))
+        out["contact"] = dist.topk(min(cfg.contact_k, dist.shape[-1]), dim=-1, largest=False).values.mean(-1)
+    if plane is not None:
+        normal = torch.as_tensor(plane.normal, dtype=hand.dtype, device=hand.device)
+        out["table"] = (-lowest_height(hand, state, normal, float(plane.offset))).clamp_min(0)
+    out["self"] = hand.self_penetration(state)
+    out["total"] = (cfg.w_penetration * out["penetration"] + cfg.w_table * out["table"]
+                    + cfg.w_contact * out["contact"] + cfg.w_self * out["self"])  # fmt: skip
+    return out
+
+
+def refine(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None, plane=None,
+           config: PostConfig | None = None, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """A few Adam steps on :func:`grasp_energy` over palm translation, palm rotation (axis-angle
+    about the palm origin) and joints; joints stay inside their limits. -> pose (G, 4, 4), joints (G, J)."""
+    cfg = config or PostConfig()
+    steps = cfg.refine_steps if steps is None else steps
+    if steps <= 0 or joints.shape[0] == 0:
+        return pose, joints
+    dt = hand.dtype
+    pose0, q0 = pose.detach().to(dt), joints.detach().to(dt)
+    d_t = torch.zeros(q0.shape[0], 3, dtype=dt, device=q0.device, requires_grad=True)
+    d_r = torch.zeros(q0.shape[0], 3, dtype=dt, device=q0.device, requires_grad=True)
+    d_q = torch.zeros_like(q0, requires_grad=True)
+    opt = torch.optim.Adam([d_t, d_r, d_q], lr=cfg.refine_lr)
+    lo, hi = hand.joint_lower.to(q0), hand.joint_upper.to(q0)
+
+    def current():
+        angle = d_r.norm(dim=-1).clamp_min(1e-12)
+        rot = axis_angle_to_matrix(d_r / angle[:, None], angle) @ pose0[:, :3, :3]
+        p = torch.cat([torch.cat([rot, (pose0[:, :3, 3] + d_t)[:, :, None]], -1), pose0[:, 3:]], 1)
+        return p, torch.maximum(torch.minimum(q0 + d_q, hi), lo)
+
+    with torch.enable_grad():
+        for _ in range(steps):
+            p, q = current()
+            energy = grasp_energy(hand, p, q, points, plane, cfg)["total"].sum()
+            opt.zero_grad()
+            energy.backward()
+            opt.step()
+    p, q = current()
+    return p.detach().to(pose.dtype), q.detach().to(joints.dtype)
+
+
+def pose_distance(pose: torch.Tensor, rotation_scale: float = 0.05) -> torch.Tensor:
+    """(G, G) palm distance: translation (m) + ``rotation_scale`` x geodesic angle (rad)."""
+    t = torch.cdist(pose[:, :3, 3].double(), pose[:, :3, 3].double())
+    r = pose[:, :3, :3].double()
+    cos = ((torch.einsum("aij,bij->ab", r, r) - 1) / 2).clamp(-1, 1)
+    return t + rotation_scale * torch.arccos(cos)
+
+
+def diverse_topk(pose: torch.Tensor, scores: torch.Tensor, k: int, min_distance: float = 0.02,
+                 rotation_scale: float = 0.05) -> torch.Tensor:  # fmt: skip
+    """Indices (<= k,) of grasps, best score first, skipping any within ``min_distance``
+    (:func:`pose_distance`) of one kept; the skipped fill the remaining places by score when fewer
+    than k are that far apart (diversity is preferred, not bought with fewer grasps)."""
+    order = torch.argsort(scores, descending=True)
+    if min_distance <= 0 or len(order) <= 1:
+        return order[:k]
+    dist = pose_distance(pose, rotation_scale)
+    kept, skipped = [], []
+    for i in order.tolist():
+        if len(kept) == k:
+            break
+        if kept and bool((dist[i, kept] < min_distance).any()):
+            skipped.append(i)
+        else:
+            kept.append(i)
+    kept += skipped[: k - len(kept)]
+    return torch.as_tensor(kept, dtype=torch.long, device=scores.device)

@@ -1,0 +1,139 @@
+"""Raw cloud -> clean cloud: the planner's preprocessing steps, each a small numpy function.
+
+Order (:meth:`sceneleap_core.infer.GraspPlanner.prepare`): :func:`as_xyz` (shapes, extra channels,
+organized clouds) -> :func:`drop_nonfinite` -> :func:`crop_box` (optional workspace) ->
+:func:`voxel_downsample` (optional) -> :func:`check_spread` (clear errors for degenerate clouds) ->
+sampling to the model's point count -> :func:`support_plane` (the table, kept for collision checks).
+
+Shapes: N points, C extra channels (colour, intensity: ignored).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MIN_POINTS = 16  # fewer usable points than this is not a scene
+
+
+def as_xyz(points) -> np.ndarray:
+    """(N, 3), (N, 3 + C) or an organized (H, W, 3 + C) cloud (numpy or torch) -> (N, 3) float64 xyz."""
+    if isinstance(points, torch.Tensor):
+        points = points.detach().cpu().numpy()
+    try:
+        arr = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"points: expected a numeric (N, 3) or (N, 3 + C) array, got {type(points).__name__}: {err}"
+        ) from None
+    if arr.ndim == 3:  # organized (H, W, 3 + C)
+        arr = arr.reshape(-1, arr.shape[-1])
+    if arr.ndim != 2 or arr.shape[1] < 3:
+        raise ValueError(f"points: expected an (N, 3) or (N, 3 + C) cloud (x, y, z first), got shape {arr.shape}")
+    if len(arr) == 0:
+        raise ValueError("points: expected a non-empty cloud, got 0 points")
+    return arr[:, :3]
+
+
+def drop_nonfinite(xyz: np.ndarray) -> tuple[np.ndarray, int]:
+    """Drop rows with a NaN/inf coordinate (organized clouds mark holes so) -> (kept (M, 3), dropped)."""
+    ok = np.isfinite(xyz).all(axis=1)
+    if not ok.any():
+        raise ValueError(f"points: expected finite coordinates, got none: all {len(xyz)} points are NaN or inf")
+    return xyz[ok], int((~ok).sum())
+
+
+def crop_box(xyz: np.ndarray, workspace) -> np.ndarray:
+    """Keep points inside the axis-aligned box ``workspace`` = (min (3,), max (3,)) in the cloud's frame."""
+    box = np.asarray(workspace, dtype=np.float64)
+    if box.shape != (2, 3) or not np.all(box[0] <= box[1]):
+        raise ValueError(
+            f"workspace: expected ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min <= max, got {box.tolist()}"
+        )
+    keep = np.all((xyz >= box[0]) & (xyz <= box[1]), axis=1)
+    if not keep.any():
+        lo, hi = xyz.min(0).round(3).tolist(), xyz.max(0).round(3).tolist()
+        raise ValueError(f"workspace: no point of the cloud (extent {lo} .. {hi}) lies inside {box.round(3).tolist()}")
+    return xyz[keep]
+
+
+def voxel_downsample(xyz: np.ndarray, voxel: float) -> np.ndarray:
+    """One point per occupied ``voxel`` (m) cube: the centroid of its points (order: by voxel key)."""
+    if not voxel or voxel <= 0:
+        return xyz
+    cell = np.floor((xyz - xyz.min(0)) / voxel).astype(np.int64)
+    dims = cell.max(0) + 1
+    key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    uniq, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+    out = np.zeros((len(uniq), 3))
+    for a in range(3):
+        out[:, a] = np.bincount(inverse, weights=xyz[:, a], minlength=len(uniq))
+    return out / counts[:, None]
+
+
+def check_spread(xyz: np.ndarray, *, min_points: int = MIN_POINTS, min_extent: float = 1e-4) -> None:
+    """Raise ValueError for clouds no network can read: too few points, or all on one point / line."""
+    if len(xyz) < min_points:
+        raise ValueError(f"points: expected at least {min_points} usable points, got {len(xyz)} after cleaning")
+    sv = np.linalg.svd(xyz - xyz.mean(0), compute_uv=False) / np.sqrt(len(xyz))
+    if sv[1] < min_extent:
+        raise ValueError(
+            f"points: degenerate cloud (spread {sv.round(6).tolist()} m along its principal axes: "
+            "all points on one spot or one line)"
+        )
+
+
+@dataclass
+class SupportPlane:
+    """The table: points x with ``normal . x = offset`` (normal = world up in the cloud's frame);
+    ``inliers``: fraction of the cloud within the fit threshold."""
+
+    normal: np.ndarray
+    offset: float
+    inliers: float
+
+    def height(self, xyz: np.ndarray) -> np.ndarray:
+        return xyz @ self.normal - self.offset
+
+
+def support_plane(
+    xyz: np.ndarray,
+    up: np.ndarray | None = None,
+    *,
+    seed: int = 0,
+    threshold: float = 0.006,
+    min_inliers: float = 0.05,
+    below: float = 0.05,
+) -> SupportPlane | None:
+    """The support plane of a tabletop cloud (N, 3), or None when there is none.
+
+    The normal is ``up`` when given, else the dominant RANSAC plane
+    (:func:`sceneleap_core.geometry.frames.estimate_up`); its height is the most populated height bin
+    among the lower points (:func:`sceneleap_core.geometry.anchors.support_height`), refit as the
+    median height of the inliers. A plane is accepted only when ``min_inliers`` of the points lie on
+    it and at most ``below`` of them lie under it (a support holds the scene up: an object's face
+    does not qualify, so a cloud of one object gets no table check rather than a wrong one).
+    """
+    from sceneleap_core.geometry.anchors import support_height
+    from sceneleap_core.geometry.frames import estimate_up
+
+    pts = np.asarray(xyz, dtype=np.float64)
+    if up is None:
+        try:
+            up = estimate_up(pts, seed=seed, threshold=threshold)
+        except ValueError:
+            return None
+    n = np.asarray(up, dtype=np.float64)
+    n = n / np.linalg.norm(n)
+    h = pts @ n
+    d = float(support_height(torch.from_numpy(h).float()[None])[0])
+    on = np.abs(h - d) < threshold
+    if on.any():
+        d = float(np.median(h[on]))
+        on = np.abs(h - d) < threshold
+    frac = float(on.mean())
+    if frac < min_inliers or float((h < d - threshold).mean()) > below:
+        return None
+    return SupportPlane(n, d, frac)

@@ -1,0 +1,87 @@
+"""A planned grasp set as a picture and as JSON: the cloud and the top grasps (one colour per rank)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def grasps_to_records(grasps) -> list[dict]:
+    """One JSON-ready dict per grasp of a :class:`sceneleap_core.infer.GraspSet` (batch 0), rank order."""
+    from sceneleap_core.hand.representation import pose_to_pos_quat
+
+    if len(grasps) == 0:
+        return []
+    pose = grasps.palm_pose[0].double()
+    pos, quat = pose_to_pos_quat(pose)
+    out = []
+    for i in range(len(grasps)):
+        rec = {
+            "rank": i + 1,
+            "score": None if grasps.scores is None else float(grasps.scores[0, i]),
+            "palm_pose": pose[i].tolist(),
+            "position": pos[i].tolist(),
+            "quaternion_xyzw": quat[i].tolist(),
+            "joints": grasps.joints[0, i].double().tolist(),
+        }
+        if grasps.pregrasp_pose is not None:
+            rec["pregrasp_pose"] = grasps.pregrasp_pose[0, i].double().tolist()
+            rec["pregrasp_joints"] = grasps.pregrasp_joints[0, i].double().tolist()
+        if grasps.target is not None:
+            rec["target_point"] = grasps.target[0, i].double().tolist()
+        out.append(rec)
+    return out
+
+
+def render_plan(cloud: np.ndarray, grasps, out: str | Path, *, hand=None, max_grasps: int = 5,
+                title: str | None = None) -> Path:  # fmt: skip
+    """PNG of the cloud (grey, strided to 20k points) and the ``max_grasps`` best grasps as hand
+    boxes, rank k in colour k of tab10 with a legend, from two views."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    from sceneleap_core.hand import HandModel
+    from sceneleap_core.hand.draw import _FACES, box_corners, save_figure
+
+    hand = hand or HandModel.load()
+    pts = np.asarray(cloud, dtype=np.float64)
+    pts = pts[np.isfinite(pts).all(1)]
+    pts = pts[:: max(1, len(pts) // 20000)]
+    g = min(max_grasps, len(grasps))
+    corners = (
+        box_corners(hand, grasps.joints[0, :g].to(hand.dtype), grasps.palm_pose[0, :g].to(hand.dtype))
+        if g
+        else np.zeros((0, 0, 8, 3))
+    )
+    cmap = plt.get_cmap("tab10")
+    focus = np.concatenate([pts, corners.reshape(-1, 3)]) if g else pts
+    centre = (focus.max(0) + focus.min(0)) / 2
+    radius = (focus.max(0) - focus.min(0)).max() / 2 * 1.05
+    fig = plt.figure(figsize=(11, 5.5))
+    for v, (elev, azim) in enumerate(((-60.0, -90.0), (15.0, -35.0))):
+        ax = fig.add_subplot(1, 2, v + 1, projection="3d")
+        ax.scatter(*pts.T, s=0.4, c="#888888", alpha=0.6)
+        for k in range(g):
+            faces = [[corners[k, b, i] for i in face] for b in range(corners.shape[1]) for face in _FACES]
+            ax.add_collection3d(
+                Poly3DCollection(faces, facecolors=cmap(k % 10), edgecolors="k", linewidths=0.1, alpha=0.45)
+            )
+        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
+            setter(c - radius, c + radius)
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_xlabel("x [m]")
+        ax.set_ylabel("y [m]")
+        ax.set_zlabel("z [m]")
+    if g:
+        scores = grasps.scores[0] if grasps.scores is not None else torch.zeros(g)
+        handles = [Patch(color=cmap(k % 10), label=f"#{k + 1}  score {float(scores[k]):.3f}") for k in range(g)]
+        fig.legend(handles=handles, loc="lower center", ncol=min(g, 5), fontsize=8)
+    fig.suptitle(title or f"{len(pts)} points, top {g} of {len(grasps)} grasps (cloud frame)", fontsize=9)
+    return save_figure(fig, out, dpi=100)

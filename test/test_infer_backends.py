@@ -1,0 +1,100 @@
+"""Backends of the planner: ONNX export parity (onnxruntime CPU vs torch), the non-eager sampling path,
+the TensorRT engine cache key (the build itself skips where TensorRT is absent)."""
+
+import numpy as np
+import pytest
+import torch
+from _infer_common import hand as _hand
+from _infer_common import normalizer, randomize, tabletop
+
+from sceneleap_core.infer.export import OnnxNetworks, engine_cache_key, export_onnx, trt_available
+from sceneleap_core.infer.planner import GraspPlanner
+from sceneleap_core.models import build_generator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.parametrize("anchor", ["seed", "none"])
+def test_onnx_encoder_and_denoiser_step_match_torch_with_a_dynamic_grasp_count(tmp_path, anchor):
+    torch.manual_seed(0)
+    model = randomize(build_generator("tiny", anchor=anchor).eval())
+    export_onnx(model, tmp_path, num_points=200, num_grasps=8)
+    runner = OnnxNetworks(tmp_path, providers=["CPUExecutionProvider"])
+    pts = torch.rand(1, 200, 3) - 0.5
+    for g in (3, 17):  # neither is the exported G
+        anchors = pts[:, torch.randperm(200)[:g]] if anchor == "seed" else None
+        ours = runner.encode(pts, anchors)
+        ref = model.encode_scene(pts, anchors=anchors, deterministic=True)
+        for a, b in zip(ours.to_tuple(), ref.to_tuple(), strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+        x, t = torch.randn(1, g, 25), torch.tensor(370.0)
+        out, want = runner.denoise(x, t, ours), model.denoiser(x, t, ref)
+        assert want.abs().max() > 1e-2, "a non-trivial output"
+        torch.testing.assert_close(out, want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="points"):
+        runner.encode(torch.rand(1, 100, 3), None if anchor == "none" else pts[:, :3])
+
+
+def test_planner_onnx_backend_plans_the_eager_grasps(tmp_path):
+    torch.manual_seed(0)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    pts, _ = tabletop(n_table=500, n_box=200)
+    kw = {"num_points": 200, "frame": "gravity"}
+    eager = GraspPlanner(model, normalizer(), _hand(), **kw)
+    onnx = GraspPlanner(model, normalizer(), _hand(), backend="onnx", onnx_dir=tmp_path, **kw)
+    args = {"num_grasps": 6, "steps": 3, "sampler": "ddim", "seed": 2, "filter": False, "oversample": 1, "diversity": 0}
+    a, b = eager.plan(pts, **args), onnx.plan(pts, **args)
+    torch.testing.assert_close(b.vectors, a.vectors, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b.palm_pose, a.palm_pose, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="guidance"):
+        onnx.plan(pts, guidance=2.0, **args)
+    with pytest.raises(ValueError, match="backend"):
+        GraspPlanner(model, normalizer(), _hand(), backend="tflite")
+
+
+def test_the_backend_sampling_path_matches_the_model_with_guidance():
+    torch.manual_seed(1)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    planner = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity")
+    planner.backend, planner._networks, planner._denoiser = "compile", None, model.denoiser  # the path, uncompiled
+    pts = torch.rand(1, 128, 3) - 0.5
+    anchors = pts[:, :5]
+    for w in (1.0, 2.5):
+        z = planner._sample_backend(pts, 5, 3, "ddim", w, torch.Generator().manual_seed(3), anchors)
+        ref = model.sample(pts, steps=3, sampler="ddim", guidance_scale=w, generator=torch.Generator().manual_seed(3),
+                           anchors=anchors)  # fmt: skip
+        torch.testing.assert_close(z, ref)
+
+
+def test_engine_cache_key_changes_with_model_library_gpu_and_precision():
+    base = engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]})
+    assert base == engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]})
+    others = [
+        engine_cache_key(b"onnx-bytez", "10.9.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]}),
+        engine_cache_key(b"onnx-bytes", "10.10.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]}),
+        engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA A100", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]}),
+        engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA H200", "bf16", {"x": [[1, 1, 25], [1, 32, 25]]}),
+        engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 64, 25]]}),
+    ]
+    assert len({base, *others}) == 6
+
+
+_TRT, _WHY = trt_available()
+
+
+@pytest.mark.skipif(not (_TRT and torch.cuda.is_available()), reason=f"needs TensorRT and CUDA: {_WHY}")
+def test_tensorrt_engine_is_built_once_and_reused(tmp_path):  # pragma: no cover - no TensorRT in CI
+    from sceneleap_core.infer.export import TrtNetworks
+
+    model = randomize(build_generator("tiny", anchor="seed").eval()).cuda()
+    export_onnx(model, tmp_path, num_points=200)
+    nets = TrtNetworks(tmp_path, precision="fp16")
+    engines = sorted((tmp_path / "trt_cache").glob("*.engine"))
+    assert len(engines) == 2
+    stamp = [e.stat().st_mtime_ns for e in engines]
+    TrtNetworks(tmp_path, precision="fp16")
+    assert [e.stat().st_mtime_ns for e in engines] == stamp, "cached engines reused"
+    pts = torch.rand(1, 200, 3, device="cuda") - 0.5
+    cache = nets.encode(pts, pts[:, :4])
+    ref = model.encode_scene(pts, anchors=pts[:, :4], deterministic=True)
+    assert np.allclose(cache.cond.cpu(), ref.cond.cpu(), atol=2e-2)

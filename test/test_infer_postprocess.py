@@ -1,0 +1,114 @@
+"""Post-processing: collision rejection (cloud, table, approach sweep), refinement, ranking, diverse top-k,
+and the planner's whole plan() path."""
+
+import numpy as np
+import pytest
+import torch
+from _infer_common import hand as _hand
+from _infer_common import tabletop, tiny_planner
+
+from sceneleap_core.infer.postprocess import (
+    REASONS,
+    PostConfig,
+    collision_check,
+    diverse_topk,
+    grasp_energy,
+    reason_counts,
+    refine,
+)
+from sceneleap_core.infer.preprocess import SupportPlane
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+TABLE = SupportPlane(np.array([0.0, 0.0, 1.0]), -0.5, 1.0)
+
+
+def _pose(x, y, z):
+    p = torch.eye(4)
+    p[:3, 3] = torch.tensor([x, y, z])
+    return p
+
+
+def test_collision_check_names_table_cloud_and_sweep_collisions():
+    hand = _hand()
+    pts, is_box = tabletop(n_table=600, n_box=400)
+    cube = torch.tensor(pts[is_box], dtype=torch.float32)
+    # the open hand spans z in [-0.074, 0.024] about an unrotated palm (approach -z, down)
+    free = _pose(-0.15, 0.0, -0.5 + 0.074 + 0.05)  # 5 cm above the table, beside the cube
+    sunk = _pose(-0.15, 0.0, -0.5 + 0.074 - 0.03)  # 3 cm into the table
+    inside = _pose(0.059, -0.008, -0.459)  # the palm box around the cube's centre
+    pose = torch.stack([free, sunk, inside])
+    joints = hand.open_pose[None].float().expand(3, -1)
+    out = collision_check(hand, pose, joints, cube, TABLE)
+    assert out["reason"].tolist() == [-1, REASONS.index("table"), REASONS.index("table")], "table reported first"
+    assert out["keep"].tolist() == [True, False, False]
+    assert out["table"][0] > 0.045 and out["table"][1] < -0.025
+    out = collision_check(hand, pose, joints, cube, None)  # without a plane: the cube alone
+    assert out["reason"].tolist() == [-1, -1, REASONS.index("cloud")]
+    assert reason_counts(out["reason"]) == {"nonfinite": 0, "table": 0, "cloud": 1, "sweep": 0}
+    # the pregrasp is the grasp backed off 10 cm against the approach axis (up here)
+    assert torch.allclose(out["pregrasp_pose"][0, :3, 3], free[:3, 3] + torch.tensor([0, 0, 0.10]), atol=1e-6)
+    # a shelf 3 cm above the hand at the grasp: free at the grasp, hit on the way in
+    g = np.stack(np.meshgrid(np.linspace(-0.3, 0.1, 60), np.linspace(-0.2, 0.2, 60)), -1).reshape(-1, 2)
+    shelf = torch.tensor(np.c_[g, np.full(len(g), -0.376 + 0.024 + 0.03)], dtype=torch.float32)
+    out = collision_check(hand, free[None], joints[:1], shelf, TABLE)
+    assert out["reason"].tolist() == [REASONS.index("sweep")] and out["hits"][0, -1] == 0
+    assert out["hits"][0, :-1].max() >= 3
+    off = collision_check(hand, free[None], joints[:1], shelf, TABLE, PostConfig(filter=False))
+    assert off["keep"].all()
+    bad = collision_check(hand, torch.full((1, 4, 4), float("nan")), joints[:1], shelf, None)
+    assert bad["reason"].tolist() == [REASONS.index("nonfinite")]
+
+
+def test_refinement_lowers_the_energy_of_a_penetrating_grasp():
+    hand = _hand()
+    pts, _ = tabletop(n_table=400, n_box=300)
+    cloud = torch.tensor(pts, dtype=torch.float32)
+    # open hand, palm 1.5 cm into the cube's top face
+    pose = _pose(0.059, -0.008, -0.44 + 0.035 - 0.015)[None]
+    joints = hand.open_pose[None].float()
+    cfg = PostConfig(refine_steps=15, refine_lr=2e-3)
+    before = grasp_energy(hand, pose, joints, cloud, TABLE, cfg)
+    assert before["penetration"] > 0
+    p2, q2 = refine(hand, pose, joints, cloud, TABLE, cfg)
+    after = grasp_energy(hand, p2, q2, cloud, TABLE, cfg)
+    assert after["total"] < 0.7 * before["total"], (before["total"], after["total"])
+    rot = p2[0, :3, :3].double()
+    assert torch.allclose(rot @ rot.T, torch.eye(3, dtype=rot.dtype), atol=1e-5), "still a rotation"
+    assert (q2 >= hand.joint_lower - 1e-6).all() and (q2 <= hand.joint_upper + 1e-6).all()
+    same = refine(hand, pose, joints, cloud, TABLE, PostConfig())
+    assert torch.equal(same[0], pose), "refine_steps=0 is off"
+
+
+def test_diverse_topk_skips_near_duplicates_and_fills_up_when_short():
+    poses = torch.stack([_pose(0, 0, 0), _pose(0.001, 0, 0), _pose(0.002, 0, 0), _pose(0.2, 0, 0)])
+    scores = torch.tensor([4.0, 3.0, 2.0, 1.0])
+    assert diverse_topk(poses, scores, 2, 0.02).tolist() == [0, 3]
+    assert diverse_topk(poses, scores, 3, 0.02).tolist() == [0, 3, 1], "filled by score"
+    assert diverse_topk(poses, scores, 2, 0.0).tolist() == [0, 1]
+    flipped = poses.clone()
+    flipped[1, :3, :3] = torch.diag(torch.tensor([1.0, -1.0, -1.0]))  # same place, turned by pi
+    assert diverse_topk(flipped, scores, 2, 0.02).tolist() == [0, 1], "rotations count too"
+
+
+def test_plan_returns_ranked_filtered_grasps_with_their_bookkeeping():
+    planner = tiny_planner(num_points=256)
+    pts, _ = tabletop(n_table=800, n_box=300)
+    full = planner.plan(pts, num_grasps=8, steps=2, seed=5, oversample=1, filter=False, diversity=0)
+    assert full.palm_pose.shape == (1, 8, 4, 4) and full.scores.shape == (1, 8)
+    assert torch.all(full.scores[0, :-1] >= full.scores[0, 1:]), "best first"
+    assert full.rejected == {r: 0 for r in REASONS} and full.candidates == 8
+    assert full.joint_names == planner.hand.joint_names and full.hand_name
+    assert full.target.shape == (1, 8, 3) and torch.equal(full.target, full.anchors)
+    assert full.pregrasp_joints.shape == (1, 8, 16)
+    assert set(full.timings) >= {"prepare", "sample", "decode", "refine", "filter", "rank", "total"}
+    # the filtered plan of the same seed sees the same 8 candidates: its rejections are theirs
+    expected = collision_check(planner.hand, full.palm_pose[0], full.joints[0],
+                               torch.tensor(planner.prepare(pts, 5).cloud, dtype=torch.float32),
+                               planner.prepare(pts, 5).plane)  # fmt: skip
+    kept = planner.plan(pts, num_grasps=4, steps=2, seed=5, oversample=2, diversity=0)
+    assert kept.rejected == reason_counts(expected["reason"])
+    assert len(kept) == min(4, int(expected["keep"].sum()))
+    survivors = full.palm_pose[0][expected["keep"]][:4]
+    assert torch.allclose(kept.palm_pose[0], survivors, atol=1e-5), "the best survivors, in rank order"
+    with pytest.raises(ValueError, match="num_grasps"):
+        planner.plan(pts, num_grasps=0)

@@ -1,0 +1,90 @@
+"""Preprocessing of raw clouds for the planner: cleaning, crop, voxels, support plane, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+from _infer_common import tabletop as _tabletop
+from _infer_common import tiny_planner as _planner
+
+from sceneleap_core.infer import preprocess as pp
+
+
+def test_as_xyz_accepts_extra_channels_and_organized_clouds_and_names_bad_shapes():
+    pts = np.arange(24, dtype=np.float32).reshape(4, 6)
+    assert np.array_equal(pp.as_xyz(pts), pts[:, :3])
+    organized = np.arange(2 * 3 * 4, dtype=float).reshape(2, 3, 4)
+    assert pp.as_xyz(torch.tensor(organized)).shape == (6, 3)
+    for bad in (np.zeros((5, 2)), np.zeros(7), np.zeros((0, 3))):
+        with pytest.raises(ValueError, match="points"):
+            pp.as_xyz(bad)
+
+
+def test_nonfinite_rows_are_dropped_and_all_nan_is_an_error():
+    pts = np.ones((5, 3))
+    pts[1, 2], pts[3, 0] = np.nan, np.inf
+    kept, dropped = pp.drop_nonfinite(pts)
+    assert dropped == 2 and kept.shape == (3, 3)
+    with pytest.raises(ValueError, match="finite"):
+        pp.drop_nonfinite(np.full((4, 3), np.nan))
+
+
+def test_crop_voxel_and_degenerate_clouds():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-1, 1, (2000, 3))
+    inside = pp.crop_box(pts, ((-0.5, -0.5, -0.5), (0.5, 0.5, 0.5)))
+    assert len(inside) < len(pts) and np.abs(inside).max() <= 0.5
+    with pytest.raises(ValueError, match="workspace"):
+        pp.crop_box(pts, ((2, 2, 2), (3, 3, 3)))
+    with pytest.raises(ValueError, match="workspace"):
+        pp.crop_box(pts, ((1, 0, 0), (0, 1, 1)))
+    vox = pp.voxel_downsample(pts, 0.5)
+    assert len(vox) <= 4 * 4 * 4 and len(vox) > 30
+    # each voxel's point is the centroid of its members: inside the cell
+    cell = np.floor((vox - pts.min(0)) / 0.5)
+    assert len(np.unique(cell, axis=0)) == len(vox)
+    assert pp.voxel_downsample(pts, 0.0) is pts
+    with pytest.raises(ValueError, match="at least"):
+        pp.check_spread(pts[:5])
+    line = np.c_[np.linspace(0, 1, 100), np.zeros(100), np.zeros(100)]
+    with pytest.raises(ValueError, match="degenerate"):
+        pp.check_spread(line)
+    pp.check_spread(pts)
+
+
+def test_support_plane_found_on_a_tabletop_and_refused_for_one_object():
+    pts, _ = _tabletop(n_table=800, n_box=300)
+    plane = pp.support_plane(pts, seed=0)
+    assert plane is not None and abs(abs(plane.normal[2]) - 1) < 1e-2
+    assert abs(plane.height(np.array([[0.0, 0.0, -0.5]]))[0]) < 0.004
+    assert plane.height(np.array([[0.0, 0.0, -0.4]]))[0] > 0.09, "oriented up, towards the camera"
+    given = pp.support_plane(pts, np.array([0.0, 0.0, 1.0]))
+    assert abs(given.offset + 0.5) < 0.003
+    rng = np.random.default_rng(1)  # a lone sphere: no face of it holds the cloud up
+    ball = rng.normal(size=(500, 3))
+    ball = 0.05 * ball / np.linalg.norm(ball, axis=1, keepdims=True) + [0, 0, -0.5]
+    assert pp.support_plane(ball) is None
+
+
+def test_planner_prepare_cleans_organized_clouds_with_nans_and_crops():
+    planner = _planner()
+    pts, _ = _tabletop(n_table=800, n_box=300)
+    organized = np.full((40, 40, 4), np.nan)  # (H, W, xyz + intensity), holes as NaN
+    organized.reshape(-1, 4)[: len(pts), :3] = pts
+    organized.reshape(-1, 4)[:, 3] = 7.0
+    prep = planner.prepare(organized, seed=0)
+    assert prep.stats["input"] == 1600 and prep.stats["nonfinite"] == 1600 - len(pts)
+    assert prep.points.shape == (1, 256, 3) and torch.isfinite(prep.points).all()
+    assert prep.plane is not None and abs(prep.plane.offset - (-0.5) * np.sign(prep.plane.normal[2])) < 0.01
+    # the network points map back onto the cleaned cloud through the frame
+    back = prep.points[0].double() @ prep.frame[0, :3, :3].double().T + prep.frame[0, :3, 3].double()
+    assert np.allclose(back.numpy(), prep.cloud, atol=1e-4)
+    box_only = planner.prepare(pts, workspace=((0.015, -0.04, -0.49), (0.09, 0.04, -0.4)), up=np.array([0, 0, 1.0]))
+    assert box_only.stats["cropped"] < 300 and (box_only.cloud[:, 2] > -0.49).all()
+    vox = planner.prepare(pts, voxel_size=0.02)
+    assert vox.stats["voxel"] < vox.stats["cropped"]
+    with pytest.raises(ValueError, match="finite"):
+        planner.prepare(np.full((10, 10, 3), np.nan))
+    with pytest.raises(ValueError, match="degenerate"):
+        planner.prepare(np.tile([[0.1, 0.2, 0.3]], (100, 1)))
+    with pytest.raises(ValueError, match="points"):
+        planner.prepare(pts[:, :2])
