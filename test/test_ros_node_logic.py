@@ -54,7 +54,8 @@ def test_a_cloud_yields_grasps_and_markers(setup, hand):
     core = _core(setup)
     core.submit(_cloud(factory, sec=5))
     grasps, markers = core.step(0)
-    assert grasps.header.frame_id == "cam" and grasps.header.stamp.sec == 5 and len(grasps.grasps) == 4
+    # the planner filters colliding candidates: at most the 4 asked for (a random model loses some)
+    assert grasps.header.frame_id == "cam" and grasps.header.stamp.sec == 5 and 1 <= len(grasps.grasps) <= 4
     assert grasps.joint_names == hand.description.joint_names and grasps.planning_time > 0
     assert markers.markers[0].action == DELETEALL and len(markers.markers) == 1 + 2 * (hand.box_half.shape[0] + 1)
     ts.serialize_cdr(grasps, "sceneleap_ros/msg/DexGraspArray")
