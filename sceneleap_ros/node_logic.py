@@ -37,9 +37,8 @@ def load_planner(params: NodeParams, log: logging.Logger | None = None, hand=Non
     from sceneleap_core.infer import GraspPlanner
 
     log = log or logging.getLogger(__name__)
-    if params.backend != "eager":
-        raise ValueError(f"backend: only 'eager' is implemented, got {params.backend!r}")
     kwargs = {"num_points": params.num_points} if params.num_points > 0 else {}
+    kwargs.update(backend=params.backend, onnx_dir=params.engine_path or None)
     if hand is not None:
         kwargs["hand"] = hand.to(params.device)
     model = params.model

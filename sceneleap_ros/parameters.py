@@ -33,8 +33,10 @@ class ParamSpec:
 SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model directory (save_pretrained); empty = the bundled model; "
               "'untrained:tiny' = a random tiny model for wiring tests"),
-    ParamSpec("backend", "eager", "inference backend", choices=("eager",)),
-    ParamSpec("engine_path", "", "compiled engine file for non-eager backends (unused by eager)"),
+    ParamSpec("backend", "eager", "inference backend: eager, compile, onnx, tensorrt (sceneleap_core.infer)",
+              choices=("eager", "compile", "onnx", "tensorrt")),
+    ParamSpec("engine_path", "", "folder of the exported ONNX files / TensorRT engine cache (onnx, tensorrt); "
+              "empty = a temporary folder"),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N"),
     ParamSpec("num_grasps", 32, "grasps sampled per cloud", 1, 1024, dynamic=True),
     ParamSpec("sampler", "", "scheduler (ddim, ddpm, dpmpp; euler, heun for flow models); empty = the model's default",

@@ -214,3 +214,16 @@ def test_load_planner_explains_missing_models(setup, hand, tmp_path):
         load_planner(NodeParams().updated({"model": str(tmp_path)}), hand=hand)
     planner = load_planner(NodeParams().updated({"model": "untrained:tiny"}), logging.getLogger("t"), hand=hand)
     assert planner.hand is hand and planner.num_points == 1024
+
+
+def test_backend_parameter_reaches_the_planner_and_onnx_plans(setup, hand, tmp_path):
+    _, factory, _, params = setup
+    with pytest.raises(ValueError, match="backend"):
+        params.updated({"backend": "cuda-graph"})
+    onnx = params.updated({"backend": "onnx", "engine_path": str(tmp_path / "onnx")})
+    planner = load_planner(onnx, hand=hand)
+    assert planner.backend == "onnx" and any((tmp_path / "onnx").glob("*.onnx")), "exported where engine_path says"
+    core = GraspNodeCore(planner, onnx, factory, log=ListLog())
+    core.submit(_cloud(factory, sec=5))
+    grasps, _ = core.step(0)
+    assert 1 <= len(grasps.grasps) <= 4
