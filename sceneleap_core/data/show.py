@@ -56,10 +56,9 @@ def render_sample(sample: Sample, out: str | Path, *, max_grasps: int = 4, title
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     from sceneleap_core.hand import HandModel
-    from sceneleap_core.hand.draw import _FACES, box_corners, save_figure
+    from sceneleap_core.hand.draw import box_corners, draw_cloud_with_hands, save_figure
 
     hand = hand or HandModel.load()
     pts, ids = sample.points, sample.point_object
@@ -76,22 +75,9 @@ def render_sample(sample: Sample, out: str | Path, *, max_grasps: int = 4, title
     centre = (extent.max(0) + extent.min(0)) / 2
     radius = (extent.max(0) - extent.min(0)).max() / 2 * 1.1
     fig = plt.figure(figsize=(10, 5))
-    for v, (elev, azim) in enumerate(((-60.0, -90.0), (10.0, -30.0))):
-        ax = fig.add_subplot(1, 2, v + 1, projection="3d")
-        near = np.all(np.abs(pts - centre) < radius * 1.2, axis=1)
-        ax.scatter(*pts[near].T, s=0.5, c=colours[near])
-        for k in range(g):
-            faces = [[corners[k, b, i] for i in face] for b in range(corners.shape[1]) for face in _FACES]
-            ax.add_collection3d(
-                Poly3DCollection(faces, facecolors=cmap(k % 10), edgecolors="k", linewidths=0.1, alpha=0.3)
-            )
-        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
-            setter(c - radius, c + radius)
-        ax.set_box_aspect((1, 1, 1))
-        ax.view_init(elev=elev, azim=azim)
-        ax.set_xlabel("x [m]")
-        ax.set_ylabel("y [m]")
-        ax.set_zlabel("z [m]")
+    near = np.all(np.abs(pts - centre) < radius * 1.2, axis=1)
+    draw_cloud_with_hands(fig, pts[near], colours[near], corners, centre=centre, radius=radius,
+                          views=((-60.0, -90.0), (10.0, -30.0)), alpha=0.3)  # fmt: skip
     fig.suptitle(
         title or f"scene {sample.scene_id}: {len(pts)} points, {len(sample.grasp_pose)} grasps (camera frame)",
         fontsize=9,

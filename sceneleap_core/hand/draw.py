@@ -91,6 +91,33 @@ def draw_hand(
     return save_figure(fig, out, dpi=110)
 
 
+def draw_cloud_with_hands(fig, points: np.ndarray, colours, corners: np.ndarray, *, centre: np.ndarray,
+                          radius: float, views=((-60.0, -90.0), (15.0, -35.0)), alpha: float = 0.4,
+                          point_size: float = 0.5) -> None:  # fmt: skip
+    """One 3D panel per (elev, azim) of ``views`` in ``fig``: the cloud (N, 3) with ``colours`` (a
+    colour or (N, 4)) and hands as boxes (G, K, 8, 3), hand k in colour k of tab10; equal axes of
+    half-width ``radius`` about ``centre``."""
+    import matplotlib.pyplot as plt
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    cmap = plt.get_cmap("tab10")
+    for v, (elev, azim) in enumerate(views):
+        ax = fig.add_subplot(1, len(views), v + 1, projection="3d")
+        ax.scatter(*points.T, s=point_size, c=colours)
+        for k in range(len(corners)):
+            faces = [[corners[k, b, i] for i in face] for b in range(corners.shape[1]) for face in _FACES]
+            ax.add_collection3d(
+                Poly3DCollection(faces, facecolors=cmap(k % 10), edgecolors="k", linewidths=0.1, alpha=alpha)
+            )
+        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
+            setter(c - radius, c + radius)
+        ax.set_box_aspect((1, 1, 1))
+        ax.view_init(elev=elev, azim=azim)
+        ax.set_xlabel("x [m]")
+        ax.set_ylabel("y [m]")
+        ax.set_zlabel("z [m]")
+
+
 def save_figure(fig, out: str | Path, *, dpi: int = 100) -> Path:
     """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
     import matplotlib.pyplot as plt

@@ -44,10 +44,9 @@ def render_plan(cloud: np.ndarray, grasps, out: str | Path, *, hand=None, max_gr
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
-    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
     from sceneleap_core.hand import HandModel
-    from sceneleap_core.hand.draw import _FACES, box_corners, save_figure
+    from sceneleap_core.hand.draw import box_corners, draw_cloud_with_hands, save_figure
 
     hand = hand or HandModel.load()
     pts = np.asarray(cloud, dtype=np.float64)
@@ -64,21 +63,7 @@ def render_plan(cloud: np.ndarray, grasps, out: str | Path, *, hand=None, max_gr
     centre = (focus.max(0) + focus.min(0)) / 2
     radius = (focus.max(0) - focus.min(0)).max() / 2 * 1.05
     fig = plt.figure(figsize=(11, 5.5))
-    for v, (elev, azim) in enumerate(((-60.0, -90.0), (15.0, -35.0))):
-        ax = fig.add_subplot(1, 2, v + 1, projection="3d")
-        ax.scatter(*pts.T, s=0.4, c="#888888", alpha=0.6)
-        for k in range(g):
-            faces = [[corners[k, b, i] for i in face] for b in range(corners.shape[1]) for face in _FACES]
-            ax.add_collection3d(
-                Poly3DCollection(faces, facecolors=cmap(k % 10), edgecolors="k", linewidths=0.1, alpha=0.45)
-            )
-        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre, strict=True):
-            setter(c - radius, c + radius)
-        ax.set_box_aspect((1, 1, 1))
-        ax.view_init(elev=elev, azim=azim)
-        ax.set_xlabel("x [m]")
-        ax.set_ylabel("y [m]")
-        ax.set_zlabel("z [m]")
+    draw_cloud_with_hands(fig, pts, "#888888", corners, centre=centre, radius=radius, alpha=0.45, point_size=0.4)
     if g:
         scores = grasps.scores[0] if grasps.scores is not None else torch.zeros(g)
         handles = [Patch(color=cmap(k % 10), label=f"#{k + 1}  score {float(scores[k]):.3f}") for k in range(g)]
