@@ -269,3 +269,18 @@ def test_training_items_carry_labelled_anchor_candidates():
     if lab.sum() > 0:
         pos = item["candidates"][lab > 0]
         assert (pos[:, None] - item["anchors"][None]).norm(dim=-1).min(dim=1).values.median() < 0.1
+
+
+def test_planner_uses_the_anchor_score_only_when_the_model_trained_one():
+    from sceneleap_core.hand import GraspNormalizer
+
+    hand = HandModel.load()
+    n = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper)
+    assert GraspPlanner(build_generator("tiny", anchor="seed"), n, hand).anchor_pool == 4
+    assert GraspPlanner(build_generator("tiny", anchor="seed", anchor_score_weight=0.0), n, hand).anchor_pool == 1
+    assert (
+        GraspPlanner(
+            build_generator("tiny", anchor="seed", anchor_score_weight=0.0), n, hand, anchor_pool=3
+        ).anchor_pool
+        == 3
+    )

@@ -137,7 +137,8 @@ class GraspPlanner:
         anchor_pool: anchored generators draw ``anchor_pool x G`` candidate anchors above the support
             plane and keep G by their learned score (Gumbel top-k); 1 keeps G drawn uniformly. On the
             CPU fit rung after 3,000 steps the score lifted 45 % vs 25 % uniform (after 1,500 steps,
-            with the score head still untrained, 6 % vs 16 %): bench/RESULTS.md.
+            with the score head still untrained, 6 % vs 16 %): bench/RESULTS.md. None = 4 when the
+            model trained its score (``anchor_score_weight > 0``), else 1.
         voxel_size: voxel downsampling (m) before sampling ``num_points``; 0 (default) = off, as
             the training clouds were not voxelized (it evens out the camera's density).
         oversample: candidates sampled per grasp asked of :meth:`plan` (filtering drops some).
@@ -151,13 +152,16 @@ class GraspPlanner:
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
-                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int = 4,
+                 num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int | None = None,
                  voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
                  backend: str = "eager", onnx_dir=None):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
         self.num_points, self.center, self.frame = int(num_points), center, frame
+        if anchor_pool is None:
+            cfg = getattr(model, "config", None)
+            anchor_pool = 4 if getattr(cfg, "anchor_score_weight", 0.0) > 0 else 1
         if int(anchor_pool) < 1:
             raise ValueError(f"anchor_pool: expected >= 1, got {anchor_pool}")
         self.anchor_pool = int(anchor_pool)
