@@ -131,7 +131,6 @@ def sampled_rung(
     batch = view_batch(dataset, indices)
     device = module.device
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    module.val_cfg.num_grasps, module.val_cfg.sampler, module.val_cfg.steps = num_grasps, sampler, steps
     if anchors not in ("deployed", "uniform", "true"):
         raise ValueError(f"anchors: expected 'deployed', 'uniform' or 'true', got {anchors!r}")
     given = None
@@ -140,9 +139,16 @@ def sampled_rung(
         if anchors == "true":
             given = batch["anchors"][:, :num_grasps]  # the first K grasps are distinct (grasp_mask)
             num_grasps = given.shape[1]
-    pool = 1 if anchors == "uniform" else None
-    module.val_cfg.num_grasps = num_grasps
-    pose, joints = module.sample_grasps(batch["points"], seed=seed, up=batch["up"], anchors=given, anchor_pool=pool)
+    pose, joints = module.sample_grasps(
+        batch["points"],
+        num_grasps,
+        seed=seed,
+        sampler=sampler,
+        steps=steps,
+        up=batch["up"],
+        anchors=given,
+        anchor_pool=1 if anchors == "uniform" else None,
+    )
     metrics = module.grasp_metrics(batch, pose, joints)
     evaluator.max_scenes, evaluator.max_grasps = len(indices), num_grasps
     res = evaluator(
