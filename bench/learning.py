@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     ap.add_argument("--grasps", type=int, default=16, help="sampled grasps per view")
     ap.add_argument("--samplers", default="ddim:10,dpmpp:10,ddpm:100", help="sampler:steps list")
     ap.add_argument("--workers", type=int, default=2, help="lift-test processes")
+    ap.add_argument("--anchor-rows", default="uniform,true",
+                    help="extra rows of anchored models with the first sampler and other anchors ('' = none)")
+    ap.add_argument("--no-oracle", action="store_true", help="skip the oracle-denoiser rung")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args(argv)
@@ -68,8 +71,13 @@ def main(argv=None) -> int:
             ap.error(f"--held-out: expected NAME=ROOT, got {spec!r}")
         sets.append((name, root))
     rows = []
-    rows += oracle_rung(model.cpu().double(), samplers)
-    model.float().to(args.device)
+    anchor_rows = [a for a in args.anchor_rows.split(",") if a]
+    unknown = sorted(set(anchor_rows) - {"uniform", "true"})
+    if unknown:
+        ap.error(f"--anchor-rows: expected names from uniform,true, got {unknown}")
+    if not args.no_oracle:
+        rows += oracle_rung(model.cpu().double(), samplers)
+        model.float().to(args.device)
     for name, root in sets:
         source = ShardDataset(root)
         usable = usable_indices(source)
@@ -86,7 +94,7 @@ def main(argv=None) -> int:
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=sampler, steps=steps,
                                      num_grasps=args.grasps))  # fmt: skip
             print(rows[-1].row(), flush=True)
-        for anchors in ("uniform", "true") if model.anchored else ():  # the first sampler, other anchors
+        for anchors in anchor_rows if model.anchored else ():  # the first sampler, other anchors
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
                                      num_grasps=args.grasps, anchors=anchors))  # fmt: skip
             print(rows[-1].row(), flush=True)

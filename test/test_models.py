@@ -373,5 +373,30 @@ def test_load_rejects_bad_configs_and_flipped_weights_naming_the_key(tmp_path):
     flipped = bytearray(weights)
     flipped[-7] ^= 0x10
     (tmp_path / "ok" / "model.safetensors").write_bytes(bytes(flipped))
-    with pytest.raises(ValueError, match=r"model\.safetensors does not match the weights_sha256"):
+    with pytest.raises(ValueError, match=r"model\.safetensors does not match its sha256"):
         GraspGenerator.load_pretrained(tmp_path / "ok")
+
+
+def test_save_pretrained_float16_shards_round_trip_and_a_missing_shard_is_named(tmp_path):
+    torch.manual_seed(0)
+    model = _tiny()
+    full = model.save_pretrained(tmp_path / "full")
+    per_tensor_max = max(v.numel() * 2 for v in model.state_dict().values())
+    packed = model.save_pretrained(tmp_path / "packed", dtype=torch.float16, max_shard_bytes=4 * per_tensor_max)
+    files = sorted(p.name for p in packed.glob("*.safetensors"))
+    assert len(files) > 1 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
+    size = lambda d: sum(p.stat().st_size for p in d.glob("*.safetensors"))  # noqa: E731
+    assert size(packed) < 0.6 * size(full)
+    loaded, _, _ = GraspGenerator.load_pretrained(packed)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert b.dtype == a.dtype, name  # cast back to the model's dtype
+        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), name
+    # re-saving as one file removes the shards; a deleted shard is named on load
+    model.save_pretrained(tmp_path / "packed")
+    assert sorted(p.name for p in packed.glob("*.safetensors")) == ["model.safetensors"]
+    model.save_pretrained(tmp_path / "packed", dtype=torch.float16, max_shard_bytes=4 * per_tensor_max)
+    (packed / files[-1]).unlink()
+    with pytest.raises(ValueError, match=rf"expected {files[-1]} in"):
+        GraspGenerator.load_pretrained(packed)
+    with pytest.raises(ValueError, match="floating-point"):
+        model.save_pretrained(tmp_path / "bad", dtype=torch.int8)

@@ -187,6 +187,23 @@ class GeneratorConfig:
         return dataclasses.replace(self, **changes).validate()
 
 
+def _split_state(state: dict[str, torch.Tensor], max_bytes: int | None) -> list[dict[str, torch.Tensor]]:
+    """``state`` in key order, cut into groups of at most ``max_bytes`` (a larger tensor is a group
+    of its own); one group when ``max_bytes`` is None."""
+    if max_bytes is None:
+        return [state]
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if groups[-1] and size + nbytes > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][key] = tensor
+        size += nbytes
+    return groups
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -574,12 +591,29 @@ class GraspGenerator(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save_pretrained(
-        self, directory: str | Path, normalizer: GraspNormalizer | None = None, extra_config: dict | None = None
+        self,
+        directory: str | Path,
+        normalizer: GraspNormalizer | None = None,
+        extra_config: dict | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        max_shard_bytes: int | None = None,
     ) -> Path:
-        """Write ``model.safetensors`` and ``config.json`` (config, normalizer statistics, extra)
-        into ``directory`` atomically (temp file + rename). Returns the directory."""
+        """Write the weights and ``config.json`` (config, normalizer statistics, extra, weight file
+        digests) into ``directory`` atomically (temp file + rename). Returns the directory.
+
+        Args:
+            dtype: store floating-point tensors in this dtype (``torch.float16`` halves a shipped
+                model; loading casts back to the model's float32). None = as they are.
+            max_shard_bytes: split the weights into ``model-0000k-of-0000n.safetensors`` files of at
+                most about this many bytes (a tensor is never split); None = one ``model.safetensors``.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f"dtype: expected a floating-point torch dtype, got {dtype}")
+        if max_shard_bytes is not None and max_shard_bytes < 1:
+            raise ValueError(f"max_shard_bytes: expected >= 1 or None, got {max_shard_bytes}")
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -588,17 +622,35 @@ class GraspGenerator(nn.Module):
             "extra": extra_config or {},
         }
         try:
-            text = json.dumps(meta, indent=1)
+            json.dumps(meta)
         except TypeError as err:
             raise ValueError(f"extra_config: expected JSON-serializable values, got {err}") from None
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = directory / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-        meta["weights_sha256"] = _sha256(tmp)  # checked on load: catches a flipped byte safetensors accepts
-        text = json.dumps(meta, indent=1)
-        tmp.replace(directory / WEIGHTS_NAME)
+        state = {}
+        for k, v in self.state_dict().items():
+            v = v.detach().contiguous().cpu()
+            state[k] = v.to(dtype) if dtype is not None and v.is_floating_point() else v
+        shards = _split_state(state, max_shard_bytes)
+        names = (
+            [WEIGHTS_NAME]
+            if max_shard_bytes is None
+            else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+        )
+        for old in directory.glob("model*.safetensors"):  # a previous save's other layout
+            if old.name not in names:
+                old.unlink()
+        files = []
+        for name, shard in zip(names, shards):
+            tmp = directory / (name + ".tmp")
+            save_file(shard, str(tmp), metadata={"format": FORMAT})
+            files.append({"file": name, "sha256": _sha256(tmp)})  # checked on load: catches a flipped byte
+            tmp.replace(directory / name)
+        if max_shard_bytes is None:
+            meta["weights_sha256"] = files[0]["sha256"]
+        else:
+            meta["weights"] = files
+        meta["weights_dtype"] = str(dtype or torch.float32).removeprefix("torch.")
         tmp = directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(text)
+        tmp.write_text(json.dumps(meta, indent=1))
         tmp.replace(directory / CONFIG_NAME)
         return directory
 
@@ -612,10 +664,9 @@ class GraspGenerator(nn.Module):
             (model on ``device`` in eval mode, normalizer or None, extra_config dict).
         """
         directory = Path(directory)
-        cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-        for path in (cfg_path, weights_path):
-            if not path.is_file():
-                raise ValueError(f"checkpoint: expected {path.name} in {directory}, got no such file")
+        cfg_path = directory / CONFIG_NAME
+        if not cfg_path.is_file():
+            raise ValueError(f"checkpoint: expected {CONFIG_NAME} in {directory}, got no such file")
         try:
             meta = json.loads(cfg_path.read_text())
         except (OSError, json.JSONDecodeError) as err:
@@ -635,16 +686,29 @@ class GraspGenerator(nn.Module):
             config = GeneratorConfig.from_dict(meta["config"])
         except (TypeError, ValueError) as err:
             raise ValueError(f"checkpoint: {cfg_path}: {err}") from None
+        files = meta.get("weights")
+        if files is None:  # one file; its digest is absent in directories written before it was recorded
+            files = [{"file": WEIGHTS_NAME, "sha256": meta.get("weights_sha256")}]
+        elif not (isinstance(files, list) and files and all(isinstance(f, dict) and "file" in f for f in files)):
+            raise ValueError(f"checkpoint: expected 'weights' as a list of {{file, sha256}} in {cfg_path}, got {files!r}")
         model = cls(config)
-        try:
-            state = load_file(str(weights_path), device=str(device))
-        except (SafetensorError, OSError) as err:
-            raise ValueError(f"checkpoint: cannot read {weights_path}: {err}") from None
-        digest = meta.get("weights_sha256")  # absent in directories written before it was recorded
-        if digest is not None and _sha256(weights_path) != digest:
-            raise ValueError(
-                f"checkpoint: {weights_path} does not match the weights_sha256 in {cfg_path} (corrupt or replaced)"
-            )
+        state = {}
+        for entry in files:
+            weights_path = directory / str(entry["file"])
+            if weights_path.parent != directory or not weights_path.is_file():
+                raise ValueError(f"checkpoint: expected {entry['file']} in {directory}, got no such file")
+            try:
+                part = load_file(str(weights_path), device=str(device))
+            except (SafetensorError, OSError) as err:
+                raise ValueError(f"checkpoint: cannot read {weights_path}: {err}") from None
+            if entry.get("sha256") is not None and _sha256(weights_path) != entry["sha256"]:
+                raise ValueError(
+                    f"checkpoint: {weights_path} does not match its sha256 in {cfg_path} (corrupt or replaced)"
+                )
+            overlap = state.keys() & part.keys()
+            if overlap:
+                raise ValueError(f"checkpoint: {weights_path} repeats tensors {sorted(overlap)[:3]}")
+            state.update(part)
         try:
             model.load_state_dict(state, strict=strict)
         except RuntimeError as err:

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The default model's GPU run on one lent H200, across chained device calls (each <= 10 minutes; a
+# background job survives between calls only while the machine stays held):
+#   bash bench/gpu_default_model.sh start    # install, compose train + unseen-object scenes, start the
+#                                            # background pipeline (train -> ladder -> pack), poll
+#   bash bench/gpu_default_model.sh poll     # wait (up to ~9.5 min) and show progress
+#   bash bench/gpu_default_model.sh collect  # wait for the pipeline, copy the packed model, logs and
+#                                            # ladder into $OUT
+# Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, WORKERS, BUDGET (seconds one call may wait),
+# MODEL / EXTRA (training config overrides).
+set -uo pipefail
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+W=${W:-/tmp/dm}; SCENES=${SCENES:-2000}; STEPS=${STEPS:-14000}; MINUTES=${MINUTES:-15}; VIEWS=${VIEWS:-12}
+GRASPS=${GRASPS:-16}; WORKERS=${WORKERS:-15}; BUDGET=${BUDGET:-570}; NPROC=${NPROC:-$(nproc)}
+# the shipped size: dit_s at d_model 288 (13.8 M parameters, 28 MB as float16; d384 is 24 M / 46 MB)
+MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}
+PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
+T0=$(date +%s)
+phase=${1:?start | poll | collect}
+
+wait_for() {  # wait until $1 exists or BUDGET seconds of this call have passed; show progress
+  while [ ! -e "$1" ] && [ $(( $(date +%s) - T0 )) -lt "$BUDGET" ]; do sleep 10; done
+  echo "--- $(( $(date +%s) - T0 )) s into this call; stage: $(cat "$W/stage" 2>/dev/null)"
+  grep -h "Error\|error" "$W/train.log" 2>/dev/null | tail -n 3
+  (head -n 1 "$W"/run/csv/version_0/metrics.csv; tail -n 2 "$W"/run/csv/version_0/metrics.csv) 2>/dev/null | cut -c1-400
+  tail -n 4 "$W/ladder.log" 2>/dev/null
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
+}
+
+if [ "$phase" = start ]; then
+  if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  fi
+  mkdir -p "$W"; rm -rf "$W/src"; mkdir -p "$W/src"; cp -r sceneleap_core bench config "$W/src/"
+  cat > "$W/env.sh" <<EOF
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$W/src
+EOF
+  . "$W/env.sh"; cd "$W/src"
+  ntest=$(( NPROC / 8 > 0 ? NPROC / 8 : 1 )); ntrain=$(( NPROC - ntest ))
+  echo compose > "$W/stage"
+  for i in $(seq 0 $((ntrain - 1))); do
+    timeout -k 5 300 $SL scenes compose --library $LIB --split train --num-scenes "$SCENES" --views 4 \
+      --scenes-per-shard 8 --seed 0 --device cpu --out "$W/train" --shard "$i/$ntrain" > "$W/ctrain.$i.log" 2>&1 &
+  done
+  for i in $(seq 0 $((ntest - 1))); do
+    timeout -k 5 300 $SL scenes compose --library $LIB --split test --num-scenes 48 --views 4 \
+      --scenes-per-shard 8 --seed 101 --device cpu --out "$W/test" --shard "$i/$ntest" > "$W/ctest.$i.log" 2>&1 &
+  done
+  wait
+  $PY -c "
+from sceneleap_core.data.shards import write_manifest
+for d in ('train', 'test'): write_manifest('$W/' + d, pattern='shard_*.h5')"
+  $SL data stats "$W/train" | head -3; $SL data stats "$W/test" | head -3
+  echo "compose: $(( $(date +%s) - T0 )) s"
+  cat > "$W/pipeline.sh" <<EOF
+. "$W/env.sh"; cd "$W/src"
+echo train > "$W/stage"
+$SL train --config config/train/default.yaml data.root="$W/train" data.val_root="$W/test" run_dir="$W/run" \
+  trainer.max_steps=$STEPS trainer.max_minutes=$MINUTES trainer.progress_bar=false trainer.devices=1 \
+  data.num_workers=$((NPROC - 2)) val.every=$((STEPS / 4)) trainer.checkpoint_every=2000 $MODEL $EXTRA > "$W/train.log" 2>&1
+echo ladder > "$W/stage"
+$PY bench/learning.py --run "$W/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \
+  --workers $WORKERS --samplers dpmpp:10,ddpm:100,ddim:10 --anchor-rows true --no-oracle > "$W/ladder.log" 2>&1
+echo pack > "$W/stage"
+$SL model pack "$W/run/model" --out "$W/packed" --dtype float16 --max-shard-mb 15 > "$W/pack.log" 2>&1
+echo done > "$W/stage"; touch "$W/done"
+EOF
+  setsid nohup bash "$W/pipeline.sh" > "$W/pipeline.log" 2>&1 < /dev/null &
+  wait_for "$W/done"
+elif [ "$phase" = poll ]; then
+  wait_for "$W/done"
+elif [ "$phase" = collect ]; then
+  wait_for "$W/done"
+  OUT=${OUT:-$W/out}; mkdir -p "$OUT/model"
+  cp "$W"/packed/* "$OUT/model/" 2>/dev/null
+  tar czf "$OUT/logs.tgz" -C "$W" train.log ladder.log pack.log pipeline.log run/config.yaml run/ladder.json \
+    run/ladder.png run/csv/version_0/metrics.csv 2>/dev/null
+  grep -A 30 "^ladder of" "$W/ladder.log" || tail -n 30 "$W/ladder.log"
+  ls -la "$OUT" "$OUT/model"
+fi

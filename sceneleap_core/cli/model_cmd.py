@@ -1,0 +1,76 @@
+"""``sceneleap model``: inspect and pack a trained model directory.
+
+    sceneleap model info DIR
+    sceneleap model pack DIR --out OUT [--dtype float16] [--max-shard-mb 15]
+
+``pack`` re-writes a ``save_pretrained`` directory (a run's ``model/``) for shipping: floating-point
+weights in a smaller dtype, split into safetensors files of at most ``--max-shard-mb`` MiB, the
+config and normalizer unchanged; then loads the result and reports the largest weight change.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def _info(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from sceneleap_core.models import GraspGenerator
+
+    model, normalizer, extra = GraspGenerator.load_pretrained(args.dir)
+    meta = json.loads((Path(args.dir) / "config.json").read_text())
+    files = sorted(Path(args.dir).glob("*.safetensors"))
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{args.dir}: {params / 1e6:.2f} M parameters, weights {meta.get('weights_dtype', 'float32')} in "
+          f"{len(files)} file(s), {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")  # fmt: skip
+    cfg = model.config
+    print(f"encoder {cfg.encoder}, denoiser {cfg.denoiser} d{cfg.d_model} x {cfg.depth}, objective {cfg.objective}, "
+          f"prediction {cfg.prediction}, anchor {cfg.anchor}, normalizer {'yes' if normalizer is not None else 'no'}")  # fmt: skip
+    if extra:
+        print("extra:", json.dumps(extra, sort_keys=True)[:400])
+    return 0
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from sceneleap_core.models import GraspGenerator
+
+    if args.max_shard_mb <= 0:
+        raise ValueError(f"--max-shard-mb: expected > 0, got {args.max_shard_mb}")
+    if Path(args.out).resolve() == Path(args.dir).resolve():
+        raise ValueError("--out: expected a directory other than the source")
+    model, normalizer, extra = GraspGenerator.load_pretrained(args.dir)
+    out = model.save_pretrained(
+        args.out, normalizer, extra, dtype=getattr(torch, args.dtype), max_shard_bytes=int(args.max_shard_mb * 2**20)
+    )
+    packed, _, _ = GraspGenerator.load_pretrained(out)
+    change = max(
+        float((a - b).abs().max()) if a.is_floating_point() else 0.0
+        for a, b in zip(model.state_dict().values(), packed.state_dict().values())
+    )
+    files = sorted(out.glob("*.safetensors"))
+    print(f"wrote {out}: {len(files)} file(s), largest {max(f.stat().st_size for f in files) / 2**20:.1f} MiB, "
+          f"total {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB, {args.dtype}; largest weight change {change:.2e}")  # fmt: skip
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="inspect or pack a trained model directory", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    msub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
+    q = msub.add_parser("info", help="parameters, sizes and config of a model directory")
+    q.add_argument("dir", help="save_pretrained directory")
+    q.set_defaults(func=_info)
+    q = msub.add_parser("pack", help="re-write a model directory in a smaller dtype, sharded, for shipping")
+    q.add_argument("dir", help="save_pretrained directory (e.g. runs/x/model)")
+    q.add_argument("--out", required=True, help="output directory")
+    q.add_argument("--dtype", choices=_DTYPES, default="float16", help="dtype of the stored weights")
+    q.add_argument("--max-shard-mb", type=float, default=15.0, help="largest weight file, MiB")
+    q.set_defaults(func=_pack)
