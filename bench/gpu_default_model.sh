@@ -76,5 +76,9 @@ elif [ "$phase" = collect ]; then
   tar czf "$OUT/logs.tgz" -C "$W" train.log ladder.log pack.log pipeline.log run/config.yaml run/ladder.json \
     run/ladder.png run/csv/version_0/metrics.csv 2>/dev/null
   grep -A 30 "^ladder of" "$W/ladder.log" || tail -n 30 "$W/ladder.log"
+  if [ -e "$W/packed/config.json" ] && [ "${LATENCY:-1}" = 1 ]; then  # planner latency of the packed model
+    . "$W/env.sh"; PYTHONPATH=/tmp/site:$PWD timeout 240 $PY bench/latency.py --model "$W/packed" --device cuda \
+      --png "$OUT/latency.png" > "$OUT/latency.txt" 2>&1; cat "$OUT/latency.txt"
+  fi
   ls -la "$OUT" "$OUT/model"
 fi

@@ -112,3 +112,12 @@ def test_plan_returns_ranked_filtered_grasps_with_their_bookkeeping():
     assert torch.allclose(kept.palm_pose[0], survivors, atol=1e-5), "the best survivors, in rank order"
     with pytest.raises(ValueError, match="num_grasps"):
         planner.plan(pts, num_grasps=0)
+
+
+def test_plan_returns_an_empty_grasp_set_when_every_candidate_is_rejected():
+    planner = tiny_planner(num_points=256)
+    pts, _ = tabletop(n_table=800, n_box=300)
+    post = PostConfig(table_tolerance=-1.0)  # every hand corner must clear the table by 1 m: all rejected
+    out = planner.plan(pts, num_grasps=4, steps=2, seed=0, post=post)
+    assert len(out) == 0 and out.palm_pose.shape == (1, 0, 4, 4) and out.scores.shape == (1, 0)
+    assert sum(out.rejected.values()) == out.candidates > 0

@@ -1,0 +1,118 @@
+"""Planner latency: p50/p95 of the whole ``GraspPlanner.plan()`` and of each stage, side by side in
+one run, for samplers x steps, grasp counts G and raw cloud sizes, per backend. Synthetic tabletop
+clouds (a plane and a box); with ``--model`` a trained model, else random weights of ``--preset``.
+
+    python bench/latency.py --model sceneleap_core/assets/default_model --device cuda \
+        --samplers ddpm:100,ddim:20,ddim:10,dpmpp:10,dpmpp:5 --grasps 8,32,128 --points 5000,20000,100000
+    python bench/latency.py --preset tiny --device cpu --repeats 2 --grasps 8 --points 5000 --samplers ddim:10
+
+Grid: every sampler at every G on the first cloud size, then the first sampler at G = 32 (or the
+first G) on every cloud size. Prints one table; ``--png`` plots latency against G.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+import torch
+
+
+def tabletop(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 3) points: a 60 cm table 0.6 m below the origin and an 8 cm box on it (the camera frame's
+    -z is down), 1 mm noise."""
+    rng = np.random.default_rng(seed)
+    k = n // 4
+    table = np.c_[rng.uniform(-0.3, 0.3, (n - k, 2)), np.full(n - k, -0.6)]
+    box = rng.uniform(-0.04, 0.04, (k, 3)) + np.array([0.05, 0.0, -0.56])
+    return np.concatenate([table, box]) + rng.normal(0, 0.001, (n, 3))
+
+
+def measure(planner, cloud: np.ndarray, grasps: int, sampler: str, steps: int, repeats: int) -> dict:
+    """p50/p95 (ms) of plan() and p50 of each stage over ``repeats`` runs after one warm-up."""
+    opts = {"steps": steps, "sampler": sampler, "seed": 0}
+    planner.plan(cloud, grasps, **opts)
+    totals, stages, kept = [], [], []
+    for r in range(repeats):
+        t = time.perf_counter()
+        out = planner.plan(cloud, grasps, **{**opts, "seed": r})
+        totals.append(1e3 * (time.perf_counter() - t))
+        stages.append(out.timings)
+        kept.append(out.palm_pose.shape[1])
+    row = {"p50": float(np.percentile(totals, 50)), "p95": float(np.percentile(totals, 95)), "kept": float(np.mean(kept))}
+    for key in stages[0]:
+        if key != "total":
+            row[key] = float(np.median([s[key] for s in stages]))
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="save_pretrained directory (default: random weights of --preset)")
+    ap.add_argument("--preset", default="lite")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--backends", default="eager", help="comma list of eager, compile, onnx")
+    ap.add_argument("--samplers", default="ddpm:100,ddim:20,ddim:10,dpmpp:10,dpmpp:5")
+    ap.add_argument("--grasps", default="8,32,128")
+    ap.add_argument("--points", default="20000,5000,100000", help="raw cloud sizes; the first is the grid's")
+    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--png", help="latency vs G plot")
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    from sceneleap_core.hand import GraspNormalizer, HandModel
+    from sceneleap_core.infer import GraspPlanner
+    from sceneleap_core.models import build_generator
+
+    samplers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
+    grasps = [int(g) for g in args.grasps.split(",")]
+    sizes = [int(n) for n in args.points.split(",")]
+    planners = {}
+    for backend in args.backends.split(","):
+        if args.model:
+            planners[backend] = GraspPlanner.from_pretrained(args.model, device=args.device, backend=backend)
+        else:
+            torch.manual_seed(0)
+            hand = HandModel.load()
+            norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.08)
+            model = build_generator(args.preset, anchor="seed").eval().to(args.device)
+            planners[backend] = GraspPlanner(model, norm, hand, backend=backend, frame="gravity")
+    device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
+    print(f"model {args.model or 'random ' + args.preset}, device {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} CPU threads, {args.repeats} repeats after a warm-up")  # fmt: skip
+    grid = [(b, s, n, g, sizes[0]) for b in planners for s, n in samplers for g in grasps]
+    g_mid = 32 if 32 in grasps else grasps[0]
+    grid += [(b, samplers[0][0], samplers[0][1], g_mid, n) for b in planners for n in sizes[1:]]
+    rows = []
+    header = f"{'backend':8s} {'sampler':8s} {'steps':>5s} {'G':>4s} {'points':>7s} {'p50 ms':>8s} {'p95 ms':>8s}  stages p50 ms"
+    print(header)
+    for backend, sampler, steps, g, n in grid:
+        r = measure(planners[backend], tabletop(n), g, sampler, steps, args.repeats)
+        rows.append({"backend": backend, "sampler": sampler, "steps": steps, "G": g, "points": n, **r})
+        stages = "  ".join(f"{k} {v:.1f}" for k, v in r.items() if k not in ("p50", "p95", "kept"))
+        print(f"{backend:8s} {sampler:8s} {steps:5d} {g:4d} {n:7d} {r['p50']:8.1f} {r['p95']:8.1f}  {stages}", flush=True)
+    if args.png:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for backend in planners:
+            for sampler, steps in samplers:
+                sel = [r for r in rows if (r["backend"], r["sampler"], r["steps"], r["points"]) == (backend, sampler, steps, sizes[0])]
+                ax.plot([r["G"] for r in sel], [r["p50"] for r in sel], "o-", label=f"{backend} {sampler}-{steps}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("grasps G")
+        ax.set_ylabel("plan() p50 ms")
+        ax.set_title(f"{device}, {sizes[0]} points", fontsize=8)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(args.png, dpi=120)
+        print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()
