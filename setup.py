@@ -38,6 +38,8 @@ setup(
             "data/sample/*.h5",
             "data/sample/grasps/*.npz",
             "data/library_default/*.npz",
+            "assets/default_model/*.json",
+            "assets/default_model/*.safetensors",
         ]
     },
     data_files=[

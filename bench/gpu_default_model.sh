@@ -9,9 +9,9 @@
 # Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, WORKERS, BUDGET (seconds one call may wait),
 # MODEL / EXTRA (training config overrides).
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # (GNU nproc honours OMP_NUM_THREADS: NPROC uses --all)
 W=${W:-/tmp/dm}; SCENES=${SCENES:-2000}; STEPS=${STEPS:-14000}; MINUTES=${MINUTES:-15}; VIEWS=${VIEWS:-12}
-GRASPS=${GRASPS:-16}; WORKERS=${WORKERS:-15}; BUDGET=${BUDGET:-570}; NPROC=${NPROC:-$(nproc)}
+GRASPS=${GRASPS:-16}; WORKERS=${WORKERS:-15}; BUDGET=${BUDGET:-570}; NPROC=${NPROC:-$(nproc --all)}
 # the shipped size: dit_s at d_model 288 (13.8 M parameters, 28 MB as float16; d384 is 24 M / 46 MB)
 MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}
 PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
@@ -31,7 +31,7 @@ if [ "$phase" = start ]; then
   if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
   fi
-  mkdir -p "$W"; rm -rf "$W/src"; mkdir -p "$W/src"; cp -r sceneleap_core bench config "$W/src/"
+  mkdir -p "$W"; rm -rf "$W/src" "$W/done" "$W/stage" "$W/ladder.log"; mkdir -p "$W/src"; cp -r sceneleap_core bench config "$W/src/"
   cat > "$W/env.sh" <<EOF
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$W/src
 EOF

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from sceneleap_core.assets import DEFAULT_MODEL_DIR
 from sceneleap_ros.cloud import CloudError, cloud_to_numpy
 from sceneleap_ros.grasps import grasps_to_msg, rank_grasps
 from sceneleap_ros.markers import grasp_markers
 from sceneleap_ros.messages import MessageFactory, header, stamp_seconds
 from sceneleap_ros.parameters import NodeParams, parse_gravity
 
-BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "sceneleap_core" / "infer" / "default_model"
+BUNDLED_MODEL = DEFAULT_MODEL_DIR
 UNTRAINED_PREFIX = "untrained:"
 
 # diagnostic_msgs/DiagnosticStatus levels

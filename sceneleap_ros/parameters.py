@@ -2,9 +2,10 @@
 whether it may change at run time) used to declare them in rclpy, to validate values and to check
 ``config/grasp.yaml``.
 
-``model`` empty means the bundled model (``sceneleap_core/infer/default_model``); there is none yet,
-so the node then stops with a message naming ``model:=DIR``. ``model: untrained:tiny`` builds a
-randomly initialised tiny model (real code paths, meaningless grasps) for wiring tests and demos.
+``model`` empty means the bundled model (``sceneleap_core/assets/default_model``, the one constant
+``sceneleap_core.assets.DEFAULT_MODEL_DIR``); while there is none, the node stops with a message
+naming ``model:=DIR``. ``model: untrained:tiny`` builds a randomly initialised tiny model (real code
+paths, meaningless grasps) for wiring tests and demos.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def _run(args: argparse.Namespace) -> int:
     from sceneleap_core.atomic import write_text_atomic
     from sceneleap_core.infer import GraspPlanner
     from sceneleap_core.infer.cloud_io import load_cloud
-    from sceneleap_core.infer.show import grasps_to_records
+    from sceneleap_core.infer.show import grasps_to_records, plan_report
 
     if args.num_grasps < 1 or args.steps < 1:
         raise ValueError(f"--num-grasps/--steps: expected >= 1, got {args.num_grasps}/{args.steps}")
@@ -61,16 +61,11 @@ def _run(args: argparse.Namespace) -> int:
         table.add_row(*cells)
     console.print(table)
     console.print("timings ms: " + ", ".join(f"{k} {v:.1f}" for k, v in grasps.timings.items()))
-    report = {
-        "cloud": str(args.cloud), "model": str(args.model), "frame": "the cloud's frame",
-        "hand": grasps.hand_name, "joint_names": grasps.joint_names,
-        "settings": {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": args.sampler,
-                     "guidance": args.guidance, "seed": args.seed, "backend": args.backend, "device": args.device},
-        "candidates": grasps.candidates, "rejected": grasps.rejected, "timings_ms": grasps.timings,
-        "grasps": records,
-    }  # fmt: skip
+    settings = {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": args.sampler, "guidance": args.guidance,
+                "seed": args.seed, "backend": args.backend, "device": args.device}  # fmt: skip
+    report = plan_report(grasps, cloud=args.cloud, model=args.model, frame="the cloud's frame", settings=settings,
+                         records=records, evaluation=evaluation)  # fmt: skip
     if evaluation is not None:
-        report["evaluation"] = evaluation
         console.print("lift success: " + f"{evaluation['summary'].get('lift_success', float('nan')):.3f}")
     from sceneleap_core.cli.eval_cmd import _json_ready
 

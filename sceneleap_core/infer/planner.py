@@ -93,6 +93,31 @@ class GraspSet:
     def __len__(self) -> int:
         return int(self.palm_pose.shape[1])
 
+    def transformed(self, transform) -> GraspSet:
+        """The same grasps in another frame: ``transform`` (4, 4) rigid, new <- current (e.g. world <-
+        camera, a camera pose). Moves ``palm_pose``, ``pregrasp_pose``, ``target`` and ``anchors``;
+        joints, scores, the network ``vectors`` and the bookkeeping stay as they are."""
+        t = torch.as_tensor(np.asarray(transform, dtype=np.float64))
+        if t.shape != (4, 4) or not torch.isfinite(t).all():
+            raise ValueError(f"transform: expected a finite (4, 4) matrix, got shape {tuple(t.shape)}")
+        rot = t[:3, :3]
+        rigid = torch.allclose(rot @ rot.T, torch.eye(3, dtype=t.dtype), atol=1e-5) and torch.det(rot) > 0
+        if not rigid or not torch.allclose(t[3], torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=t.dtype)):
+            raise ValueError("transform: expected a rigid transform (proper rotation, last row 0 0 0 1), got "
+                             f"{np.round(t.numpy(), 4).tolist()}")  # fmt: skip
+
+        def pose(x):
+            return None if x is None else (t.to(x.device) @ x.double()).to(x.dtype)  # (B, G, 4, 4)
+
+        def point(x):
+            if x is None:
+                return None
+            tt = t.to(x.device)
+            return (x.double() @ tt[:3, :3].T + tt[:3, 3]).to(x.dtype)  # (B, G, 3)
+
+        return dataclasses.replace(self, palm_pose=pose(self.palm_pose), pregrasp_pose=pose(self.pregrasp_pose),
+                                   target=point(self.target), anchors=point(self.anchors))  # fmt: skip
+
 
 def decode_grasps(
     vectors: torch.Tensor, normalizer: GraspNormalizer, hand: HandModel, anchors: torch.Tensor | None = None

@@ -35,10 +35,30 @@ def grasps_to_records(grasps) -> list[dict]:
     return out
 
 
+def plan_report(grasps, *, cloud: str, model: str, frame: str, settings: dict, records: list[dict] | None = None,
+                evaluation: dict | None = None) -> dict:  # fmt: skip
+    """The JSON report of ``sceneleap plan`` (and ``sceneleap demo-plan``) for a
+    :class:`sceneleap_core.infer.GraspSet`: where the cloud and the model came from, the frame the
+    poses are in, the hand, the settings, candidates, rejections, timings, the grasps
+    (:func:`grasps_to_records`, or ``records`` when already made) and an optional ``evaluation``
+    block. Floats may be NaN: write it through ``sceneleap_core.cli.eval_cmd._json_ready``."""
+    report = {
+        "cloud": str(cloud), "model": str(model), "frame": frame,
+        "hand": grasps.hand_name, "joint_names": grasps.joint_names, "settings": dict(settings),
+        "candidates": grasps.candidates, "rejected": grasps.rejected, "timings_ms": grasps.timings,
+        "grasps": grasps_to_records(grasps) if records is None else records,
+    }  # fmt: skip
+    if evaluation is not None:
+        report["evaluation"] = evaluation
+    return report
+
+
 def render_plan(cloud: np.ndarray, grasps, out: str | Path, *, hand=None, max_grasps: int = 5,
-                title: str | None = None) -> Path:  # fmt: skip
+                title: str | None = None, views=None) -> Path:  # fmt: skip
     """PNG of the cloud (grey, strided to 20k points) and the ``max_grasps`` best grasps as hand
-    boxes, rank k in colour k of tab10 with a legend, from two views."""
+    boxes, rank k in colour k of tab10 with a legend, from two views: ``views`` ((elev, azim) per
+    panel; None = :func:`sceneleap_core.hand.draw.draw_cloud_with_hands`'s, made for a camera frame,
+    y down; a z-up world frame reads better from above, e.g. ((60, -90), (15, -35)))."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,7 +83,9 @@ def render_plan(cloud: np.ndarray, grasps, out: str | Path, *, hand=None, max_gr
     centre = (focus.max(0) + focus.min(0)) / 2
     radius = (focus.max(0) - focus.min(0)).max() / 2 * 1.05
     fig = plt.figure(figsize=(11, 5.5))
-    draw_cloud_with_hands(fig, pts, "#888888", corners, centre=centre, radius=radius, alpha=0.45, point_size=0.4)
+    kwargs = {} if views is None else {"views": views}
+    draw_cloud_with_hands(fig, pts, "#888888", corners, centre=centre, radius=radius, alpha=0.45, point_size=0.4,
+                          **kwargs)  # fmt: skip
     if g:
         scores = grasps.scores[0] if grasps.scores is not None else torch.zeros(g)
         handles = [Patch(color=cmap(k % 10), label=f"#{k + 1}  score {float(scores[k]):.3f}") for k in range(g)]

@@ -83,27 +83,39 @@ class SimLiftEvaluator:
         tips = self.hand.tip_positions(state).mean(dim=1).numpy()  # (G, 3)
         return np.linalg.norm(tips[:, None, :] - centres[None, :, :], axis=-1).argmin(axis=1)
 
+    def evaluate_world(self, index: int, palm_world: np.ndarray, joints: np.ndarray, *, scene=None):
+        """Lift-test grasps given in the world frame of dataset sample ``index``: palm poses
+        (G, 4, 4) and joints (G, J) (clipped to the limits). Each grasp's target is the object whose
+        centre is nearest its fingertips (:meth:`targets`). ``scene``: :meth:`scene`'s result for
+        ``index`` when the caller has it. Returns the :class:`sceneleap_core.sim.GraspEvaluation`
+        (``lift`` only), one entry per grasp."""
+        from sceneleap_core.sim import evaluate_grasps
+
+        sim_scene, _, centres = scene if scene is not None else self.scene(index)
+        lower, upper = self.hand.joint_lower.numpy(), self.hand.joint_upper.numpy()
+        palm_world = np.asarray(palm_world, dtype=np.float64)
+        q = np.clip(np.asarray(joints, dtype=np.float64), lower, upper)  # (G, J)
+        target = self.targets(palm_world, q, centres)
+        return evaluate_grasps(
+            sim_scene, palm_world, q, target, protocol="lift", config=self.sim_config, pool=self.pool
+        )
+
     def __call__(self, batch: dict, palm_pose: torch.Tensor, joints: torch.Tensor) -> dict[str, float]:
         """Simulate; palm_pose (B, G, 4, 4) and joints (B, G, J) in the network frame of ``batch``
         (``batch["frame"]`` (B, 4, 4) maps network -> camera). Returns mean lift success, the
         pregrasp-collision rate and the mean penetration into the scene (mm)."""
         from sceneleap_core.infer.planner import to_input_frame
-        from sceneleap_core.sim import evaluate_grasps
 
         successes, collisions, penetration = [], [], []
-        lower = self.hand.joint_lower.numpy()
-        upper = self.hand.joint_upper.numpy()
         for b in range(min(self.max_scenes, palm_pose.shape[0])):
-            scene, world_from_camera, centres = self.scene(int(batch["index"][b]))
+            index = int(batch["index"][b])
+            scene = self.scene(index)
             frame = batch["frame"][b : b + 1].double().cpu()  # camera <- network (may include 1/scale)
             pose_net = palm_pose[b : b + 1, : self.max_grasps].double().cpu()  # (1, G, 4, 4)
             pose_cam = to_input_frame(frame, pose_net)[0].numpy()  # proper rotations, camera frame
-            palm_world = world_from_camera @ pose_cam  # (G, 4, 4)
-            q = np.clip(joints[b, : self.max_grasps].double().cpu().numpy(), lower, upper)  # (G, J)
-            target = self.targets(palm_world, q, centres)
-            result = evaluate_grasps(
-                scene, palm_world, q, target, protocol="lift", config=self.sim_config, pool=self.pool
-            ).lift
+            palm_world = scene[1] @ pose_cam  # (G, 4, 4), world <- camera
+            q = joints[b, : self.max_grasps].double().cpu().numpy()  # (G, J)
+            result = self.evaluate_world(index, palm_world, q, scene=scene).lift
             successes.append(result.success)
             collisions.append(result.pregrasp_penetration_mm > 0)
             penetration.append(result.penetration_scene_mm)
