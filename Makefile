@@ -18,7 +18,7 @@ setup: $(STAMP)
 
 ## The main job on the embedded default: the hand model, the bundled sample dataset, its grasps
 ## re-evaluated in MuJoCo, the bundled object grasp library and scenes of unseen objects composed
-## from it, then the bundled trained model planning grasps on the sample scenes, each planned grasp
+## from it, then the bundled trained model planning grasps on those unseen-object scenes, each planned grasp
 ## lift-tested in MuJoCo (pictures and tables in $(DEMO_OUT)/; PLAN_MODEL=DIR plans with another model;
 ## --threads 1: on a busy 2-core machine two torch threads made plan() 10x slower, 9 s vs 0.8 s).
 SAMPLE    := sceneleap_core/data/sample
@@ -35,10 +35,10 @@ demo: $(STAMP)
 		--workers 2 --json $(DEMO_OUT)/eval.json --png $(DEMO_OUT)/grasp_rollout.png
 	$(BIN)/sceneleap library stats $(LIBRARY) --png $(DEMO_OUT)/library_stats.png
 	rm -rf $(DEMO_OUT)/composed
-	$(BIN)/sceneleap scenes compose --library $(LIBRARY) --split test --num-scenes 2 --views 2 --out $(DEMO_OUT)/composed
+	$(BIN)/sceneleap scenes compose --library $(LIBRARY) --split test --num-scenes 3 --views 2 --out $(DEMO_OUT)/composed
 	$(BIN)/sceneleap scenes show $(DEMO_OUT)/composed --index 0 --grasps 4 --out $(DEMO_OUT)/composed_scene.png
-	$(BIN)/sceneleap demo-plan $(if $(PLAN_MODEL),--model $(PLAN_MODEL)) --scenes 3 --num-grasps 16 --workers 2 --threads 1 \
-		--out $(DEMO_OUT)/planner
+	$(BIN)/sceneleap demo-plan $(if $(PLAN_MODEL),--model $(PLAN_MODEL)) --data $(DEMO_OUT)/composed --scenes 3 \
+		--num-grasps 16 --workers 2 --threads 1 --out $(DEMO_OUT)/planner
 
 ## The test suite (what CI runs).
 test: $(STAMP)

@@ -40,6 +40,9 @@ setup(
             "data/library_default/*.npz",
             "assets/default_model/*.json",
             "assets/default_model/*.safetensors",
+            "assets/default_model/*.yaml",
+            "assets/default_model/*.csv",
+            "assets/*.md",
         ]
     },
     data_files=[

@@ -61,7 +61,7 @@ def load_planner(params: NodeParams, log: logging.Logger | None = None, hand=Non
     if not (directory / "config.json").is_file():
         if not model:
             raise ValueError(
-                f"model: no bundled model at {BUNDLED_MODEL} yet (none trained reaches the targets); pass "
+                f"model: no bundled model at {BUNDLED_MODEL} (a partial install?); pass "
                 "model:=DIR (a save_pretrained directory) or model:=untrained:tiny for a wiring test"
             )
         raise ValueError(f"model: expected a save_pretrained directory with config.json, got {directory}")

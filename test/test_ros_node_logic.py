@@ -207,7 +207,12 @@ def test_latest_slot_keeps_only_the_newest():
     assert slot.take(0) == 2 and slot.take(0.01) is None
 
 
-def test_load_planner_explains_missing_models(setup, hand, tmp_path):
+def test_load_planner_explains_missing_models(setup, hand, tmp_path, monkeypatch):
+    import sceneleap_ros.node_logic as node_logic
+
+    bundled = load_planner(NodeParams(), hand=hand)  # the shipped model, with its training's data settings
+    assert bundled.model.anchored and bundled.num_points == 8192 and bundled.frame == "gravity"
+    monkeypatch.setattr(node_logic, "BUNDLED_MODEL", tmp_path / "absent")
     with pytest.raises(ValueError, match="model:=untrained:tiny"):
         load_planner(NodeParams(), hand=hand)
     with pytest.raises(ValueError, match=r"config\.json"):

@@ -1,0 +1,69 @@
+"""Learning curves of a training run from its CSV log (``RUN/csv/version_0/metrics.csv``): training
+loss (smoothed), validation loss with the real / blanked / foreign cloud (the conditioning gap),
+keypoint chamfer to the ground-truth set and the collision-free rate of sampled grasps.
+
+    python bench/curves.py runs/x/csv/version_0/metrics.csv --out curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+
+import numpy as np
+
+
+def read_metrics(path: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{column: (steps, values)} of every non-empty cell of a Lightning CSV log."""
+    series: dict[str, list] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key not in ("epoch", "step") and value not in ("", None):
+                    series.setdefault(key, []).append((int(row["step"]), float(value)))
+    if not series:
+        raise ValueError(f"{path}: expected a Lightning metrics.csv with logged values, got none")
+    return {k: (np.array([s for s, _ in v]), np.array([x for _, x in v])) for k, v in series.items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("metrics", help="metrics.csv of a run")
+    ap.add_argument("--out", required=True, help="output PNG")
+    ap.add_argument("--title", default="")
+    args = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = read_metrics(args.metrics)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    if "train/loss" in m:
+        s, v = m["train/loss"]
+        k = max(1, len(v) // 40)
+        smooth = np.convolve(v, np.ones(k) / k, mode="valid")
+        axes[0].plot(s, v, color="0.8", lw=0.6, label="train (raw)")
+        axes[0].plot(s[k - 1 :], smooth, color="tab:blue", label=f"train ({k}-point mean)")
+    for key, style in (("val/loss_real", "o-"), ("val/loss_blank", "s--"), ("val/loss_foreign", "^--")):
+        if key in m:
+            axes[0].plot(*m[key], style, label=key.removeprefix("val/"))
+    axes[0].set_title("denoising loss")
+    axes[0].legend(fontsize=7)
+    if "val/chamfer_mm" in m:
+        axes[1].plot(*m["val/chamfer_mm"], "o-", color="tab:red")
+    axes[1].set_title("val: keypoint chamfer to GT (mm)")
+    if "val/collision_free" in m:
+        s, v = m["val/collision_free"]
+        axes[2].plot(s, 100 * v, "o-", color="tab:green")
+    axes[2].set_title("val: collision-free sampled grasps (%)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    fig.suptitle(args.title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
