@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--anchor-rows", default="uniform,true",
                     help="extra rows of anchored models with the first sampler and other anchors ('' = none)")
     ap.add_argument("--no-oracle", action="store_true", help="skip the oracle-denoiser rung")
+    ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of every row")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args(argv)
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
         model_dir = run / "model"
     t_train = time.perf_counter() - t0
     model, normalizer, _ = GraspGenerator.load_pretrained(model_dir, device=args.device)
-    module = GraspTrainingModule(model, normalizer, val=ValConfig(), seed=cfg.seed).to(args.device)
+    module = GraspTrainingModule(model, normalizer, val=ValConfig(guidance_scale=args.guidance), seed=cfg.seed).to(args.device)
     module.eval()
     samplers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
     common = dict(num_points=cfg.data.num_points, num_grasps=cfg.data.num_grasps, center=cfg.data.center,
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
                                      num_grasps=args.grasps, anchors=anchors))  # fmt: skip
             print(rows[-1].row(), flush=True)
     print(f"\nladder of {run} ({cfg.model_preset}, frame {cfg.data.frame}, prediction {model.config.prediction}, "
+          f"guidance {args.guidance:g}, "
           f"{cfg.trainer.max_steps} steps, train {t_train:.0f} s, device {args.device}"
           f"{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''})")  # fmt: skip
     print(HEADER)

@@ -101,6 +101,13 @@ def test_plan_returns_ranked_filtered_grasps_with_their_bookkeeping():
     assert full.target.shape == (1, 8, 3) and torch.equal(full.target, full.anchors)
     assert full.pregrasp_joints.shape == (1, 8, 16)
     assert set(full.timings) >= {"prepare", "sample", "decode", "refine", "filter", "rank", "total"}
+    # the ranking evidence travels with the grasps, in their order: score = -energy; the anchor score
+    assert set(full.terms) == {"penetration", "table", "contact", "self", "total", "anchor_logit"}
+    assert all(t.shape == (1, 8) for t in full.terms.values())
+    assert torch.allclose(full.scores, -full.terms["total"], atol=1e-5)
+    pts_net = planner.prepare(pts, 5)
+    net = planner.sample_network(pts_net.points, 16, steps=2, seed=5, up=pts_net.up_net)
+    assert torch.allclose(net.terms["anchor_logit"], planner.model.score_anchors(pts_net.points, net.anchors), atol=1e-5)
     # the filtered plan of the same seed sees the same 8 candidates: its rejections are theirs
     expected = collision_check(planner.hand, full.palm_pose[0], full.joints[0],
                                torch.tensor(planner.prepare(pts, 5).cloud, dtype=torch.float32),
@@ -123,3 +130,16 @@ def test_plan_that_rejects_every_candidate_returns_an_empty_set():
     grasps = planner.plan(pts, 4, steps=2, up=np.array([0.0, 0.0, 1.0]), post={"table_tolerance": -10.0})
     assert len(grasps) == 0 and grasps.rejected["table"] == grasps.candidates == 8
     assert grasps.palm_pose.shape == (1, 0, 4, 4) and grasps.scores.shape == (1, 0) and grasps.target.shape == (1, 0, 3)
+
+
+def test_contact_energy_measures_distance_to_objects_not_the_table():
+    hand = _hand()
+    pose = _pose(0.0, 0.0, -0.5 + 0.074 + 0.002)[None]  # the open hand just above the table
+    joints = hand.open_pose[None].float()
+    table = torch.tensor(np.c_[np.random.default_rng(0).uniform(-0.2, 0.2, (800, 2)), np.full(800, -0.5)], dtype=torch.float32)
+    far_object = torch.tensor([[0.3, 0.3, -0.45]])
+    cloud = torch.cat([table, far_object])
+    with_table = grasp_energy(hand, pose, joints, cloud, None)["contact"]
+    objects_only = grasp_energy(hand, pose, joints, cloud, TABLE)["contact"]
+    assert float(with_table) < 0.02, "without a plane every point counts: the table is within 2 cm"
+    assert float(objects_only) > 0.2, "with the plane only the object, 30+ cm away, counts"

@@ -102,16 +102,19 @@ def anchor_labels(
 
 
 def pick_scored(
-    pool: torch.Tensor, logits: torch.Tensor, num: int, *, temperature: float = 0.5, generator=None
-) -> torch.Tensor:
+    pool: torch.Tensor, logits: torch.Tensor, num: int, *, temperature: float = 0.5, generator=None,
+    return_index: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Keep ``num`` of a pool of anchors (B, P, 3) by their scores (B, P): Gumbel top-k on
-    ``logits / temperature`` (without replacement; high scores first, still diverse and seeded)."""
+    ``logits / temperature`` (without replacement; high scores first, still diverse and seeded).
+    Returns the kept anchors (B, num, 3), and their pool indices (B, num) with ``return_index``."""
     if pool.shape[1] < num:
         raise ValueError(f"pool: expected at least num={num} candidates, got {pool.shape[1]}")
     u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-9, 1 - 1e-9)
     keys = logits.float() / temperature - torch.log(-torch.log(u))
     idx = keys.topk(num, dim=1).indices  # (B, num)
-    return torch.gather(pool, 1, idx[..., None].expand(-1, -1, 3))
+    kept = torch.gather(pool, 1, idx[..., None].expand(-1, -1, 3))
+    return (kept, idx) if return_index else kept
 
 
 def support_height(heights: torch.Tensor, bin_size: float = 0.005) -> torch.Tensor:

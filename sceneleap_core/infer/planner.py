@@ -74,6 +74,9 @@ class GraspSet:
         timings: milliseconds per stage (prepare, sample, decode, refine, filter, rank, total).
         rejected: grasps dropped per reason (:data:`sceneleap_core.infer.postprocess.REASONS`);
         candidates: how many were sampled before filtering.
+        terms: per-grasp ranking evidence {name: (B, G)}: the energy terms (``penetration``,
+            ``table``, ``contact``, ``self``, ``total``) and, for models with a trained anchor score,
+            ``anchor_logit`` (the score of each grasp's anchor).
     """
 
     palm_pose: torch.Tensor
@@ -89,6 +92,7 @@ class GraspSet:
     timings: dict[str, float] = field(default_factory=dict)
     rejected: dict[str, int] = field(default_factory=dict)
     candidates: int = 0
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.palm_pose.shape[1])
@@ -317,13 +321,16 @@ class GraspPlanner:
         the model's anchor score (``up`` (B, 3) or (3,): world up in the network frame; +z, the
         gravity frame's, when None)."""
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
+        anchor_logit = None
         if getattr(self.model, "anchored", False) and anchors is None:
             if up is None:
                 up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
             anchors = select_anchors(points, up, num_grasps * self.anchor_pool, generator=gen)
             if self.anchor_pool > 1:
                 logits = self.model.score_anchors(points, anchors)  # (B, pool)
-                anchors = pick_scored(anchors, logits, num_grasps, generator=gen)
+                anchors, kept = pick_scored(anchors, logits, num_grasps, generator=gen, return_index=True)
+                if getattr(self.model.config, "anchor_score_weight", 0) > 0:  # a trained score: ranking evidence
+                    anchor_logit = torch.gather(logits, 1, kept)  # (B, G)
         kwargs = {"anchors": anchors} if anchors is not None else {}
         if self.backend == "eager":
             z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
@@ -331,7 +338,8 @@ class GraspPlanner:
         else:
             z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors)
         pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
-        return GraspSet(pose, joints, z, anchors)
+        terms = {} if anchor_logit is None else {"anchor_logit": anchor_logit.float()}
+        return GraspSet(pose, joints, z, anchors, terms=terms)
 
     def plan(self, points, num_grasps: int = 32, *, steps: int = 10, sampler: str | None = None,
              guidance_scale: float = 1.0, seed: int | None = 0, up: np.ndarray | None = None,
@@ -399,8 +407,8 @@ class GraspPlanner:
         keep = check["keep"].nonzero().squeeze(-1)
         t = lap("filter", t)
         with torch.no_grad():
-            energy = grasp_energy(hand, pose[keep], joints[keep], cloud, prep.plane, cfg)["total"]
-        scores = -energy
+            terms = grasp_energy(hand, pose[keep], joints[keep], cloud, prep.plane, cfg)
+        scores = -terms["total"]
         order = keep[diverse_topk(pose[keep], scores, num_grasps, cfg.diversity, cfg.rotation_scale)]
         rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
         rank[keep] = scores
@@ -409,6 +417,13 @@ class GraspPlanner:
         else:
             centres = grasp_centres(hand, pose[order], joints[order])
             target = cloud[torch.cdist(centres, cloud).argmin(-1)] if len(order) else centres
+        ranked_terms = {}
+        for name, value in terms.items():  # per kept grasp -> the returned order
+            full = torch.zeros(len(pose), dtype=value.dtype, device=value.device)
+            full[keep] = value
+            ranked_terms[name] = full[order][None].float()
+        for name, value in out.terms.items():  # per candidate (network side)
+            ranked_terms[name] = value[0][order.to(value.device)][None]
         t = lap("rank", t)
         timings["total"] = 1e3 * (time.perf_counter() - t_start)
         f32 = out.palm_pose.dtype
@@ -421,5 +436,5 @@ class GraspPlanner:
             anchors=pick(anchors), scores=pick(rank).to(f32), pregrasp_pose=pick(check["pregrasp_pose"]).to(f32),
             pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
             joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=timings,
-            rejected=reason_counts(check["reason"]), candidates=candidates,
+            rejected=reason_counts(check["reason"]), candidates=candidates, terms=ranked_terms,
         )  # fmt: skip

@@ -50,6 +50,8 @@ class PostConfig:
         refine_steps, refine_lr: gradient refinement (0 = off).
         w_penetration, w_table, w_contact, w_self: energy weights (the ranking score is -energy).
         contact_k: finger-pad candidates averaged by the contact term.
+        contact_min_height: the contact term measures distances to observed points at least this high
+            above the support plane (the objects; fingers near the table are not contact).
         diversity: minimum palm distance (m) between kept grasps (0 = plain top-k); rotations count
             ``rotation_scale`` m per radian.
         max_points: observed points used by the checks (strided).
@@ -69,6 +71,7 @@ class PostConfig:
     w_contact: float = 1.0
     w_self: float = 10.0
     contact_k: int = 8
+    contact_min_height: float = 0.01
     diversity: float = 0.02
     rotation_scale: float = 0.05
     max_points: int = 2048
@@ -181,7 +184,12 @@ def grasp_energy(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.T
     if points is not None and len(points):
         cloud = _cloud(points.to(hand.device, hand.dtype), cfg.max_points)
         out["penetration"] = hand_depth(hand, state, cloud).sum(-1)
-        dist = hand.contact_distance(state, cloud[None].expand(g, -1, -1))
+        objects = cloud
+        if plane is not None:
+            normal = torch.as_tensor(plane.normal, dtype=cloud.dtype, device=cloud.device)
+            above = cloud[cloud @ normal - float(plane.offset) > cfg.contact_min_height]
+            objects = above if len(above) else cloud
+        dist = hand.contact_distance(state, objects[None].expand(g, -1, -1))
         out["contact"] = dist.topk(min(cfg.contact_k, dist.shape[-1]), dim=-1, largest=False).values.mean(-1)
     if plane is not None:
         normal = torch.as_tensor(plane.normal, dtype=hand.dtype, device=hand.device)
