@@ -43,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--anchor-rows", default="uniform,true",
                     help="extra rows of anchored models with the first sampler and other anchors ('' = none)")
     ap.add_argument("--no-oracle", action="store_true", help="skip the oracle-denoiser rung")
+    ap.add_argument("--no-train-views", action="store_true", help="only the --held-out sets")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of every row")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
@@ -65,7 +66,7 @@ def main(argv=None) -> int:
     samplers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
     common = dict(num_points=cfg.data.num_points, num_grasps=cfg.data.num_grasps, center=cfg.data.center,
                   frame=cfg.data.frame, augment=None, seed=cfg.seed + 1)  # fmt: skip
-    sets = [("train_views", cfg.data.root)]
+    sets = [] if args.no_train_views else [("train_views", cfg.data.root)]
     for spec in args.held_out:
         name, _, root = spec.partition("=")
         if not root:
