@@ -98,3 +98,42 @@ def test_tensorrt_engine_is_built_once_and_reused(tmp_path):  # pragma: no cover
     cache = nets.encode(pts, pts[:, :4])
     ref = model.encode_scene(pts, anchors=pts[:, :4], deterministic=True)
     assert np.allclose(cache.cond.cpu(), ref.cond.cpu(), atol=2e-2)
+
+
+def test_every_front_end_offers_every_planner_backend():
+    import argparse
+
+    from sceneleap_core.cli.plan_cmd import register
+    from sceneleap_core.infer.planner import BACKENDS
+    from sceneleap_ros.parameters import SPECS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    plan = sub.choices["plan"]
+    cli = next(a.choices for a in plan._actions if a.dest == "backend")
+    ros = SPECS["backend"].choices
+    assert tuple(cli) == tuple(ros) == BACKENDS
+
+
+def test_cuda_graph_backend_replays_the_eager_denoiser():
+    from sceneleap_core.infer.cuda_graph import GraphedDenoiser
+
+    torch.manual_seed(2)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    pts = torch.rand(1, 128, 3) - 0.5
+    anchors = pts[:, :6]
+    cache = model.encode_scene(pts, anchors=anchors, deterministic=True)
+    x, t = torch.randn(1, 6, 25), torch.tensor(40.0)
+    graphed = GraphedDenoiser(model.denoiser)
+    torch.testing.assert_close(graphed(x, t, cache), model.denoiser(x, t, cache))  # off CUDA: the eager call
+    planner = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", backend="cuda_graph")
+    assert isinstance(planner._denoiser, GraphedDenoiser)
+    if not torch.cuda.is_available():
+        pytest.skip("the graph capture itself needs CUDA (measured by bench/latency.py --backends cuda_graph)")
+    model_gpu, g_pts = model.cuda(), pts.cuda()
+    cache = model_gpu.encode_scene(g_pts, anchors=anchors.cuda(), deterministic=True)
+    graphed = GraphedDenoiser(model_gpu.denoiser, autocast_dtype=None)
+    for seed in (0, 1):  # the second call replays the captured graph with new inputs
+        xg = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).cuda()
+        torch.testing.assert_close(graphed(xg, t.cuda(), cache), model_gpu.denoiser(xg, t.cuda(), cache), atol=1e-4, rtol=1e-4)
+    assert len(graphed._graphs) == 1
