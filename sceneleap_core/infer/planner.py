@@ -174,8 +174,8 @@ class GraspPlanner:
         post: post-processing settings (:class:`sceneleap_core.infer.postprocess.PostConfig`).
         backend: the network's runtime (``BACKENDS``): ``eager`` (the model's own ``sample``);
             ``compile`` (``torch.compile`` of the denoiser, dynamic shapes; the encoder runs once per
-            cloud, eager); ``cuda_graph`` (one denoiser step captured per shape as a CUDA graph under
-            bf16 autocast, :class:`sceneleap_core.infer.cuda_graph.GraphedDenoiser`; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
+            cloud, eager); ``cuda_graph`` (one denoiser step captured per shape as a CUDA graph, fp32,
+            :class:`sceneleap_core.infer.cuda_graph.GraphedDenoiser`; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
             folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
             from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
             The scheduler loop stays in Python for every backend.
@@ -213,7 +213,8 @@ class GraspPlanner:
         elif backend == "cuda_graph":
             from sceneleap_core.infer.cuda_graph import GraphedDenoiser
 
-            self._denoiser = GraphedDenoiser(self.model.denoiser)
+            # fp32: bf16 autocast moved palms by up to 12 cm from the fp32 trajectory (bench/RESULTS.md)
+            self._denoiser = GraphedDenoiser(self.model.denoiser, autocast_dtype=None)
         elif backend in ("onnx", "tensorrt"):
             import tempfile
 
