@@ -112,3 +112,17 @@ def test_plan_returns_ranked_filtered_grasps_with_their_bookkeeping():
     assert torch.allclose(kept.palm_pose[0], survivors, atol=1e-5), "the best survivors, in rank order"
     with pytest.raises(ValueError, match="num_grasps"):
         planner.plan(pts, num_grasps=0)
+
+
+def test_finish_grasps_with_every_candidate_rejected_returns_an_empty_set():
+    """A plan whose filter rejects everything returns G = 0 grasps, not an error (the energy of no
+    grasps once failed to reshape)."""
+    from sceneleap_core.infer.planner import finish_grasps
+
+    hand = _hand()
+    pts, _ = tabletop()
+    pose = torch.stack([_pose(0.05, 0.0, -0.6), _pose(0.0, 0.0, -0.7)])  # palms under the table
+    joints = hand.open_pose.float().expand(2, -1)
+    out = finish_grasps(hand, pts, TABLE, pose, joints, 4, PostConfig(), vectors=torch.zeros(2, 25))
+    assert len(out) == 0 and out.palm_pose.shape == (1, 0, 4, 4) and out.rejected["table"] == 2
+    assert set(out.timings) >= {"refine", "filter", "rank", "total"}

@@ -103,7 +103,7 @@ def hand_depth(hand, state, cloud: torch.Tensor) -> torch.Tensor:
     local = ((cloud[n] - ctr.reshape(b * k, 3)[bk])[:, None] @ rot.reshape(b * k, 3, 3)[bk]).squeeze(1)
     depth = (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
     out = torch.zeros(b * cloud.shape[0], dtype=ctr.dtype, device=ctr.device)
-    return out.scatter_reduce(0, (bk // k) * cloud.shape[0] + n, depth, "amax").view(b, -1)
+    return out.scatter_reduce(0, (bk // k) * cloud.shape[0] + n, depth, "amax").view(b, cloud.shape[0])
 
 
 def lowest_height(hand, state, normal: torch.Tensor, offset: float) -> torch.Tensor:
