@@ -210,7 +210,7 @@ def markdown_section(results: dict) -> str:
     """A dated ``## Results`` section: date, machine, device, the command, the table."""
     head = ["method"] + [h for _, h, _ in COLUMNS]
     lines = [
-        f"## Results on held-out scenes, {results['date']}",
+        f"## bench/results.py on held-out scenes, {results['date']}",
         "",
         f"- dataset: `{results['dataset']}`, {len(results['views'])} views, G = {results['grasps']} grasps per plan"
         f", model: `{results['model'] or '-'}`",

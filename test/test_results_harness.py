@@ -85,7 +85,7 @@ def test_two_views_two_methods_run_and_the_table_agrees_with_the_json(heldout, t
     for row in rows:  # every printed cell is the json's number, formatted
         assert all(cell in printed for cell in row)
     text = md.read_text()
-    assert text.startswith("# Results\n\n## Results on held-out scenes") and res["command"] in text
+    assert text.startswith("# Results\n\n## bench/results.py on held-out scenes") and res["command"] in text
     assert all("| " + " | ".join(row) + " |" in text for row in rows)
     assert set(res["latency_vs_g"]) == {"ddim:2", "baseline"} and set(res["latency_vs_g"]["baseline"]) == {"4"}
     assert (out / "success_vs_steps.png").stat().st_size > 0 and (out / "latency_vs_g.png").stat().st_size > 0

@@ -14,15 +14,17 @@ in the palm frame and how far the palm stands off the surface are measured on th
 library (:func:`library_posture`, ``sceneleap_core/data/library_default``: 10,666 grasps of 240
 objects that pass the lift and disturbance tests); the module constants are its figures.
 
-Measured while building it (16 grasps per view, lift test of the returned grasps, CPU; the
-harness ``bench/results.py`` gives the figures of record): closing until contact lifted 34 % on
-8 one-box scenes (train-split boxes of the library, 4-12 cm) where the plain typical posture lifted
-5 % (it closes through big boxes: the lift test fails a commanded grasp 5 mm inside the object),
-36 % vs 31 % on 12 one-object test-split scenes, and 27 % vs 25 % on 6 views of cluttered
-test-split scenes. Left out because they lifted less: contact against the object's points
-mirrored about its vertical axis (the unseen back, by symmetry; no better), or against their
-convex hull extruded to the table (15 %: the hull over-approximates the unseen parts, fingers
-stop short), and backing the open hand off along the normal until it clears that hull (17 %).
+Measured (lift test in MuJoCo, CPU; bench/RESULTS.md): on 32 views of 16 composed scenes of unseen
+(test-split) objects, G = 32, ``bench/results.py --methods baseline``: the top-ranked grasp lifts on
+22 % of the views, 16 % of all returned grasps lift (most failures: fingers closed without holding,
+then a commanded grasp more than 5 mm inside an unseen part), 3.6 mm mean penetration; the filter
+rejects 76 % of the 4 x G candidates, nearly all for the table. While building it (16 grasps per
+view): closing until contact lifted 34 % on 8 one-box scenes (train-split boxes of the library,
+4-12 cm) where the plain typical posture lifted 5 % (it closes through big boxes), 36 % vs 31 % on
+12 one-object test-split scenes. Left out because they lifted less: contact against the object's
+points mirrored about its vertical axis (the unseen back, by symmetry; no better), or against their
+convex hull extruded to the table (15 %: the hull over-approximates the unseen parts, fingers stop
+short), and backing the open hand off along the normal until it clears that hull (17 %).
 
 Frames: the palm approaches along -z of ``palm_lower`` (``hand.approach_axis``); the fingers point
 along +x of the palm frame, the thumb opposes them from -x, so a roll about z turns the closing

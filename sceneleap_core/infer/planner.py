@@ -60,7 +60,8 @@ class GraspSet:
     Attributes:
         palm_pose: (B, G, 4, 4) pose of the palm frame.
         joints: (B, G, J) joint angles, clamped to the limits.
-        vectors: (B, G, D) the normalized network output they were decoded from (before any refinement).
+        vectors: (B, G, D) the normalized network output they were decoded from (before any refinement);
+            a non-learned planner (:mod:`sceneleap_core.infer.baselines`) gives the grasps' physical 25-vectors.
         anchors: (B, G, 3) the anchor point of each grasp (anchored generators), else None.
 
     Filled by :meth:`GraspPlanner.plan` (None / empty from :meth:`GraspPlanner.sample_network`):
