@@ -143,3 +143,17 @@ def test_contact_energy_measures_distance_to_objects_not_the_table():
     objects_only = grasp_energy(hand, pose, joints, cloud, TABLE)["contact"]
     assert float(with_table) < 0.02, "without a plane every point counts: the table is within 2 cm"
     assert float(objects_only) > 0.2, "with the plane only the object, 30+ cm away, counts"
+
+
+def test_finish_grasps_with_every_candidate_rejected_returns_an_empty_set():
+    """A plan whose filter rejects everything returns G = 0 grasps, not an error (the energy of no
+    grasps once failed to reshape)."""
+    from sceneleap_core.infer.planner import finish_grasps
+
+    hand = _hand()
+    pts, _ = tabletop()
+    pose = torch.stack([_pose(0.05, 0.0, -0.6), _pose(0.0, 0.0, -0.7)])  # palms under the table
+    joints = hand.open_pose.float().expand(2, -1)
+    out = finish_grasps(hand, pts, TABLE, pose, joints, 4, PostConfig(), vectors=torch.zeros(2, 25))
+    assert len(out) == 0 and out.palm_pose.shape == (1, 0, 4, 4) and out.rejected["table"] == 2
+    assert set(out.timings) >= {"refine", "filter", "rank", "total"}

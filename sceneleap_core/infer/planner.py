@@ -60,7 +60,8 @@ class GraspSet:
     Attributes:
         palm_pose: (B, G, 4, 4) pose of the palm frame.
         joints: (B, G, J) joint angles, clamped to the limits.
-        vectors: (B, G, D) the normalized network output they were decoded from (before any refinement).
+        vectors: (B, G, D) the normalized network output they were decoded from (before any refinement);
+            a non-learned planner (:mod:`sceneleap_core.infer.baselines`) gives the grasps' physical 25-vectors.
         anchors: (B, G, 3) the anchor point of each grasp (anchored generators), else None.
 
     Filled by :meth:`GraspPlanner.plan` (None / empty from :meth:`GraspPlanner.sample_network`):
@@ -151,6 +152,92 @@ def to_input_frame(frame: torch.Tensor, palm_pose: torch.Tensor) -> torch.Tensor
     out[..., :3, :3] = ((u * fix) @ vt).to(palm_pose)
     out[..., :3, 3] = (lin @ palm_pose[..., :3, 3:4]).squeeze(-1) + frame[:, None, :3, 3].to(palm_pose)
     return out
+
+
+class Stopwatch:
+    """Milliseconds per stage of a plan (CUDA synchronized before each reading, so GPU work counts
+    where it runs): ``lap(name)`` closes a stage, ``total()`` adds ``total`` and returns the dict."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.start = self.last = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.timings[name] = 1e3 * (now - self.last)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = 1e3 * (time.perf_counter() - self.start)
+        return self.timings
+
+
+def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
+                  num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
+                  watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None) -> GraspSet:  # fmt: skip
+    """Candidate grasps of one cloud -> the ranked :class:`GraspSet` (1, G, ...): the post-processing
+    every planner shares (the learned :meth:`GraspPlanner.plan` and the non-learned baselines of
+    :mod:`sceneleap_core.infer.baselines`), so they are filtered and ranked alike.
+
+    Recipe: refine (``config.refine_steps``) -> reject collisions with the cloud / table / approach
+    sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`) -> diverse top-k.
+
+    Args:
+        hand: the hand model (its device and dtype run the checks).
+        cloud: (N, 3) observed points in the input frame; plane: the support plane or None.
+        pose: (C, 4, 4) candidate palm poses and joints: (C, J), both in the input frame.
+        num_grasps: G, grasps kept at most.
+        config: post-processing settings.
+        vectors: (C, D) what the candidates were decoded from (kept rows are returned).
+        anchors: (C, 3) anchor points in the input frame, or None (targets: the observed point
+            nearest each grasp centre).
+        watch: the plan's stopwatch (its earlier stages kept; ``refine``, ``filter``, ``rank`` and
+            ``total`` are added), or None (a new one).
+        terms: more per-candidate ranking evidence {name: (C,)} (e.g. the anchor score), returned
+            in ``GraspSet.terms`` beside the energy terms.
+    """
+    device = hand.device
+    watch = Stopwatch(device) if watch is None else watch
+    dt, f32 = hand.dtype, torch.float32
+    cloud_t = torch.as_tensor(cloud, dtype=dt, device=device)
+    pose, joints = refine(hand, pose.to(device, dt), joints.to(device, dt), cloud_t, plane, config)
+    watch.lap("refine")
+    check = collision_check(hand, pose, joints, cloud_t, plane, config)
+    keep = check["keep"].nonzero().squeeze(-1)
+    watch.lap("filter")
+    with torch.no_grad():
+        energy = grasp_energy(hand, pose[keep], joints[keep], cloud_t, plane, config)
+    scores = -energy["total"]
+    order = keep[diverse_topk(pose[keep], scores, num_grasps, config.diversity, config.rotation_scale)]
+    rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
+    rank[keep] = scores
+    if anchors is not None:
+        target = anchors.to(device)[order]
+    else:
+        centres = grasp_centres(hand, pose[order], joints[order])
+        target = cloud_t[torch.cdist(centres, cloud_t).argmin(-1)] if len(order) else centres
+    ranked_terms = {}
+    for name, value in energy.items():  # per kept grasp -> the returned order
+        full = torch.zeros(len(pose), dtype=value.dtype, device=value.device)
+        full[keep] = value
+        ranked_terms[name] = full[order][None].float()
+    for name, value in (terms or {}).items():  # per candidate
+        ranked_terms[name] = value.to(device)[order][None].float()
+    watch.lap("rank")
+
+    def pick(x):
+        return None if x is None else x.to(device)[order][None]
+
+    return GraspSet(
+        palm_pose=pick(pose).to(f32), joints=pick(joints).to(f32), vectors=pick(vectors),
+        anchors=pick(anchors), scores=pick(rank).to(f32), pregrasp_pose=pick(check["pregrasp_pose"]).to(f32),
+        pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
+        joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=watch.total(),
+        rejected=reason_counts(check["reason"]), candidates=len(pose), terms=ranked_terms,
+    )  # fmt: skip
 
 
 class GraspPlanner:
@@ -279,20 +366,11 @@ class GraspPlanner:
         with replacement when fewer); the support plane found (``up`` or RANSAC); the network frame.
         ValueError naming the problem for empty, all-NaN, degenerate or wrongly shaped clouds."""
         from sceneleap_core.geometry.frames import network_frame
-        from sceneleap_core.infer import preprocess as pp
+        from sceneleap_core.infer.preprocess import prepare_cloud
 
-        xyz = pp.as_xyz(points)
-        stats = {"input": len(xyz)}
-        xyz, stats["nonfinite"] = pp.drop_nonfinite(xyz)
-        if workspace is not None:
-            xyz = pp.crop_box(xyz, workspace)
-        stats["cropped"] = len(xyz)
-        xyz = pp.voxel_downsample(xyz, self.voxel_size if voxel_size is None else voxel_size)
-        stats["voxel"] = len(xyz)
-        pp.check_spread(xyz)
-        rng = np.random.default_rng(seed)
-        pts = xyz[rng.choice(len(xyz), self.num_points, replace=len(xyz) < self.num_points)]
-        plane = pp.support_plane(pts, up, seed=seed)
+        voxel = self.voxel_size if voxel_size is None else voxel_size
+        pts, plane, stats = prepare_cloud(points, self.num_points, seed=seed, up=up, workspace=workspace,
+                                          voxel_size=voxel)  # fmt: skip
         if up is None and (self.frame == "gravity" or getattr(self.model, "anchored", False)):
             if plane is None:
                 from sceneleap_core.geometry.frames import estimate_up
@@ -369,16 +447,7 @@ class GraspPlanner:
         Recipe: prepare -> sample ``ceil(oversample G)`` candidates -> decode -> refine (optional)
         -> reject collisions with the cloud / table / approach sweep -> score (-energy) -> diverse top-k.
         """
-        t_start = time.perf_counter()
-        timings: dict[str, float] = {}
-        sync = (lambda: torch.cuda.synchronize()) if self.device.type == "cuda" else (lambda: None)
-
-        def lap(name: str, t0: float) -> float:
-            sync()
-            now = time.perf_counter()
-            timings[name] = 1e3 * (now - t0)
-            return now
-
+        watch = Stopwatch(self.device)
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         if guidance is not None:
@@ -392,55 +461,17 @@ class GraspPlanner:
         if over < 1:
             raise ValueError(f"oversample: expected >= 1, got {over}")
         candidates = int(np.ceil(over * num_grasps))
-        t = time.perf_counter()
         prep = self.prepare(points, seed, up, workspace=workspace, voxel_size=voxel_size)
-        t = lap("prepare", t)
+        watch.lap("prepare")
         out = self.sample_network(prep.points, candidates, steps=steps, sampler=sampler,
                                   guidance_scale=guidance_scale, seed=seed, up=prep.up_net)  # fmt: skip
-        t = lap("sample", t)
+        watch.lap("sample")
         frame = prep.frame
         pose = to_input_frame(frame, out.palm_pose)[0]  # (C, 4, 4)
-        joints = out.joints[0]
         anchors = None
         if out.anchors is not None:
             anchors = (out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3])[0]
-        hand, dt = self.hand, self.hand.dtype
-        cloud = torch.as_tensor(prep.cloud, dtype=dt, device=self.device)
-        t = lap("decode", t)
-        pose, joints = refine(hand, pose.to(dt), joints.to(dt), cloud, prep.plane, cfg)
-        t = lap("refine", t)
-        check = collision_check(hand, pose, joints, cloud, prep.plane, cfg)
-        keep = check["keep"].nonzero().squeeze(-1)
-        t = lap("filter", t)
-        with torch.no_grad():
-            terms = grasp_energy(hand, pose[keep], joints[keep], cloud, prep.plane, cfg)
-        scores = -terms["total"]
-        order = keep[diverse_topk(pose[keep], scores, num_grasps, cfg.diversity, cfg.rotation_scale)]
-        rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
-        rank[keep] = scores
-        if anchors is not None:
-            target = anchors[order]
-        else:
-            centres = grasp_centres(hand, pose[order], joints[order])
-            target = cloud[torch.cdist(centres, cloud).argmin(-1)] if len(order) else centres
-        ranked_terms = {}
-        for name, value in terms.items():  # per kept grasp -> the returned order
-            full = torch.zeros(len(pose), dtype=value.dtype, device=value.device)
-            full[keep] = value
-            ranked_terms[name] = full[order][None].float()
-        for name, value in out.terms.items():  # per candidate (network side)
-            ranked_terms[name] = value[0][order.to(value.device)][None]
-        t = lap("rank", t)
-        timings["total"] = 1e3 * (time.perf_counter() - t_start)
-        f32 = out.palm_pose.dtype
-
-        def pick(x):
-            return None if x is None else x[order][None]
-
-        return GraspSet(
-            palm_pose=pick(pose).to(f32), joints=pick(joints).to(f32), vectors=out.vectors[0][order][None],
-            anchors=pick(anchors), scores=pick(rank).to(f32), pregrasp_pose=pick(check["pregrasp_pose"]).to(f32),
-            pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
-            joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=timings,
-            rejected=reason_counts(check["reason"]), candidates=candidates, terms=ranked_terms,
-        )  # fmt: skip
+        watch.lap("decode")
+        return finish_grasps(self.hand, prep.cloud, prep.plane, pose, out.joints[0], num_grasps, cfg,
+                             vectors=out.vectors[0], anchors=anchors, watch=watch,
+                             terms={k: v[0] for k, v in out.terms.items()})  # fmt: skip

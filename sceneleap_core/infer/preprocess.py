@@ -3,7 +3,8 @@
 Order (:meth:`sceneleap_core.infer.GraspPlanner.prepare`): :func:`as_xyz` (shapes, extra channels,
 organized clouds) -> :func:`drop_nonfinite` -> :func:`crop_box` (optional workspace) ->
 :func:`voxel_downsample` (optional) -> :func:`check_spread` (clear errors for degenerate clouds) ->
-sampling to the model's point count -> :func:`support_plane` (the table, kept for collision checks).
+sampling to the model's point count -> :func:`support_plane` (the table, kept for collision checks);
+:func:`prepare_cloud` runs them all (the learned planner and the non-learned baselines share it).
 
 Shapes: N points, C extra channels (colour, intensity: ignored).
 """
@@ -137,3 +138,39 @@ def support_plane(
     if frac < min_inliers or float((h < d - threshold).mean()) > below:
         return None
     return SupportPlane(n, d, frac)
+
+
+def prepare_cloud(
+    points,
+    num_points: int,
+    *,
+    seed: int = 0,
+    up: np.ndarray | None = None,
+    workspace=None,
+    voxel_size: float = 0.0,
+) -> tuple[np.ndarray, SupportPlane | None, dict]:
+    """The steps of the module docstring in order, for any planner (learned or not).
+
+    Args:
+        points: (N, 3), (N, 3 + C) or organized (H, W, 3 + C) cloud, NaN/inf rows allowed.
+        num_points: points drawn (seeded by ``seed``; with replacement when fewer remain).
+        up: world up in the cloud's frame, or None (RANSAC).
+        workspace: ((xmin, ymin, zmin), (xmax, ymax, zmax)) crop in the cloud's frame, or None.
+        voxel_size: voxel downsampling (m) before drawing; 0 = off.
+
+    Returns:
+        xyz (num_points, 3) float64, the support plane (or None) and point counts after each step
+        (``input``, ``nonfinite`` dropped, ``cropped``, ``voxel``).
+    """
+    xyz = as_xyz(points)
+    stats = {"input": len(xyz)}
+    xyz, stats["nonfinite"] = drop_nonfinite(xyz)
+    if workspace is not None:
+        xyz = crop_box(xyz, workspace)
+    stats["cropped"] = len(xyz)
+    xyz = voxel_downsample(xyz, voxel_size)
+    stats["voxel"] = len(xyz)
+    check_spread(xyz)
+    rng = np.random.default_rng(seed)
+    pts = xyz[rng.choice(len(xyz), num_points, replace=len(xyz) < num_points)]
+    return pts, support_plane(pts, up, seed=seed), stats

@@ -1,0 +1,116 @@
+"""bench/results.py, the held-out results harness: frames (grasps planned in a view's camera frame
+lift-tested in its scene's world), a 2-view x 2-method run whose table and markdown agree with its
+results.json, and the small pieces (methods, views, diversity). Composed test-split scenes of the
+bundled library as the held-out set; a tiny random model as the learned planner."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _infer_common import save_tiny
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _harness():
+    """bench/results.py as a module (bench/ is a folder of scripts, not a package)."""
+    if "bench_results" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
+        sys.modules["bench_results"] = module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    return sys.modules["bench_results"]
+
+
+@pytest.fixture(scope="module")
+def heldout(tmp_path_factory):
+    """2 composed scenes of unseen (test-split) objects, one view each, as `sceneleap scenes compose` writes."""
+    from sceneleap_core.cli import main
+
+    out = tmp_path_factory.mktemp("heldout")
+    assert main(["scenes", "compose", "--library", str(ROOT / "sceneleap_core" / "data" / "library_default"),
+                 "--split", "test", "--num-scenes", "2", "--views", "1", "--scenes-per-shard", "2",
+                 "--seed", "3", "--out", str(out)]) == 0  # fmt: skip
+    return out
+
+
+def test_ground_truth_grasps_lift_through_the_frame_conversion_and_shifted_ones_do_not(heldout):
+    from sceneleap_core.data.export import sample_world_grasps
+    from sceneleap_core.train.sim_validation import SimLiftEvaluator
+
+    r = _harness()
+    ev = SimLiftEvaluator(heldout)
+    for index in range(len(ev.dataset)):
+        s = ev.dataset[index]
+        pose, joints = s.grasp_pose[:6].astype(np.float64), s.grasp_joints[:6]
+        # the conversion is the dataset's own camera -> world map of its grasps
+        np.testing.assert_allclose(r.grasps_to_world(s.camera_pose, pose), sample_world_grasps(s)[0][:6], atol=1e-9)
+        ok = r.lift_test(ev, index, pose, joints)
+        assert ok["success"].all(), ok["failure"]  # planned in the camera frame, tested in the world: they lift
+        for shift in ([0.04, 0, 0], [0, 0, 0.04]):  # 4 cm off in the camera frame: none lifts
+            moved = pose.copy()
+            moved[:, :3, 3] += shift
+            assert not r.lift_test(ev, index, moved, joints)["success"].any()
+    assert r.lift_test(ev, 0, np.zeros((0, 4, 4)), np.zeros((0, 16)))["success"].shape == (0,)
+
+
+def test_two_views_two_methods_run_and_the_table_agrees_with_the_json(heldout, tmp_path, capsys):
+    r = _harness()
+    model = save_tiny(tmp_path / "model", num_points=256)
+    out, md = tmp_path / "out", tmp_path / "RESULTS.md"
+    md.write_text("# Results\n")
+    argv = [str(heldout), "--model", str(model), "--methods", "ddim:2,baseline", "--views", "2", "--grasps", "4",
+            "--device", "cpu", "--out", str(out), "--markdown", str(md), "--latency-g", "4", "--latency-repeats", "1"]  # fmt: skip
+    assert r.main(argv) == 0
+    printed = capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["methods"]) == ["ddim:2", "baseline"] and res["views"] == [0, 1] and res["grasps"] == 4
+    for m in res["methods"].values():
+        views = m["per_view"]
+        assert [v["view"] for v in views] == [0, 1]
+        assert all(v["returned"] == len(v["success"]) == len(v["penetration_mm"]) <= 4 for v in views)
+        assert m["summary"] == r.json_safe(r.summarize(views))  # a function of the stored raw figures
+        s = m["summary"]
+        assert s["top1_lift"] == np.mean([bool(v["success"] and v["success"][0]) for v in views])
+        flat = [x for v in views for x in v["success"]]
+        assert s["mean_lift"] == (np.mean(flat) if flat else s["mean_lift"])
+        assert s["latency_p50_ms"] == float(np.median([v["latency_ms"] for v in views]))
+        assert s["rejected"] == np.mean([sum(v["rejected"].values()) for v in views])
+    rows = r.table_rows(res)
+    for row in rows:  # every printed cell is the json's number, formatted
+        assert all(cell in printed for cell in row)
+    text = md.read_text()
+    assert text.startswith("# Results\n\n## bench/results.py on held-out scenes") and res["command"] in text
+    assert all("| " + " | ".join(row) + " |" in text for row in rows)
+    assert set(res["latency_vs_g"]) == {"ddim:2", "baseline"} and set(res["latency_vs_g"]["baseline"]) == {"4"}
+    assert (out / "success_vs_steps.png").stat().st_size > 0 and (out / "latency_vs_g.png").stat().st_size > 0
+    # learned methods without a model: a clear error, no traceback
+    assert r.main([str(heldout), "--methods", "ddim:2", "--views", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_methods_views_and_diversity():
+    r = _harness()
+    ms = r.parse_methods("ddpm:100,ddim:10,baseline")
+    assert [(m.sampler, m.steps, m.learned) for m in ms] == [("ddpm", 100, True), ("ddim", 10, True), (None, 0, False)]
+    for bad in ("ddim", "ddim:0", "ddim:x", "", "ddim:2,ddim:2"):
+        with pytest.raises(ValueError):
+            r.parse_methods(bad)
+    v = r.pick_views(100, 8, seed=1)
+    assert len(set(v.tolist())) == 8 and all(
+        100 * k // 8 <= x < 100 * (k + 1) // 8 for k, x in enumerate(v)
+    )  # one per slice
+    np.testing.assert_array_equal(v, r.pick_views(100, 8, seed=1))
+    assert not np.array_equal(v, r.pick_views(100, 8, seed=2))
+    np.testing.assert_array_equal(r.pick_views(3, 8), [0, 1, 2])
+    a, b = np.eye(4), np.eye(4)
+    b[:3, 3] = [0.03, 0.04, 0.0]
+    b[:3, :3] = [[0, -1, 0], [1, 0, 0], [0, 0, 1]]  # 90 degrees about z
+    mm, deg = r.diversity(np.stack([a, b]))
+    assert mm == pytest.approx(50.0) and deg == pytest.approx(90.0)
+    assert all(x != x for x in r.diversity(a[None]))  # NaN for one grasp
