@@ -292,7 +292,8 @@ def plot(results: dict, out: Path) -> list[Path]:
 class Planners:
     """The methods' planners (the learned one loaded once) and how each plans one view."""
 
-    def __init__(self, methods: list[Method], model: str | None, device: str, backend: str = "eager"):
+    def __init__(self, methods: list[Method], model: str | None, device: str, backend: str = "eager",
+                 post: dict | None = None):  # fmt: skip
         self.learned = None
         self.baseline = None
         if any(m.learned for m in methods):
@@ -306,6 +307,14 @@ class Planners:
             from sceneleap_core.infer.baselines import NormalApproachPlanner
 
             self.baseline = NormalApproachPlanner(device=device)
+        if post:  # PostConfig overrides for every planner (e.g. refine_steps=10)
+            import dataclasses
+
+            from sceneleap_core.infer.postprocess import PostConfig
+
+            for planner in (self.learned, self.baseline):
+                if planner is not None:
+                    planner.post = PostConfig.from_dict({**dataclasses.asdict(planner.post), **post})
 
     def plan(self, method: Method, points: np.ndarray, num_grasps: int, seed: int, up):
         if method.learned:
@@ -320,7 +329,16 @@ def run(args: argparse.Namespace, command: str) -> dict:
     from sceneleap_core.train.sim_validation import SimLiftEvaluator
 
     methods = parse_methods(args.methods)
-    planners = Planners(methods, args.model, args.device, args.backend)
+    from sceneleap_core.infer.postprocess import PostConfig
+
+    post, defaults = {}, PostConfig()
+    for item in args.post:
+        key, sep, value = item.partition("=")
+        if not sep or not hasattr(defaults, key):
+            raise ValueError(f"--post: expected KEY=VALUE with KEY a PostConfig field, got {item!r}")
+        kind = type(getattr(defaults, key))
+        post[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    planners = Planners(methods, args.model, args.device, args.backend, post)
     evaluator = SimLiftEvaluator(args.root, workers=args.workers)
     try:
         views = pick_views(len(evaluator.dataset), args.views, args.seed)
@@ -408,6 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--latency-g", default="", help="comma list of G for latency_vs_g.png (e.g. 8,32,128)")
     ap.add_argument("--latency-repeats", type=int, default=5, help="timed plans per G")
+    ap.add_argument("--post", action="append", default=[], metavar="KEY=VALUE",
+                    help="post-processing override for every planner (PostConfig field, e.g. refine_steps=10)")
     ap.add_argument("--out", default="results", help="output directory")
     ap.add_argument("--markdown", default=None, help="append a dated section to this file (e.g. bench/RESULTS.md)")
     return ap
