@@ -34,9 +34,9 @@ class ParamSpec:
 SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model directory (save_pretrained); empty = the bundled model; "
               "'untrained:tiny' = a random tiny model for wiring tests"),
-    ParamSpec("backend", "eager", "inference backend: eager, compile, cuda_graph, onnx, tensorrt (sceneleap_core.infer)",
-              choices=("eager", "compile", "cuda_graph", "onnx", "tensorrt")),
-    ParamSpec("engine_path", "", "folder of the exported ONNX files / TensorRT engine cache (onnx, tensorrt); "
+    ParamSpec("backend", "eager", "inference backend: eager, compile, cuda_graph, aoti, onnx, tensorrt (sceneleap_core.infer)",
+              choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")),
+    ParamSpec("engine_path", "", "folder of the exported ONNX files / TensorRT engines / AOTInductor package (onnx, tensorrt, aoti); "
               "empty = a temporary folder"),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N"),
     ParamSpec("num_grasps", 32, "grasps sampled per cloud", 1, 1024, dynamic=True),

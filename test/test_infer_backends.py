@@ -137,3 +137,29 @@ def test_cuda_graph_backend_replays_the_eager_denoiser():
         xg = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).cuda()
         torch.testing.assert_close(graphed(xg, t.cuda(), cache), model_gpu.denoiser(xg, t.cuda(), cache), atol=1e-4, rtol=1e-4)
     assert len(graphed._graphs) == 1
+
+
+def test_aoti_backend_plans_the_eager_grasps_and_reuses_its_package(tmp_path):
+    """torch.export + AOTInductor of the denoiser step (compiles C++: about a minute on a small CPU)."""
+    from sceneleap_core.infer.aoti import PACKAGE_NAME, model_key
+
+    torch.manual_seed(3)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    pts, _ = tabletop(n_table=500, n_box=200)
+    kw = {"num_points": 200, "frame": "gravity"}
+    eager = GraspPlanner(model, normalizer(), _hand(), **kw)
+    aoti = GraspPlanner(model, normalizer(), _hand(), backend="aoti", onnx_dir=tmp_path, **kw)
+    args = {"num_grasps": 6, "steps": 3, "sampler": "ddim", "seed": 2, "filter": False, "oversample": 1, "diversity": 0}
+    a, b = eager.plan(pts, **args), aoti.plan(pts, **args)
+    torch.testing.assert_close(b.vectors, a.vectors, atol=1e-4, rtol=1e-4)
+    c = aoti.plan(pts, **{**args, "num_grasps": 11})  # G is dynamic in the package
+    assert c.vectors.shape[1] == 11
+    stamp = (tmp_path / PACKAGE_NAME).stat().st_mtime_ns
+    GraspPlanner(model, normalizer(), _hand(), backend="aoti", onnx_dir=tmp_path, **kw)  # same weights: reused
+    assert (tmp_path / PACKAGE_NAME).stat().st_mtime_ns == stamp
+    key = model_key(model, "cpu")
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert model_key(model, "cpu") != key, "changed weights invalidate the package"
+    with pytest.raises(ValueError, match="guidance"):
+        aoti.plan(pts, guidance=2.0, **args)

@@ -2,7 +2,7 @@
 
     sceneleap plan CLOUD --model DIR --out grasps.json [--png view.png] [--eval scene.json]
         [--num-grasps 32] [--steps 10] [--sampler ddim] [--guidance 1] [--seed 0] [--device cpu]
-        [--backend eager|compile|cuda_graph|onnx|tensorrt] [--up X Y Z] [--workspace X0 Y0 Z0 X1 Y1 Z1] [--voxel M]
+        [--backend eager|compile|cuda_graph|aoti|onnx|tensorrt] [--up X Y Z] [--workspace X0 Y0 Z0 X1 Y1 Z1] [--voxel M]
         [--refine-steps N] [--no-filter]
 
 CLOUD: ``.npy``/``.npz`` (N, 3 + C), ``.pcd`` (ascii / binary / binary_compressed) or ``.ply``.
@@ -113,7 +113,7 @@ def register(sub) -> None:
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--backend", default="eager", choices=("eager", "compile", "cuda_graph", "onnx", "tensorrt"))
+    p.add_argument("--backend", default="eager", choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt"))
     p.add_argument("--up", type=float, nargs=3, help="world up in the cloud's frame (default: from the table)")
     p.add_argument("--workspace", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                    help="crop box in the cloud's frame")  # fmt: skip

@@ -28,7 +28,7 @@ from sceneleap_core.infer.postprocess import (
     refine,
 )
 
-BACKENDS = ("eager", "compile", "cuda_graph", "onnx", "tensorrt")
+BACKENDS = ("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")
 
 
 @dataclass
@@ -261,7 +261,9 @@ class GraspPlanner:
         post: post-processing settings (:class:`sceneleap_core.infer.postprocess.PostConfig`).
         backend: the network's runtime (``BACKENDS``): ``eager`` (the model's own ``sample``);
             ``compile`` (``torch.compile`` of the denoiser, dynamic shapes; the encoder runs once per
-            cloud, eager); ``cuda_graph`` (one denoiser step captured per shape as a CUDA graph, fp32,
+            cloud, eager); ``aoti`` (the denoiser step as a ``torch.export`` + AOTInductor package
+            compiled into ``onnx_dir``, :mod:`sceneleap_core.infer.aoti`; guidance 1, one cloud);
+            ``cuda_graph`` (one denoiser step captured per shape as a CUDA graph, fp32,
             :class:`sceneleap_core.infer.cuda_graph.GraphedDenoiser`; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
             folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
             from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
@@ -302,6 +304,16 @@ class GraspPlanner:
 
             # fp32: bf16 autocast moved palms by up to 12 cm from the fp32 trajectory (bench/RESULTS.md)
             self._denoiser = GraphedDenoiser(self.model.denoiser, autocast_dtype=None)
+        elif backend == "aoti":
+            import tempfile
+
+            from sceneleap_core.infer.aoti import AotiDenoiser, export_aoti
+
+            if onnx_dir is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="sceneleap_aoti_")
+                onnx_dir = self._tmp.name
+            export_aoti(self.model, onnx_dir, device=self.device)  # reused when the weights match
+            self._denoiser = AotiDenoiser(onnx_dir)
         elif backend in ("onnx", "tensorrt"):
             import tempfile
 
@@ -326,6 +338,9 @@ class GraspPlanner:
             raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
         scheduler = m.make_scheduler(sampler)
         null = None
+        if self.backend == "aoti" and (guidance_scale != 1.0 or points.shape[0] != 1):
+            raise ValueError(f"the aoti backend compiles the conditional step for one cloud: expected guidance 1.0 "
+                             f"and 1 cloud, got {guidance_scale} and {points.shape[0]}")  # fmt: skip
         if self._networks is None:
             tokens, xyz = m.encoder(points, deterministic=True)
             cache = m._cache(points, tokens, xyz, None, anchors)

@@ -1,0 +1,105 @@
+"""The ``aoti`` planner backend: the denoiser step as a ``torch.export`` + AOTInductor package.
+
+``export_aoti`` exports one denoiser step (x (1, G, D), model time t (1,), the flat
+:class:`~sceneleap_core.models.denoisers.SceneCache` tensors -> (1, G, D); G dynamic) with
+``torch.export`` and compiles it ahead of time with AOTInductor into ``denoiser.pt2`` (a shared
+library in a zip, run by ``torch._inductor.aoti_load_package`` without this package's model code).
+The encoder runs once per cloud and stays eager; the sampling loop stays in Python, as for the ONNX
+and TensorRT backends. Packages are cached next to ``aoti.json``, keyed by the weights' hash, the
+device and the torch version; a stale package is rebuilt.
+
+    path = export_aoti(model, "engines/", device="cuda")
+    step = AotiDenoiser("engines/")                # callable like the model's denoiser
+    out = step(x, t, cache)
+
+Compilation takes minutes on a small CPU (a C++ compiler is needed); the package is then reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from sceneleap_core.infer.export import _Denoise
+from sceneleap_core.models.denoisers import SceneCache
+
+PACKAGE_NAME, META_NAME = "denoiser.pt2", "aoti.json"
+
+
+def model_key(model: torch.nn.Module, device: str | torch.device) -> str:
+    """sha256 over the weights (names, shapes, bytes), the device type and the torch version: a
+    package is valid only for the exact weights and runtime it was compiled for."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps([torch.device(device).type, torch.__version__]).encode())
+    return h.hexdigest()[:32]
+
+
+def export_aoti(model, directory: str | Path, *, device: str | torch.device = "cpu", num_grasps: int = 8,
+                max_grasps: int = 1024, force: bool = False) -> Path:  # fmt: skip
+    """Compile ``model``'s denoiser step for ``device`` into ``directory/denoiser.pt2`` unless a
+    package with the same :func:`model_key` is there (``force`` rebuilds). Returns the package path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    key = model_key(model, device)
+    package, meta_path = directory / PACKAGE_NAME, directory / META_NAME
+    if not force and package.is_file() and meta_path.is_file():
+        try:
+            if json.loads(meta_path.read_text()).get("key") == key:
+                return package
+        except json.JSONDecodeError:
+            pass
+    model = model.eval()
+    if next(model.parameters()).device != device:
+        raise ValueError(f"device: the model is on {next(model.parameters()).device}, expected {device}")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    points = (torch.rand(1, 256, 3, generator=gen) - 0.5).to(device)
+    anchored = bool(getattr(model, "anchored", False))
+    anchors = points[:, :num_grasps].clone() if anchored else None
+    with torch.no_grad():
+        cache = model.encode_scene(points, anchors=anchors, deterministic=True).to_tuple()
+    x = torch.randn(1, num_grasps, model.grasp_dim, generator=gen).to(device)
+    t = torch.full((1,), 50.0, device=device)
+    g = torch.export.Dim("G", min=1, max=max_grasps)
+    cache_dims = tuple({1: g} if anchored and i == len(cache) - 1 else None for i in range(len(cache)))
+    with torch.no_grad():
+        program = torch.export.export(_Denoise(model), (x, t, *cache), dynamic_shapes=({1: g}, None, cache_dims))
+        tmp = directory / (PACKAGE_NAME + ".tmp.pt2")
+        torch._inductor.aoti_compile_and_package(program, package_path=str(tmp))
+    tmp.replace(package)
+    meta = {"key": key, "device": device.type, "torch": torch.__version__, "anchored": anchored,
+            "cache_len": len(cache), "grasp_dim": model.grasp_dim, "max_grasps": max_grasps}  # fmt: skip
+    tmp_meta = directory / (META_NAME + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=1))
+    tmp_meta.replace(meta_path)
+    return package
+
+
+class AotiDenoiser:
+    """A compiled :func:`export_aoti` package, called like the model's denoiser:
+    ``(x (1, G, D), t (), cache) -> (1, G, D)``. One cloud at a time, guidance 1."""
+
+    def __init__(self, directory: str | Path):
+        directory = Path(directory)
+        meta_path = directory / META_NAME
+        if not meta_path.is_file() or not (directory / PACKAGE_NAME).is_file():
+            raise ValueError(f"aoti: expected {PACKAGE_NAME} and {META_NAME} in {directory} (export_aoti writes them)")
+        self.meta = json.loads(meta_path.read_text())
+        self.runner = torch._inductor.aoti_load_package(str(directory / PACKAGE_NAME))
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
+        if x.shape[0] != 1:
+            raise ValueError(f"x: the aoti backend takes one cloud (1, G, D), got {tuple(x.shape)}")
+        flat = cache.to_tuple()
+        if len(flat) != self.meta["cache_len"]:
+            raise ValueError(f"cache: expected {self.meta['cache_len']} tensors for this package, got {len(flat)}")
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1)[:1].expand(1).contiguous()
+        out = self.runner(x.float().contiguous(), t, *(c.contiguous() for c in flat))
+        return out[0] if isinstance(out, (list, tuple)) else out
