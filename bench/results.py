@@ -22,6 +22,8 @@ Metrics per method (results.json holds them and every view's raw figures):
 * ``top1_lift``: fraction of views whose best-ranked grasp lifts (a view with no grasp returned
   counts as a failure);
 * ``mean_lift``: fraction of all returned grasps that lift (pooled over views);
+* ``disturbance`` (``--disturbance``): fraction of all returned grasps that pass the disturbance
+  protocol (shaken in six directions) on their target object alone, no table or neighbours;
 * ``penetration_mm``: mean over returned grasps of the commanded grasp's deepest penetration into
   the target or the rest of the scene (MuJoCo contact depth with the hand placed kinematically);
 * ``diversity_mm`` / ``diversity_deg``: mean over views (with two grasps or more) of the mean
@@ -58,6 +60,7 @@ DEFAULT_METHODS = "ddpm:100,ddim:20,ddim:10,dpmpp:10,dpmpp:5,baseline"
 COLUMNS = (  # (json key, header, format); percentages x100
     ("top1_lift", "top-1 lift %", "pct"),
     ("mean_lift", "mean lift %", "pct"),
+    ("disturbance", "dist. %", "pct"),
     ("penetration_mm", "pen. mm", ".2f"),
     ("diversity_mm", "div. mm", ".1f"),
     ("diversity_deg", "div. deg", ".1f"),
@@ -139,24 +142,30 @@ def diversity(palm_pose: np.ndarray) -> tuple[float, float]:
     return float(1e3 * dist.mean()), float(np.degrees(np.arccos(cos)).mean())
 
 
-def lift_test(evaluator, index: int, palm_pose_cam, joints) -> dict:
+def lift_test(evaluator, index: int, palm_pose_cam, joints, *, disturbance: bool = False) -> dict:
     """Lift-test grasps planned on view ``index`` of the evaluator's dataset: palm poses (G, 4, 4) in
     that view's camera frame and joints (G, J) -> per-grasp ``success`` (G,) bool and
-    ``penetration_mm`` (G,) (deepest of target and scene), ``failure`` (G,) reasons, ``target`` (G,)."""
+    ``penetration_mm`` (G,) (deepest of target and scene), ``failure`` (G,) reasons, ``target`` (G,);
+    with ``disturbance`` also ``disturbance`` (G,) bool: the disturbance protocol on each grasp's
+    target object alone (no table, no neighbours: the single-object test), else None."""
     from sceneleap_core.sim import evaluate_grasps
 
     q = joints.detach().cpu().double().numpy() if isinstance(joints, torch.Tensor) else np.asarray(joints, float)
     if len(q) == 0:
         empty = np.zeros(0)
-        return {"success": empty.astype(bool), "penetration_mm": empty, "failure": [], "target": []}
+        return {"success": empty.astype(bool), "penetration_mm": empty, "failure": [], "target": [],
+                "disturbance": [] if disturbance else None}
     scene, world_from_camera, centres = evaluator.scene(int(index))
     palm_world = grasps_to_world(world_from_camera, palm_pose_cam)
     q = np.clip(q, evaluator.hand.joint_lower.numpy(), evaluator.hand.joint_upper.numpy())
     target = evaluator.targets(palm_world, q, centres)
-    res = evaluate_grasps(scene, palm_world, q, target, protocol="lift", config=evaluator.sim_config,
-                          pool=evaluator.pool).lift  # fmt: skip
+    both = evaluate_grasps(scene, palm_world, q, target, protocol="both" if disturbance else "lift",
+                           config=evaluator.sim_config, pool=evaluator.pool)  # fmt: skip
+    res = both.lift
     pen = np.maximum(res.penetration_object_mm, res.penetration_scene_mm)
-    return {"success": res.success, "penetration_mm": pen, "failure": res.failure.tolist(), "target": target.tolist()}
+    dist = [bool(s) for s in both.disturbance.success] if disturbance else None
+    return {"success": res.success, "penetration_mm": pen, "failure": res.failure.tolist(), "target": target.tolist(),
+            "disturbance": dist}  # fmt: skip
 
 
 def summarize(views: list[dict]) -> dict:
@@ -171,6 +180,7 @@ def summarize(views: list[dict]) -> dict:
     return {
         "top1_lift": mean([bool(v["success"][0]) if v["success"] else False for v in views]),
         "mean_lift": mean(success),
+        "disturbance": mean([d for v in views for d in (v.get("disturbance") or [])]),
         "penetration_mm": mean(pen),
         "diversity_mm": mean([d[0] for d in div]),
         "diversity_deg": mean([d[1] for d in div]),
@@ -354,11 +364,12 @@ def run(args: argparse.Namespace, command: str) -> dict:
             for m in methods:
                 gs = planners.plan(m, sample.points, args.grasps, seed, up)
                 pose = gs.palm_pose[0].detach().cpu().double().numpy()
-                res = lift_test(evaluator, int(index), pose, gs.joints[0])
+                res = lift_test(evaluator, int(index), pose, gs.joints[0], disturbance=args.disturbance)
                 div = diversity(grasps_to_world(sample.camera_pose, pose))
                 per_view[m.name].append({
                     "view": int(index), "scene_id": int(sample.scene_id), "returned": len(gs),
                     "success": [bool(s) for s in res["success"]], "failure": res["failure"],
+                    "disturbance": res["disturbance"],
                     "penetration_mm": [float(p) for p in res["penetration_mm"]],
                     "diversity_mm": div[0], "diversity_deg": div[1],
                     "latency_ms": float(gs.timings["total"]), "timings_ms": {k: float(v) for k, v in gs.timings.items()},
@@ -426,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--latency-g", default="", help="comma list of G for latency_vs_g.png (e.g. 8,32,128)")
     ap.add_argument("--latency-repeats", type=int, default=5, help="timed plans per G")
+    ap.add_argument("--disturbance", action="store_true",
+                    help="also run the disturbance protocol on each grasp's target object alone (single objects)")
     ap.add_argument("--post", action="append", default=[], metavar="KEY=VALUE",
                     help="post-processing override for every planner (PostConfig field, e.g. refine_steps=10)")
     ap.add_argument("--out", default="results", help="output directory")

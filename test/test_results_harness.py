@@ -50,8 +50,13 @@ def test_ground_truth_grasps_lift_through_the_frame_conversion_and_shifted_ones_
         pose, joints = s.grasp_pose[:6].astype(np.float64), s.grasp_joints[:6]
         # the conversion is the dataset's own camera -> world map of its grasps
         np.testing.assert_allclose(r.grasps_to_world(s.camera_pose, pose), sample_world_grasps(s)[0][:6], atol=1e-9)
-        ok = r.lift_test(ev, index, pose, joints)
+        ok = r.lift_test(ev, index, pose, joints, disturbance=index == 0)
         assert ok["success"].all(), ok["failure"]  # planned in the camera frame, tested in the world: they lift
+        if index == 0:  # library grasps passed the disturbance test on their object alone when built
+            assert len(ok["disturbance"]) == 6 and np.mean(ok["disturbance"]) >= 0.5, ok["disturbance"]
+            far = pose.copy()
+            far[:, :3, 3] += [0.0, 0.0, 0.04]
+            assert not any(r.lift_test(ev, index, far, joints, disturbance=True)["disturbance"])
         for shift in ([0.04, 0, 0], [0, 0, 0.04]):  # 4 cm off in the camera frame: none lifts
             moved = pose.copy()
             moved[:, :3, 3] += shift
