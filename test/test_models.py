@@ -400,3 +400,15 @@ def test_save_pretrained_float16_shards_round_trip_and_a_missing_shard_is_named(
         GraspGenerator.load_pretrained(packed)
     with pytest.raises(ValueError, match="floating-point"):
         model.save_pretrained(tmp_path / "bad", dtype=torch.int8)
+
+
+def test_the_deployed_sampler_travels_with_the_model_and_is_the_default(tmp_path):
+    model = build_generator("tiny", anchor="seed", sampler="ddim")
+    plain = build_generator("tiny", anchor="seed")
+    assert model.default_sampler == "ddim" and plain.default_sampler == plain.objective.default_sampler == "dpmpp"
+    assert type(model.make_scheduler()) is type(plain.make_scheduler("ddim"))
+    assert type(model.make_scheduler("dpmpp")) is type(plain.make_scheduler())  # a named sampler wins
+    loaded, _, _ = GraspGenerator.load_pretrained(model.save_pretrained(tmp_path / "m"))
+    assert loaded.default_sampler == "ddim"
+    with pytest.raises(ValueError, match=r"GeneratorConfig\.sampler"):
+        build_generator("tiny", sampler="ddim2")

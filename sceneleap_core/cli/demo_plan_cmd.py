@@ -89,7 +89,7 @@ def _run(args: argparse.Namespace) -> int:
     model_dir = _model_dir(args.model)
     console = Console() if Console().is_terminal else Console(width=160)
     planner = GraspPlanner.from_pretrained(model_dir, device=args.device)
-    sampler = args.sampler or planner.model.objective.default_sampler
+    sampler = args.sampler or planner.model.default_sampler
     settings = {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": sampler, "guidance": 1.0,
                 "seed": args.seed, "backend": "eager", "device": args.device, "up": "from the camera pose",
                 "repeats": args.repeats, "torch_threads": torch.get_num_threads()}  # fmt: skip
@@ -176,7 +176,7 @@ def register(sub) -> None:
     p.add_argument("--data", default=str(sample), help="dataset with objects.json (default: the bundled sample)")
     p.add_argument("--scenes", type=int, default=3, help="scenes (first view of each)")
     p.add_argument("--num-grasps", type=int, default=16)
-    p.add_argument("--sampler", default=None, help="ddim, dpmpp, ddpm, euler, heun (default: the model's, dpmpp)")
+    p.add_argument("--sampler", default=None, help="ddim, dpmpp, ddpm, euler, heun (default: the model's deployed sampler)")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

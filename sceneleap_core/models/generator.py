@@ -66,6 +66,8 @@ class GeneratorConfig:
     relative to it, :mod:`sceneleap_core.geometry.anchors`), ``anchor_knn`` and ``anchor_scale``
     (m) of the local patch around each anchor, ``anchor_score_weight`` (weight of the anchor
     score's binary cross-entropy: where on the cloud would a ground-truth grasp be anchored).
+    Deployment: ``sampler``, the sampler this model is deployed with when a caller names none
+    ("" = the objective's default; chosen by measurement, recorded in the model card).
     """
 
     encoder: str = "pointnet2"
@@ -103,6 +105,8 @@ class GeneratorConfig:
     anchor_knn: int = 32
     anchor_scale: float = 0.05
     anchor_score_weight: float = 0.1
+    # deployment
+    sampler: str = ""
     tags: dict = field(default_factory=dict)  # free-form labels (experiment name, data version), saved as is
 
     def _fail(self, key: str, expected: str) -> None:
@@ -120,6 +124,7 @@ class GeneratorConfig:
             ("centre_sampler", POINT_SAMPLERS),
             ("flow_time_sampling", ("uniform", "logit_normal")),
             ("anchor", ANCHOR_MODES),
+            ("sampler", ("", "ddpm", "ddim", "dpmpp", "euler", "heun", "cvae")),
         ):
             if getattr(self, key) not in choices:
                 self._fail(key, f"one of {choices}")
@@ -539,8 +544,14 @@ class GraspGenerator(nn.Module):
     # ------------------------------------------------------------------ sampling
     def make_scheduler(self, sampler: str | None = None, *, eta: float = 0.0):
         """The scheduler ``sampler`` (``ddpm``/``ddim``/``dpmpp`` for ddpm, ``euler``/``heun`` for
-        flow, ``cvae``), configured from this model; None = the objective's default."""
-        return self.objective.make_scheduler(sampler or self.objective.default_sampler, eta=eta)
+        flow, ``cvae``), configured from this model; None = :attr:`default_sampler`."""
+        return self.objective.make_scheduler(sampler or self.default_sampler, eta=eta)
+
+    @property
+    def default_sampler(self) -> str:
+        """The sampler used when a caller names none: the config's ``sampler`` (the deployed one),
+        else the objective's default."""
+        return self.config.sampler or self.objective.default_sampler
 
     @torch.no_grad()
     def sample(
