@@ -646,9 +646,6 @@ class GraspGenerator(nn.Module):
             if max_shard_bytes is None
             else [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
         )
-        for old in directory.glob("model*.safetensors"):  # a previous save's other layout
-            if old.name not in names:
-                old.unlink()
         files = []
         for name, shard in zip(names, shards):
             tmp = directory / (name + ".tmp")
@@ -663,6 +660,9 @@ class GraspGenerator(nn.Module):
         tmp = directory / (CONFIG_NAME + ".tmp")
         tmp.write_text(json.dumps(meta, indent=1))
         tmp.replace(directory / CONFIG_NAME)
+        for old in directory.glob("model*.safetensors"):  # a previous save's other layout, now unreferenced
+            if old.name not in names:
+                old.unlink()
         return directory
 
     @classmethod
