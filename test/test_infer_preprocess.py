@@ -88,3 +88,19 @@ def test_planner_prepare_cleans_organized_clouds_with_nans_and_crops():
         planner.prepare(np.tile([[0.1, 0.2, 0.3]], (100, 1)))
     with pytest.raises(ValueError, match="points"):
         planner.prepare(pts[:, :2])
+
+
+def test_estimate_up_finds_a_large_tables_normal_and_refuses_a_line():
+    from sceneleap_core.geometry.frames import estimate_up
+
+    rng = np.random.default_rng(4)
+    tilt = np.radians(20.0)
+    table = np.c_[rng.uniform(-0.3, 0.3, (16000, 2)), np.zeros(16000)]  # more points than the RANSAC probe
+    clutter = rng.uniform([-0.1, -0.1, 0.0], [0.1, 0.1, 0.15], (6000, 3))
+    rot = np.array([[1, 0, 0], [0, np.cos(tilt), -np.sin(tilt)], [0, np.sin(tilt), np.cos(tilt)]])
+    pts = (np.concatenate([table, clutter]) + rng.normal(0, 0.001, (22000, 3))) @ rot.T + [0, 0, -0.7]
+    up = estimate_up(pts, seed=1)
+    assert np.degrees(np.arccos(np.clip(up @ (rot @ [0, 0, 1.0]), -1, 1))) < 1.0
+    line = np.c_[np.linspace(0, 1, 50), np.zeros(50), np.zeros(50)]
+    with pytest.raises(ValueError, match="collinear"):
+        estimate_up(line)

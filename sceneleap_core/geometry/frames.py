@@ -103,19 +103,20 @@ def estimate_up(points: np.ndarray, *, iterations: int = 200, threshold: float =
     if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) < 3:
         raise ValueError(f"points: expected an (N >= 3, 3) cloud, got shape {pts.shape}")
     rng = np.random.default_rng(seed)
-    best, best_count = None, -1
-    for _ in range(iterations):
-        a, b, c = pts[rng.choice(len(pts), 3, replace=False)]
-        n = np.cross(b - a, c - a)
-        if np.linalg.norm(n) < 1e-9:
-            continue
-        n = n / np.linalg.norm(n)
-        count = int((np.abs((pts - a) @ n) < threshold).sum())
-        if count > best_count:
-            best, best_count = (n, a), count
-    if best is None:
+    # every hypothesis at once: (I, 3) triples -> plane normals, scored on at most 2,048 points
+    idx = rng.integers(0, len(pts), size=(iterations, 3))
+    a, b, c = pts[idx[:, 0]], pts[idx[:, 1]], pts[idx[:, 2]]
+    normals = np.cross(b - a, c - a)  # (I, 3)
+    norms = np.linalg.norm(normals, axis=1)
+    valid = norms > 1e-9  # repeated or collinear triples
+    if not valid.any():
         raise ValueError("points: expected a cloud with a plane in it, got collinear points")
-    n, a = best
+    normals[valid] /= norms[valid, None]
+    probe = pts if len(pts) <= 2048 else pts[rng.choice(len(pts), 2048, replace=False)]  # (M, 3)
+    dist = np.abs(probe @ normals.T - (a * normals).sum(1))  # (M, I)
+    counts = np.where(valid, (dist < threshold).sum(0), -1)
+    k = int(np.argmax(counts))
+    n, a = normals[k], a[k]
     inliers = pts[np.abs((pts - a) @ n) < threshold]
     centred = inliers - inliers.mean(0)
     n = np.linalg.svd(centred, full_matrices=False)[2][-1]
