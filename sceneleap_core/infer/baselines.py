@@ -33,7 +33,6 @@ direction. Shapes: N points, C candidates, G grasps, J joints, K neighbours.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 from sceneleap_core.hand import HandModel, pose_to_vector
-from sceneleap_core.infer.planner import GraspSet, Stopwatch, finish_grasps
+from sceneleap_core.infer.planner import GraspSet, Stopwatch, finish_grasps, plan_settings
 from sceneleap_core.infer.postprocess import PostConfig
 
 # Measured on sceneleap_core/data/library_default (library_posture(), 10,666 grasps):
@@ -383,17 +382,9 @@ class NormalApproachPlanner:
         from sceneleap_core.infer.preprocess import prepare_cloud
 
         watch = Stopwatch(self.device)
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        cfg = self.post if post is None else (PostConfig.from_dict(post) if isinstance(post, dict) else post)
-        changes = {"refine_steps": refine_steps, "filter": filter, "diversity": diversity}
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-        if num_grasps < 1:
-            raise ValueError(f"num_grasps: expected >= 1, got {num_grasps}")
-        over = self.oversample if oversample is None else float(oversample)
-        if over < 1:
-            raise ValueError(f"oversample: expected >= 1, got {over}")
-        count = int(np.ceil(over * num_grasps))
+        seed, cfg, count = plan_settings(self.post, self.oversample, num_grasps, seed=seed, post=post,
+                                         oversample=oversample, refine_steps=refine_steps, filter=filter,
+                                         diversity=diversity)  # fmt: skip
         cloud, plane, _ = prepare_cloud(points, self.num_points, seed=seed, up=up, workspace=workspace,
                                         voxel_size=voxel_size)  # fmt: skip
         if up is None:

@@ -175,6 +175,26 @@ class Stopwatch:
         return self.timings
 
 
+def plan_settings(default_post: PostConfig, default_oversample: float, num_grasps: int, *, seed: int | None,
+                  post: PostConfig | dict | None, oversample: float | None, refine_steps: int | None,
+                  filter: bool | None, diversity: float | None) -> tuple[int, PostConfig, int]:  # fmt: skip
+    """The arguments every planner's ``plan`` shares -> (seed, post-processing config, candidates):
+    a fresh seed when None; ``post`` (or the planner's) with the ``refine_steps`` / ``filter`` /
+    ``diversity`` overrides; ``ceil(oversample x num_grasps)`` candidates. ValueError for
+    ``num_grasps < 1`` or ``oversample < 1``."""
+    if seed is None:
+        seed = int(np.random.SeedSequence().generate_state(1)[0])
+    cfg = default_post if post is None else (PostConfig.from_dict(post) if isinstance(post, dict) else post)
+    changes = {"refine_steps": refine_steps, "filter": filter, "diversity": diversity}
+    cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+    if num_grasps < 1:
+        raise ValueError(f"num_grasps: expected >= 1, got {num_grasps}")
+    over = default_oversample if oversample is None else float(oversample)
+    if over < 1:
+        raise ValueError(f"oversample: expected >= 1, got {over}")
+    return seed, cfg, int(np.ceil(over * num_grasps))
+
+
 def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
                   watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None) -> GraspSet:  # fmt: skip
@@ -463,19 +483,11 @@ class GraspPlanner:
         -> reject collisions with the cloud / table / approach sweep -> score (-energy) -> diverse top-k.
         """
         watch = Stopwatch(self.device)
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
         if guidance is not None:
             guidance_scale = guidance
-        cfg = self.post if post is None else (PostConfig.from_dict(post) if isinstance(post, dict) else post)
-        changes = {"refine_steps": refine_steps, "filter": filter, "diversity": diversity}
-        cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-        if num_grasps < 1:
-            raise ValueError(f"num_grasps: expected >= 1, got {num_grasps}")
-        over = self.oversample if oversample is None else float(oversample)
-        if over < 1:
-            raise ValueError(f"oversample: expected >= 1, got {over}")
-        candidates = int(np.ceil(over * num_grasps))
+        seed, cfg, candidates = plan_settings(self.post, self.oversample, num_grasps, seed=seed, post=post,
+                                              oversample=oversample, refine_steps=refine_steps, filter=filter,
+                                              diversity=diversity)  # fmt: skip
         prep = self.prepare(points, seed, up, workspace=workspace, voxel_size=voxel_size)
         watch.lap("prepare")
         out = self.sample_network(prep.points, candidates, steps=steps, sampler=sampler,
