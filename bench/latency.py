@@ -18,16 +18,7 @@ import warnings
 
 import numpy as np
 import torch
-
-
-def tabletop(n: int, seed: int = 0) -> np.ndarray:
-    """(n, 3) points: a 60 cm table 0.6 m below the origin and an 8 cm box on it (the camera frame's
-    -z is down), 1 mm noise."""
-    rng = np.random.default_rng(seed)
-    k = n // 4
-    table = np.c_[rng.uniform(-0.3, 0.3, (n - k, 2)), np.full(n - k, -0.6)]
-    box = rng.uniform(-0.04, 0.04, (k, 3)) + np.array([0.05, 0.0, -0.56])
-    return np.concatenate([table, box]) + rng.normal(0, 0.001, (n, 3))
+from infer_cpu import tabletop  # bench/ is the script's directory: the same synthetic tabletop cloud
 
 
 def measure(planner, cloud: np.ndarray, grasps: int, sampler: str, steps: int, repeats: int) -> dict:

@@ -73,18 +73,20 @@ def main(argv=None) -> None:
     evaluator = SimLiftEvaluator(args.data, workers=args.workers)
     views = []
     t0 = time.perf_counter()
-    for index in tqdm(spread_indices(len(dataset), args.views), desc="views"):
-        sample = dataset[index]
-        grasps, _ = plan_view(planner, sample, args.candidates, steps=args.steps, sampler=args.sampler,
-                              seed=index, oversample=1, diversity=0)  # fmt: skip
-        success = np.zeros(0, bool)
-        if len(grasps):
-            ev = evaluator.evaluate_world(index, grasps.palm_pose[0].double().cpu().numpy(),
-                                          grasps.joints[0].double().cpu().numpy())  # fmt: skip
-            success = np.asarray(ev.lift.success, bool)
-        terms = {k: v[0].double().cpu().numpy() for k, v in grasps.terms.items()}
-        views.append({"index": int(index), "success": success, "terms": terms, "rejected": grasps.rejected})
-    evaluator.close() if hasattr(evaluator, "close") else None
+    try:
+        for index in tqdm(spread_indices(len(dataset), args.views), desc="views"):
+            sample = dataset[index]
+            grasps, _ = plan_view(planner, sample, args.candidates, steps=args.steps, sampler=args.sampler,
+                                  seed=index, oversample=1, diversity=0)  # fmt: skip
+            success = np.zeros(0, bool)
+            if len(grasps):
+                ev = evaluator.evaluate_world(index, grasps.palm_pose[0].double().cpu().numpy(),
+                                              grasps.joints[0].double().cpu().numpy())  # fmt: skip
+                success = np.asarray(ev.lift.success, bool)
+            terms = {k: v[0].double().cpu().numpy() for k, v in grasps.terms.items()}
+            views.append({"index": int(index), "success": success, "terms": terms, "rejected": grasps.rejected})
+    finally:
+        evaluator.close()
     labels = np.concatenate([v["success"] for v in views])
     names = sorted({k for v in views for k in v["terms"]})
     kept = sum(len(v["success"]) for v in views)

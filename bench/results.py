@@ -116,11 +116,6 @@ def pick_views(total: int, count: int, seed: int = 0) -> np.ndarray:
     return np.array([int(rng.integers(a, b)) for a, b in itertools.pairwise(edges)])
 
 
-def camera_up(camera_pose: np.ndarray) -> np.ndarray:
-    """World up (+z) in the camera frame of ``camera_pose`` (4, 4) = world <- camera: (3,)."""
-    return np.asarray(camera_pose, np.float64)[:3, :3].T @ np.array([0.0, 0.0, 1.0])
-
-
 def grasps_to_world(camera_pose: np.ndarray, palm_pose) -> np.ndarray:
     """Palm poses (G, 4, 4) in the camera frame -> the scene's world frame: ``world <- palm =
     (world <- camera) @ (camera <- palm)``, with ``camera_pose`` (4, 4) = world <- camera. Float64."""
@@ -148,19 +143,15 @@ def lift_test(evaluator, index: int, palm_pose_cam, joints, *, disturbance: bool
     ``penetration_mm`` (G,) (deepest of target and scene), ``failure`` (G,) reasons, ``target`` (G,);
     with ``disturbance`` also ``disturbance`` (G,) bool: the disturbance protocol on each grasp's
     target object alone (no table, no neighbours: the single-object test), else None."""
-    from sceneleap_core.sim import evaluate_grasps
-
     q = joints.detach().cpu().double().numpy() if isinstance(joints, torch.Tensor) else np.asarray(joints, float)
     if len(q) == 0:
         empty = np.zeros(0)
         return {"success": empty.astype(bool), "penetration_mm": empty, "failure": [], "target": [],
                 "disturbance": [] if disturbance else None}
-    scene, world_from_camera, centres = evaluator.scene(int(index))
-    palm_world = grasps_to_world(world_from_camera, palm_pose_cam)
-    q = np.clip(q, evaluator.hand.joint_lower.numpy(), evaluator.hand.joint_upper.numpy())
-    target = evaluator.targets(palm_world, q, centres)
-    both = evaluate_grasps(scene, palm_world, q, target, protocol="both" if disturbance else "lift",
-                           config=evaluator.sim_config, pool=evaluator.pool)  # fmt: skip
+    scene = evaluator.scene(int(index))
+    palm_world = grasps_to_world(scene[1], palm_pose_cam)
+    both = evaluator.evaluate_world(int(index), palm_world, q, scene=scene, protocol="both" if disturbance else "lift")
+    target = both.target
     res = both.lift
     pen = np.maximum(res.penetration_object_mm, res.penetration_scene_mm)
     dist = [bool(s) for s in both.disturbance.success] if disturbance else None
@@ -336,6 +327,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     """Plan, lift-test and summarize (module docstring); returns what ``results.json`` holds."""
     from tqdm import tqdm
 
+    from sceneleap_core.infer.demo import camera_up
     from sceneleap_core.train.sim_validation import SimLiftEvaluator
 
     methods = parse_methods(args.methods)

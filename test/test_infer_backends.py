@@ -35,14 +35,24 @@ def test_onnx_encoder_and_denoiser_step_match_torch_with_a_dynamic_grasp_count(t
         runner.encode(torch.rand(1, 100, 3), None if anchor == "none" else pts[:, :3])
 
 
-def test_planner_onnx_backend_plans_the_eager_grasps(tmp_path):
-    torch.manual_seed(0)
+PLAN_ARGS = {"num_grasps": 6, "steps": 3, "sampler": "ddim", "seed": 2, "filter": False, "oversample": 1, "diversity": 0}
+PLANNER_KW = {"num_points": 200, "frame": "gravity"}
+
+
+def _eager_and_backend(backend: str, directory, seed: int):
+    """A random tiny model, a tabletop cloud, and its eager planner next to one with ``backend``
+    (files in ``directory``): (model, points, eager planner, backend planner)."""
+    torch.manual_seed(seed)
     model = randomize(build_generator("tiny", anchor="seed").eval())
     pts, _ = tabletop(n_table=500, n_box=200)
-    kw = {"num_points": 200, "frame": "gravity"}
-    eager = GraspPlanner(model, normalizer(), _hand(), **kw)
-    onnx = GraspPlanner(model, normalizer(), _hand(), backend="onnx", onnx_dir=tmp_path, **kw)
-    args = {"num_grasps": 6, "steps": 3, "sampler": "ddim", "seed": 2, "filter": False, "oversample": 1, "diversity": 0}
+    eager = GraspPlanner(model, normalizer(), _hand(), **PLANNER_KW)
+    other = GraspPlanner(model, normalizer(), _hand(), backend=backend, onnx_dir=directory, **PLANNER_KW)
+    return model, pts, eager, other
+
+
+def test_planner_onnx_backend_plans_the_eager_grasps(tmp_path):
+    model, pts, eager, onnx = _eager_and_backend("onnx", tmp_path, seed=0)
+    args = PLAN_ARGS
     a, b = eager.plan(pts, **args), onnx.plan(pts, **args)
     torch.testing.assert_close(b.vectors, a.vectors, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(b.palm_pose, a.palm_pose, atol=1e-4, rtol=1e-4)
@@ -143,19 +153,14 @@ def test_aoti_backend_plans_the_eager_grasps_and_reuses_its_package(tmp_path):
     """torch.export + AOTInductor of the denoiser step (compiles C++: about a minute on a small CPU)."""
     from sceneleap_core.infer.aoti import PACKAGE_NAME, model_key
 
-    torch.manual_seed(3)
-    model = randomize(build_generator("tiny", anchor="seed").eval())
-    pts, _ = tabletop(n_table=500, n_box=200)
-    kw = {"num_points": 200, "frame": "gravity"}
-    eager = GraspPlanner(model, normalizer(), _hand(), **kw)
-    aoti = GraspPlanner(model, normalizer(), _hand(), backend="aoti", onnx_dir=tmp_path, **kw)
-    args = {"num_grasps": 6, "steps": 3, "sampler": "ddim", "seed": 2, "filter": False, "oversample": 1, "diversity": 0}
+    model, pts, eager, aoti = _eager_and_backend("aoti", tmp_path, seed=3)
+    args = PLAN_ARGS
     a, b = eager.plan(pts, **args), aoti.plan(pts, **args)
     torch.testing.assert_close(b.vectors, a.vectors, atol=1e-4, rtol=1e-4)
     c = aoti.plan(pts, **{**args, "num_grasps": 11})  # G is dynamic in the package
     assert c.vectors.shape[1] == 11
     stamp = (tmp_path / PACKAGE_NAME).stat().st_mtime_ns
-    GraspPlanner(model, normalizer(), _hand(), backend="aoti", onnx_dir=tmp_path, **kw)  # same weights: reused
+    GraspPlanner(model, normalizer(), _hand(), backend="aoti", onnx_dir=tmp_path, **PLANNER_KW)  # same weights: reused
     assert (tmp_path / PACKAGE_NAME).stat().st_mtime_ns == stamp
     key = model_key(model, "cpu")
     with torch.no_grad():

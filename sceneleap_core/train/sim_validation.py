@@ -83,12 +83,14 @@ class SimLiftEvaluator:
         tips = self.hand.tip_positions(state).mean(dim=1).numpy()  # (G, 3)
         return np.linalg.norm(tips[:, None, :] - centres[None, :, :], axis=-1).argmin(axis=1)
 
-    def evaluate_world(self, index: int, palm_world: np.ndarray, joints: np.ndarray, *, scene=None):
+    def evaluate_world(self, index: int, palm_world: np.ndarray, joints: np.ndarray, *, scene=None,
+                       protocol: str = "lift"):  # fmt: skip
         """Lift-test grasps given in the world frame of dataset sample ``index``: palm poses
         (G, 4, 4) and joints (G, J) (clipped to the limits). Each grasp's target is the object whose
         centre is nearest its fingertips (:meth:`targets`). ``scene``: :meth:`scene`'s result for
-        ``index`` when the caller has it. Returns the :class:`sceneleap_core.sim.GraspEvaluation`
-        (``lift`` only), one entry per grasp."""
+        ``index`` when the caller has it; ``protocol``: ``lift``, or ``both`` to add the disturbance
+        test on each target alone. Returns the :class:`sceneleap_core.sim.GraspEvaluation`, one
+        entry per grasp."""
         from sceneleap_core.sim import evaluate_grasps
 
         sim_scene, _, centres = scene if scene is not None else self.scene(index)
@@ -97,7 +99,7 @@ class SimLiftEvaluator:
         q = np.clip(np.asarray(joints, dtype=np.float64), lower, upper)  # (G, J)
         target = self.targets(palm_world, q, centres)
         return evaluate_grasps(
-            sim_scene, palm_world, q, target, protocol="lift", config=self.sim_config, pool=self.pool
+            sim_scene, palm_world, q, target, protocol=protocol, config=self.sim_config, pool=self.pool
         )
 
     def __call__(self, batch: dict, palm_pose: torch.Tensor, joints: torch.Tensor) -> dict[str, float]:
