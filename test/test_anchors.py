@@ -129,6 +129,59 @@ def test_anchor_encoder_sees_only_the_local_patch_and_drop_keeps_the_position():
     assert torch.allclose(dropped, enc(pts + 0.3 * (torch.rand_like(pts) - 0.5), anchors, torch.tensor([True])))
 
 
+def test_anchor_region_reaches_further_than_the_patch_and_scene_tokens_enter_by_interpolation():
+    torch.manual_seed(0)
+    pts = torch.rand(1, 400, 3)
+    anchors = pts[:, :2].clone()
+    d = (pts[0] - anchors[0, 0]).norm(dim=-1)
+    order = d.argsort()
+    ring = pts.clone()
+    ring[0, order[20:40]] += 0.01  # beyond the 8-point patch, inside the 4 x 8-point region
+    patch_only = AnchorEncoder(32, knn=8, width=16, pe_freqs=3).eval()
+    with_region = AnchorEncoder(32, knn=8, width=16, pe_freqs=3, region_knn=8, region_scale=0.2).eval()
+    assert torch.allclose(patch_only(ring, anchors)[0, 0], patch_only(pts, anchors)[0, 0], atol=1e-6)
+    assert not torch.allclose(with_region(ring, anchors)[0, 0], with_region(pts, anchors)[0, 0], atol=1e-4)
+    # the region takes every 4th of its 32 nearest points: the 33rd and beyond are not seen
+    beyond = pts.clone()
+    beyond[0, order[33:]] += 5.0
+    assert torch.allclose(with_region(beyond, anchors)[0, 0], with_region(pts, anchors)[0, 0], atol=1e-6)
+
+    enc = AnchorEncoder(32, knn=8, width=16, pe_freqs=3, scene_dim=12).eval()
+    tokens, xyz = torch.randn(1, 10, 12), torch.rand(1, 10, 3)
+    with pytest.raises(ValueError, match="scene"):
+        enc(pts, anchors)
+    base = enc(pts, anchors, scene=(tokens, xyz))
+    # a token far from every anchor (not among their 3 nearest) changes nothing; the nearest one does
+    dist = torch.cdist(anchors, xyz)[0]  # (2, 10)
+    far_tok, near_tok = int(dist.min(0).values.argmax()), int(dist[0].argmin())
+    assert dist[:, far_tok].min() > dist.topk(3, largest=False).values[:, -1].max()
+    changed = tokens.clone()
+    changed[0, far_tok] += 3.0
+    assert torch.allclose(enc(pts, anchors, scene=(changed, xyz)), base, atol=1e-6)
+    changed[0, near_tok] += 3.0
+    assert not torch.allclose(enc(pts, anchors, scene=(changed, xyz))[0, 0], base[0, 0], atol=1e-4)
+    # the null scene replaces the interpolated tokens too
+    dropped = enc(pts, anchors, torch.tensor([True]), scene=(tokens, xyz))
+    assert torch.allclose(dropped, enc(pts, anchors, torch.tensor([True]), scene=(changed, xyz)))
+
+
+def test_generator_with_region_and_scene_context_trains_samples_and_scores():
+    model = build_generator("tiny", anchor="seed", anchor_region_knn=8, anchor_scene=True)
+    pts = torch.rand(2, 128, 3)
+    anchors = pts[:, :5].clone()
+    x0 = torch.rand(2, 5, 25) * 2 - 1
+    out = model.training_loss(pts, x0, anchors=anchors, candidates=pts[:, :9], candidate_labels=torch.ones(2, 9))
+    out["loss"].backward()
+    assert model.anchor_encoder.region[0].weight.grad.abs().sum() > 0
+    assert model.anchor_encoder.scene[0].weight.grad.abs().sum() > 0
+    model.eval()
+    assert model.sample(pts, steps=2, anchors=anchors).shape == (2, 5, 25)
+    scene = model.encoder(pts, deterministic=True)
+    assert torch.allclose(model.score_anchors(pts, anchors), model.score_anchors(pts, anchors, scene))
+    with pytest.raises(ValueError, match="anchor_region_knn"):
+        build_generator("tiny", anchor="seed", anchor_region_knn=-1)
+
+
 def test_anchored_generator_trains_samples_and_rejects_missing_anchors():
     model = build_generator("tiny", anchor="seed")
     pts = torch.rand(2, 128, 3)
@@ -284,3 +337,21 @@ def test_planner_uses_the_anchor_score_only_when_the_model_trained_one():
         ).anchor_pool
         == 3
     )
+
+
+def test_planner_encodes_the_cloud_once_for_the_anchor_score_and_the_sampler():
+    from sceneleap_core.hand import GraspNormalizer
+
+    torch.manual_seed(0)
+    hand = HandModel.load()
+    n = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper)
+    model = build_generator("tiny", anchor="seed", anchor_region_knn=8, anchor_scene=True).eval()
+    calls = []
+    model.encoder.register_forward_hook(lambda *_: calls.append(1))
+    planner = GraspPlanner(model, n, hand, num_points=256, frame="gravity")
+    pts = torch.rand(1, 256, 3) * torch.tensor([0.4, 0.4, 0.1])
+    net = planner.sample_network(pts, 4, steps=2, sampler="ddim", seed=1, up=torch.tensor([0.0, 0.0, 1.0]))
+    assert len(calls) == 1, "the anchor score and the sampler share one encoder pass"
+    assert net.vectors.shape == (1, 4, 25)
+    # the shared pass gives the scores a separate encoding gives
+    assert torch.allclose(net.terms["anchor_logit"], model.score_anchors(pts, net.anchors), atol=1e-5)

@@ -1,6 +1,8 @@
 """Backends of the planner: ONNX export parity (onnxruntime CPU vs torch), the non-eager sampling path,
 the TensorRT engine cache key (the build itself skips where TensorRT is absent)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -14,10 +16,12 @@ from sceneleap_core.models import build_generator
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.parametrize("anchor", ["seed", "none"])
+@pytest.mark.parametrize("anchor", ["seed", "none", "seed+context"])
 def test_onnx_encoder_and_denoiser_step_match_torch_with_a_dynamic_grasp_count(tmp_path, anchor):
     torch.manual_seed(0)
-    model = randomize(build_generator("tiny", anchor=anchor).eval())
+    context = {"anchor_region_knn": 8, "anchor_scene": True} if anchor == "seed+context" else {}
+    anchor = anchor.split("+")[0]
+    model = randomize(build_generator("tiny", anchor=anchor, **context).eval())
     export_onnx(model, tmp_path, num_points=200, num_grasps=8)
     runner = OnnxNetworks(tmp_path, providers=["CPUExecutionProvider"])
     pts = torch.rand(1, 200, 3) - 0.5
@@ -168,3 +172,18 @@ def test_aoti_backend_plans_the_eager_grasps_and_reuses_its_package(tmp_path):
     assert model_key(model, "cpu") != key, "changed weights invalidate the package"
     with pytest.raises(ValueError, match="guidance"):
         aoti.plan(pts, guidance=2.0, **args)
+    meta = json.loads((tmp_path / "aoti.json").read_text())
+    assert meta["probed"] == meta["key"] and meta["probe_error"] is None, "loaded once in a child process first"
+
+
+def test_aoti_package_that_fails_to_load_is_a_clear_error_not_a_crash(tmp_path):
+    from sceneleap_core.infer.aoti import META_NAME, PACKAGE_NAME, AotiDenoiser
+
+    (tmp_path / PACKAGE_NAME).write_bytes(b"not a package")
+    (tmp_path / META_NAME).write_text(json.dumps({"key": "k1", "device": "cuda", "cache_len": 3}))
+    with pytest.raises(RuntimeError, match=r"cannot load the compiled package.*cuda_graph"):
+        AotiDenoiser(tmp_path)
+    meta = json.loads((tmp_path / META_NAME).read_text())
+    assert meta["probed"] == "k1" and "exit status" in meta["probe_error"]
+    with pytest.raises(RuntimeError, match="cannot load"):  # the cached verdict, no second child
+        AotiDenoiser(tmp_path)

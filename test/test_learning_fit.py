@@ -23,7 +23,7 @@ SAMPLE = ROOT / "sceneleap_core" / "data" / "sample"
 TINY = ROOT / "config" / "train" / "tiny.yaml"
 FIT = [
     "model.d_model=128", "model.depth=3", "model.heads=4", "model.mlp_ratio=2.0", "model.num_scene_tokens=32",
-    "model.scene_dim=64", "model.encoder_points=256", "model.anchor_knn=16",
+    "model.scene_dim=64", "model.encoder_points=256", "model.anchor_knn=16", "model.anchor_region_knn=8",
     f"data.root={SAMPLE}", "data.val_fraction=0.0", "data.train_samples=2", "data.num_points=512",
     "data.num_grasps=8", "data.normalizer_samples=8", "optim.lr=2e-3", "optim.warmup_steps=20", "ema.decay=0.98",
     "val.every=100000", "trainer.max_steps=3000", "trainer.checkpoint_every=100000", "trainer.log_every=500",

@@ -237,3 +237,26 @@ def test_denoiser_exports_and_runs_with_bf16_weights():
     half = copy.deepcopy(net).to(torch.bfloat16)
     out = half(x, t, half.precompute_scene(tokens, xyz))
     assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=0.05, rtol=0.05)
+
+
+def test_pose_loss_weight_scales_the_palm_pose_dimensions_against_the_joints():
+    from sceneleap_core.models.generator import GeneratorConfig, pose_loss_weights
+    from sceneleap_core.models.objectives import masked_mse
+
+    cfg = GeneratorConfig(pose_loss_weight=4.0).validate()
+    w = pose_loss_weights(cfg)  # [translation 3 | joints 16 | rotation 6]
+    assert w.shape == (25,) and abs(float(w.mean()) - 1.0) < 1e-6
+    assert (
+        torch.allclose(w[:3], 4 * w[3])
+        and torch.allclose(w[-6:], 4 * w[3])
+        and torch.allclose(w[3:19], w[3].expand(16))
+    )
+    assert pose_loss_weights(GeneratorConfig().validate()) is None
+    target = torch.zeros(2, 4, 25)
+    pose_err, joint_err = target.clone(), target.clone()
+    pose_err[..., 0] = 1.0  # the same squared error on one translation dimension ...
+    joint_err[..., 5] = 1.0  # ... or on one joint
+    assert masked_mse(pose_err, target, None) == masked_mse(joint_err, target, None)
+    assert torch.isclose(masked_mse(pose_err, target, None, w), 4 * masked_mse(joint_err, target, None, w))
+    with pytest.raises(ValueError, match="pose_loss_weight"):
+        GeneratorConfig(pose_loss_weight=0.0).validate()

@@ -332,7 +332,7 @@ class GraspPlanner:
             if onnx_dir is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="sceneleap_aoti_")
                 onnx_dir = self._tmp.name
-            export_aoti(self.model, onnx_dir, device=self.device)  # reused when the weights match
+            export_aoti(self.model, onnx_dir, device=self.device, num_points=self.num_points)  # reused if weights match
             self._denoiser = AotiDenoiser(onnx_dir)
         elif backend in ("onnx", "tensorrt"):
             import tempfile
@@ -347,8 +347,9 @@ class GraspPlanner:
             self._denoiser = self._networks.denoise
 
     @torch.no_grad()
-    def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors):
-        """The model's ``sample`` with the network calls of the backend (compiled / ONNX / TensorRT)."""
+    def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors, scene=None):
+        """The model's ``sample`` with the network calls of the backend (compiled / ONNX / TensorRT);
+        ``scene``: the torch encoder's (tokens, xyz) of ``points`` if already computed."""
         from sceneleap_core.models.denoising_loop import DenoisingLoop
 
         m = self.model
@@ -362,7 +363,7 @@ class GraspPlanner:
             raise ValueError(f"the aoti backend compiles the conditional step for one cloud: expected guidance 1.0 "
                              f"and 1 cloud, got {guidance_scale} and {points.shape[0]}")  # fmt: skip
         if self._networks is None:
-            tokens, xyz = m.encoder(points, deterministic=True)
+            tokens, xyz = m.encoder(points, deterministic=True) if scene is None else scene
             cache = m._cache(points, tokens, xyz, None, anchors)
             if guidance_scale != 1.0:
                 null = m._cache(points, tokens, xyz, True, anchors)
@@ -440,22 +441,24 @@ class GraspPlanner:
         the model's anchor score (``up`` (B, 3) or (3,): world up in the network frame; +z, the
         gravity frame's, when None)."""
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
-        anchor_logit = None
+        anchor_logit = scene = None
         if getattr(self.model, "anchored", False) and anchors is None:
             if up is None:
                 up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
             anchors = select_anchors(points, up, num_grasps * self.anchor_pool, generator=gen)
             if self.anchor_pool > 1:
-                logits = self.model.score_anchors(points, anchors)  # (B, pool)
+                if self.model.anchor_encoder.needs_scene:  # encode once for the score and the sampler
+                    scene = self.model.encoder(points, deterministic=True)
+                logits = self.model.score_anchors(points, anchors, scene)  # (B, pool)
                 anchors, kept = pick_scored(anchors, logits, num_grasps, generator=gen, return_index=True)
                 if getattr(self.model.config, "anchor_score_weight", 0) > 0:  # a trained score: ranking evidence
                     anchor_logit = torch.gather(logits, 1, kept)  # (B, G)
         kwargs = {"anchors": anchors} if anchors is not None else {}
         if self.backend == "eager":
             z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
-                                  guidance_scale=guidance_scale, generator=gen, **kwargs)  # fmt: skip
+                                  guidance_scale=guidance_scale, generator=gen, scene=scene, **kwargs)  # fmt: skip
         else:
-            z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors)
+            z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors, scene)
         pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
         terms = {} if anchor_logit is None else {"anchor_logit": anchor_logit.float()}
         return GraspSet(pose, joints, z, anchors, terms=terms)

@@ -356,38 +356,89 @@ def fourier_features(xyz: torch.Tensor, num_freqs: int) -> torch.Tensor:
 
 
 class AnchorEncoder(nn.Module):
-    """Local geometry and position of per-grasp anchors -> one feature per grasp token.
+    """Local geometry, surroundings and position of per-grasp anchors -> one feature per grasp token.
 
     For each anchor (an input point the grasp is expressed relative to, see
-    :mod:`sceneleap_core.geometry.anchors`), its K nearest cloud points, relative to the anchor and
-    divided by ``scale``, go through a shared MLP and a max-pool (a PointNet over the local patch);
-    the anchor's position enters through Fourier features. With ``drop`` (classifier-free
-    guidance's null scene) the patch feature is replaced by a learned null vector, the position kept.
+    :mod:`sceneleap_core.geometry.anchors`), up to three sources are concatenated:
+
+    * the **patch**: its K nearest cloud points, relative to the anchor and divided by ``scale``,
+      through a shared MLP and a max-pool (a PointNet over the local surface);
+    * the **region** (``region_knn`` > 0): a hand-sized neighbourhood, every ``REGION_STRIDE``-th of
+      its ``region_knn * REGION_STRIDE`` nearest points (sparser, reaching further: the extent of the
+      object the fingers must wrap), divided by ``region_scale``, through its own PointNet;
+    * the **scene** (``scene_dim`` > 0): the scene encoder's token features interpolated at the
+      anchor (inverse-distance weights of its 3 nearest tokens): object-level context learned by the
+      encoder.
+
+    The anchor's position enters through Fourier features. With ``drop`` (classifier-free
+    guidance's null scene) every cloud-derived feature is replaced by a learned null vector, the
+    position kept.
 
     Args:
         out_dim: D, the denoiser's token width.  knn: K.  scale: patch coordinate scale (m).
-        width: hidden width of the patch MLP.  pe_freqs: Fourier frequencies of the position.
+        width: hidden width of the MLPs.  pe_freqs: Fourier frequencies of the position.
+        region_knn: points of the region (0 = no region).  region_scale: its coordinate scale (m).
+        scene_dim: C of the scene tokens to interpolate (0 = none).
     """
 
-    def __init__(self, out_dim: int, *, knn: int = 32, scale: float = 0.05, width: int = 128, pe_freqs: int = 6):
+    REGION_STRIDE = 4
+
+    def __init__(
+        self, out_dim: int, *, knn: int = 32, scale: float = 0.05, width: int = 128, pe_freqs: int = 6,
+        region_knn: int = 0, region_scale: float = 0.1, scene_dim: int = 0,
+    ):  # fmt: skip
         super().__init__()
         self.knn, self.scale, self.pe_freqs, self.out_dim = int(knn), float(scale), int(pe_freqs), int(out_dim)
+        self.region_knn, self.region_scale, self.scene_dim = int(region_knn), float(region_scale), int(scene_dim)
         self.patch = PointMLP((3, width // 2, width, 2 * width))
-        self.null = nn.Parameter(torch.zeros(2 * width))
+        cloud_dim = 2 * width
+        if self.region_knn:
+            self.region = PointMLP((3, width // 2, width, 2 * width))
+            cloud_dim += 2 * width
+        if self.scene_dim:
+            self.scene = nn.Sequential(nn.Linear(scene_dim, 2 * width), nn.GELU())
+            cloud_dim += 2 * width
+        self.null = nn.Parameter(torch.zeros(cloud_dim))
         self.pos = nn.Sequential(nn.Linear(6 * pe_freqs, width), nn.GELU())
-        self.out = nn.Sequential(nn.Linear(3 * width, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
+        self.out = nn.Sequential(nn.Linear(cloud_dim + width, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
         nn.init.normal_(self.null, std=0.02)
 
-    def forward(self, points: torch.Tensor, anchors: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
-        """points (B, N, 3), anchors (B, G, 3), drop None or (B,) bool -> (B, G, D)."""
+    @property
+    def needs_scene(self) -> bool:
+        """True when :meth:`forward` needs the scene encoder's tokens."""
+        return self.scene_dim > 0
+
+    def forward(
+        self,
+        points: torch.Tensor,
+        anchors: torch.Tensor,
+        drop: torch.Tensor | None = None,
+        scene: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """points (B, N, 3), anchors (B, G, 3), drop None or (B,) bool, scene None or the encoder's
+        (tokens (B, M, C), xyz (B, M, 3)) (needed when ``scene_dim`` > 0) -> (B, G, D)."""
         if anchors.dim() != 3 or anchors.shape[-1] != 3 or anchors.shape[0] != points.shape[0]:
             raise ValueError(f"anchors: expected shape ({points.shape[0]}, G, 3), got {tuple(anchors.shape)}")
+        if self.scene_dim and scene is None:
+            raise ValueError("scene: this anchor encoder interpolates scene tokens; pass (tokens, xyz)")
         anchors = anchors.to(points.dtype)
-        k = min(self.knn, points.shape[1])
-        _, idx = knn(anchors, points, k)  # (B, G, K)
-        local = (gather_points(points, idx) - anchors[:, :, None]) / self.scale  # (B, G, K, 3)
         dtype = self.patch[0].weight.dtype
-        feat = self.patch(local.to(dtype)).amax(dim=2)  # (B, G, 2W)
+        k = min(self.knn, points.shape[1])
+        far = min(self.region_knn * self.REGION_STRIDE, points.shape[1]) if self.region_knn else 0
+        _, idx = knn(anchors, points, max(k, far))  # (B, G, K') ascending
+        near = gather_points(points, idx[..., :k]) - anchors[:, :, None]  # (B, G, K, 3)
+        feats = [self.patch((near / self.scale).to(dtype)).amax(dim=2)]  # (B, G, 2W)
+        if self.region_knn:
+            ring = gather_points(points, idx[..., : far : self.REGION_STRIDE]) - anchors[:, :, None]  # (B, G, R, 3)
+            feats.append(self.region((ring / self.region_scale).to(dtype)).amax(dim=2))
+        if self.scene_dim:
+            tokens, xyz = scene
+            dist, tidx = knn(anchors, xyz.to(anchors.dtype), min(3, xyz.shape[1]))  # (B, G, 3)
+            w = 1.0 / (dist + 1e-3)
+            w = w / w.sum(-1, keepdim=True)
+            interp = (gather_points(tokens, tidx) * w[..., None].to(tokens.dtype)).sum(2)  # (B, G, C)
+            feats.append(self.scene(interp.to(dtype)))
+        feat = torch.cat(feats, dim=-1)  # (B, G, cloud_dim)
         if drop is not None:
             feat = torch.where(drop[:, None, None], self.null.to(feat.dtype).expand_as(feat), feat)
         pos = self.pos(fourier_features(anchors, self.pe_freqs).to(dtype))  # (B, G, W)

@@ -64,8 +64,12 @@ class GeneratorConfig:
     of the raw cloud), ``encoder_width``. Anchors: ``anchor`` (``none``: grasps in the network
     frame; ``seed``: each grasp token is conditioned on an input point and its translation is
     relative to it, :mod:`sceneleap_core.geometry.anchors`), ``anchor_knn`` and ``anchor_scale``
-    (m) of the local patch around each anchor, ``anchor_score_weight`` (weight of the anchor
-    score's binary cross-entropy: where on the cloud would a ground-truth grasp be anchored).
+    (m) of the local patch around each anchor, ``anchor_region_knn`` and ``anchor_region_scale``
+    (m) of a sparser hand-sized region around it (0 = none), ``anchor_scene`` (also interpolate the
+    scene encoder's tokens at each anchor), ``anchor_score_weight`` (weight of the anchor score's
+    binary cross-entropy: where on the cloud would a ground-truth grasp be anchored).
+    Loss: ``pose_loss_weight``, the weight of the palm pose's dimensions (translation and 6D
+    rotation) relative to the joints' in the training loss (the mean weight stays 1).
     Deployment: ``sampler``, the sampler this model is deployed with when a caller names none
     ("" = the objective's default; chosen by measurement, recorded in the model card).
     """
@@ -104,7 +108,12 @@ class GeneratorConfig:
     anchor: str = "none"
     anchor_knn: int = 32
     anchor_scale: float = 0.05
+    anchor_region_knn: int = 0
+    anchor_region_scale: float = 0.1
+    anchor_scene: bool = False
     anchor_score_weight: float = 0.1
+    # loss
+    pose_loss_weight: float = 1.0
     # deployment
     sampler: str = ""
     tags: dict = field(default_factory=dict)  # free-form labels (experiment name, data version), saved as is
@@ -143,10 +152,20 @@ class GeneratorConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 self._fail(key, "a finite number")
-        if self.anchor_scale <= 0:
-            self._fail("anchor_scale", "a length > 0 (m)")
+        for key in ("anchor_scale", "anchor_region_scale"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+                self._fail(key, "a length > 0 (m)")
+        if isinstance(self.anchor_region_knn, bool) or not isinstance(self.anchor_region_knn, int) or self.anchor_region_knn < 0:
+            self._fail("anchor_region_knn", "an int >= 0")
+        if not isinstance(self.anchor_scene, bool):
+            self._fail("anchor_scene", "a bool")
         if self.anchor_score_weight < 0:
             self._fail("anchor_score_weight", ">= 0")
+        if isinstance(self.pose_loss_weight, bool) or not isinstance(self.pose_loss_weight, int | float) or not (
+            math.isfinite(self.pose_loss_weight) and self.pose_loss_weight > 0
+        ):
+            self._fail("pose_loss_weight", "a finite number > 0")
         if self.mlp_ratio <= 0 or self.flow_shift <= 0 or self.cvae_kl_weight < 0:
             self._fail(
                 "mlp_ratio" if self.mlp_ratio <= 0 else "flow_shift" if self.flow_shift <= 0 else "cvae_kl_weight",
@@ -329,7 +348,22 @@ def build_anchor_encoder(cfg: GeneratorConfig, token_width: int) -> nn.Module | 
     if cfg.anchor == "none":
         return None
     return AnchorEncoder(token_width, knn=cfg.anchor_knn, scale=cfg.anchor_scale,
-                         width=cfg.encoder_width, pe_freqs=cfg.pe_freqs)  # fmt: skip
+                         width=cfg.encoder_width, pe_freqs=cfg.pe_freqs,
+                         region_knn=cfg.anchor_region_knn, region_scale=cfg.anchor_region_scale,
+                         scene_dim=cfg.scene_dim if cfg.anchor_scene else 0)  # fmt: skip
+
+
+def pose_loss_weights(cfg: GeneratorConfig) -> torch.Tensor | None:
+    """(D,) per-dimension loss weights of the grasp vector [translation (3) | joints | rotation 6D (6)]
+    (:mod:`sceneleap_core.hand.representation`): ``pose_loss_weight`` on the palm pose's 9
+    dimensions, 1 on the joints, rescaled to a mean of 1; None when the weight is 1 (plain MSE)."""
+    if cfg.pose_loss_weight == 1.0:
+        return None
+    if cfg.grasp_dim < 9:
+        raise ValueError(f"pose_loss_weight: needs a grasp vector with translation and 6D rotation, grasp_dim={cfg.grasp_dim}")
+    w = torch.ones(cfg.grasp_dim)
+    w[:3] = w[-6:] = float(cfg.pose_loss_weight)
+    return w * (cfg.grasp_dim / w.sum())
 
 
 def build_objective(cfg: GeneratorConfig) -> nn.Module:
@@ -390,6 +424,7 @@ class GraspGenerator(nn.Module):
             nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.Linear(width, 1)) if self.anchored else None
         )
         self.objective = build_objective(self.config)
+        self.register_buffer("loss_weight", pose_loss_weights(self.config), persistent=False)  # (D,) or None
 
     @property
     def grasp_dim(self) -> int:
@@ -452,17 +487,25 @@ class GraspGenerator(nn.Module):
         if self.anchored:
             mask = drop if drop is None or isinstance(drop, torch.Tensor) else torch.full(
                 (points.shape[0],), bool(drop), dtype=torch.bool, device=points.device)  # fmt: skip
-            cache.anchor = self.anchor_encoder(points, anchors, mask)  # (B, G, D0)
+            cache.anchor = self.anchor_encoder(points, anchors, mask, (tokens, xyz))  # (B, G, D0)
         return cache
 
-    def score_anchors(self, points: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def score_anchors(
+        self,
+        points: torch.Tensor,
+        candidates: torch.Tensor,
+        scene: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Anchor score logits (B, C) of candidate points (B, C, 3) of clouds (B, N, 3): how likely a
-        ground-truth grasp is anchored there (anchored generators only)."""
+        ground-truth grasp is anchored there (anchored generators only). ``scene``: the encoder's
+        (tokens, xyz) of these clouds when the caller has them (else encoded here if needed)."""
         if not self.anchored:
             raise ValueError("score_anchors: this generator has anchor='none' (no anchor score)")
         _check_points(points)
         self._check_anchors(points, candidates)
-        return self.anchor_score(self.anchor_encoder(points, candidates)).squeeze(-1).float()
+        if scene is None and self.anchor_encoder.needs_scene:
+            scene = self.encoder(points, deterministic=True)
+        return self.anchor_score(self.anchor_encoder(points, candidates, None, scene)).squeeze(-1).float()
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, points: torch.Tensor, anchors: torch.Tensor | None = None
@@ -523,20 +566,23 @@ class GraspGenerator(nn.Module):
         else:
             drop = torch.as_tensor(cond_drop, device=points.device).expand(b).clone()
         # 2. scene cache
-        cache = self.encode_scene(points, drop, generator, anchors)
+        self._check_anchors(points, anchors)
+        tokens, xyz = self.encoder(points, generator=generator)  # (B, M, C), (B, M, 3)
+        cache = self._cache(points, tokens, xyz, drop, anchors)
         if anchors is not None and anchors.shape[1] != grasps.shape[1]:
             raise ValueError(f"anchors: expected one per grasp, {grasps.shape[1]}, got {anchors.shape[1]}")
         # 3. objective input and target
         batch = self.objective.prepare(grasps, cache.cond, generator)
         # 4.-5. network and loss
-        out = self.objective.loss(self.denoiser(batch.x_in, batch.t, cache, mask), batch, mask)
+        out = self.objective.loss(self.denoiser(batch.x_in, batch.t, cache, mask), batch, mask, self.loss_weight)
         out["cond_dropped"] = drop
         out["t"] = batch.t
         if candidates is not None and self.anchored and self.config.anchor_score_weight > 0:
             if candidate_labels is None or candidate_labels.shape != candidates.shape[:2]:
                 raise ValueError(f"candidate_labels: expected shape {tuple(candidates.shape[:2])}, got "
                                  f"{None if candidate_labels is None else tuple(candidate_labels.shape)}")  # fmt: skip
-            bce = F.binary_cross_entropy_with_logits(self.score_anchors(points, candidates), candidate_labels.float())
+            logits = self.score_anchors(points, candidates, (tokens, xyz))  # (B, C)
+            bce = F.binary_cross_entropy_with_logits(logits, candidate_labels.float())
             out["loss"] = out["loss"] + self.config.anchor_score_weight * bce
             out["anchor_bce"] = bce.detach()
         return out
@@ -566,6 +612,7 @@ class GraspGenerator(nn.Module):
         *,
         batched_guidance: bool = True,
         anchors: torch.Tensor | None = None,
+        scene: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Sample G grasps per scene. Call ``model.eval()`` first (dropout-free).
 
@@ -580,6 +627,8 @@ class GraspGenerator(nn.Module):
             generator: noise source (same device as points).
             anchors: (B, G, 3) anchor points (anchored generators; G = their count, ``num_grasps``
                 is ignored): the samples' translations are relative to them.
+            scene: the encoder's (tokens (B, M, C), xyz (B, M, 3)) of ``points`` when the caller
+                already has them (e.g. from scoring anchors); None encodes the clouds here.
 
         Returns:
             (B, G, D) normalized grasp vectors (denormalize with the checkpoint's normalizer).
@@ -591,7 +640,7 @@ class GraspGenerator(nn.Module):
         if num_grasps < 1 or steps < 1:
             raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
         scheduler = self.make_scheduler(sampler, eta=eta)
-        tokens, xyz = self.encoder(points, deterministic=True)  # (B, M, C), (B, M, 3): once per cloud
+        tokens, xyz = self.encoder(points, deterministic=True) if scene is None else scene  # once per cloud
         cache = self._cache(points, tokens, xyz, None, anchors)
         null = self._cache(points, tokens, xyz, True, anchors) if guidance_scale != 1.0 else None
         x_init = self.objective.initial_noise((points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator)

@@ -47,9 +47,13 @@ class ObjectiveBatch:
     extras: dict = field(default_factory=dict)
 
 
-def masked_mse(out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean squared error over (B, G, D); with a (B, G) mask, averaged over the real grasps only."""
-    return _masked_mean((out.float() - target.float()).square(), mask)
+def masked_mse(
+    out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error over (B, G, D); with a (B, G) mask, averaged over the real grasps only;
+    ``weight`` (D,) scales each dimension's squared error."""
+    sq = (out.float() - target.float()).square()
+    return _masked_mean(sq if weight is None else sq * weight.float(), mask)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -116,10 +120,16 @@ class DiffusionObjective(nn.Module):
         return x0_from_prediction(self.prediction, out, x_t, a, s)
 
     def loss(
-        self, out: torch.Tensor, batch: ObjectiveBatch, mask: torch.Tensor | None = None
+        self,
+        out: torch.Tensor,
+        batch: ObjectiveBatch,
+        mask: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``loss``: the MSE with per-dimension ``weight`` (D,) if given; ``mse``: unweighted."""
         mse = masked_mse(out, batch.target, mask)
-        return {"loss": mse, "mse": mse.detach(), "pred_x0": self.pred_x0(out, batch)}
+        loss = mse if weight is None else masked_mse(out, batch.target, mask, weight)
+        return {"loss": loss, "mse": mse.detach(), "pred_x0": self.pred_x0(out, batch)}
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
         """Scheduler ``name`` in ``samplers`` configured with this objective's schedule."""
@@ -173,10 +183,16 @@ class FlowMatchingObjective(nn.Module):
         return ObjectiveBatch(x0, x_t, self.model_time(t), flow_velocity(x0, eps), {"noise": eps, "t": tt})
 
     def loss(
-        self, out: torch.Tensor, batch: ObjectiveBatch, mask: torch.Tensor | None = None
+        self,
+        out: torch.Tensor,
+        batch: ObjectiveBatch,
+        mask: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``loss``: the MSE with per-dimension ``weight`` (D,) if given; ``mse``: unweighted."""
         mse = masked_mse(out, batch.target, mask)
-        return {"loss": mse, "mse": mse.detach(), "pred_x0": flow_x0(batch.x_in, out, batch.extras["t"])}
+        loss = mse if weight is None else masked_mse(out, batch.target, mask, weight)
+        return {"loss": loss, "mse": mse.detach(), "pred_x0": flow_x0(batch.x_in, out, batch.extras["t"])}
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
         if name not in self.samplers:
@@ -231,10 +247,14 @@ class CVAEObjective(nn.Module):
         return ObjectiveBatch(x0, z, t, x0, {"mu": mu, "logvar": logvar})
 
     def loss(
-        self, out: torch.Tensor, batch: ObjectiveBatch, mask: torch.Tensor | None = None
+        self,
+        out: torch.Tensor,
+        batch: ObjectiveBatch,
+        mask: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         mu, logvar = batch.extras["mu"], batch.extras["logvar"]
-        rec = masked_mse(out, batch.target, mask)
+        rec = masked_mse(out, batch.target, mask, weight)
         kl_per = (-0.5 * (1 + logvar - mu.square() - logvar.exp())).float()  # (B, G, Z)
         kl = _masked_mean(kl_per, mask)
         return {"loss": rec + self.kl_weight * kl, "recon": rec.detach(), "kl": kl.detach(), "pred_x0": out}
