@@ -27,3 +27,22 @@ def test_hand_draw_bad_joints_is_a_clear_error(tmp_path, capsys):
     assert main(["hand", "draw", "--q", " ".join(["5"] * 16), "--out", str(tmp_path / "x.png")]) == 2
     assert "outside its limits" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_model_pack_records_the_deployed_sampler_and_rejects_an_unknown_one(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from sceneleap_core.models import GraspGenerator, build_generator
+
+    torch.manual_seed(0)
+    build_generator("tiny", anchor="seed").save_pretrained(tmp_path / "run")
+    assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "packed"), "--sampler", "ddim"]) == 0
+    assert json.loads((tmp_path / "packed" / "config.json").read_text())["config"]["sampler"] == "ddim"
+    assert GraspGenerator.load_pretrained(tmp_path / "packed")[0].default_sampler == "ddim"
+    assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "other")]) == 0
+    assert GraspGenerator.load_pretrained(tmp_path / "other")[0].default_sampler == "dpmpp"  # the source's
+    capsys.readouterr()
+    assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "bad"), "--sampler", "fast"]) == 2
+    assert "sampler" in capsys.readouterr().err and not (tmp_path / "bad" / "config.json").exists()

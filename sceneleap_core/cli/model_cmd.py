@@ -47,6 +47,8 @@ def _pack(args: argparse.Namespace) -> int:
     if Path(args.out).resolve() == Path(args.dir).resolve():
         raise ValueError("--out: expected a directory other than the source")
     model, normalizer, extra = GraspGenerator.load_pretrained(args.dir)
+    if args.sampler is not None:  # the deployed sampler, recorded in the config (validated there)
+        model.config = model.config.replace(sampler=args.sampler)
     out = model.save_pretrained(
         args.out, normalizer, extra, dtype=getattr(torch, args.dtype), max_shard_bytes=int(args.max_shard_mb * 2**20)
     )
@@ -73,4 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--out", required=True, help="output directory")
     q.add_argument("--dtype", choices=_DTYPES, default="float16", help="dtype of the stored weights")
     q.add_argument("--max-shard-mb", type=float, default=15.0, help="largest weight file, MiB")
+    q.add_argument(
+        "--sampler",
+        default=None,
+        help="record the deployed sampler (ddim, dpmpp, ddpm, ...) in the config; default: keep the source's",
+    )
     q.set_defaults(func=_pack)

@@ -13,16 +13,25 @@ device and the torch version; a stale package is rebuilt.
     out = step(x, t, cache)
 
 Compilation takes minutes on a small CPU (a C++ compiler is needed); the package is then reused.
+
+Loading a package runs native code that can take the whole process down (torch 2.11's loader
+segfaulted on a CUDA package of the bundled model on an H200, in ``_load_aoti``; compare
+pytorch/pytorch#166415): :class:`AotiDenoiser` therefore loads each new package once in a child
+process first (:func:`probe_load`) and raises a clear error, naming the backends to use instead,
+when the child dies. The verdict is cached in ``aoti.json`` beside the package.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
 
+from sceneleap_core.atomic import write_text_atomic
 from sceneleap_core.infer.export import _Denoise
 from sceneleap_core.models.denoisers import SceneCache
 
@@ -42,9 +51,11 @@ def model_key(model: torch.nn.Module, device: str | torch.device) -> str:
 
 
 def export_aoti(model, directory: str | Path, *, device: str | torch.device = "cpu", num_grasps: int = 8,
-                max_grasps: int = 1024, force: bool = False) -> Path:  # fmt: skip
+                max_grasps: int = 1024, num_points: int = 256, force: bool = False) -> Path:  # fmt: skip
     """Compile ``model``'s denoiser step for ``device`` into ``directory/denoiser.pt2`` unless a
-    package with the same :func:`model_key` is there (``force`` rebuilds). Returns the package path."""
+    package with the same :func:`model_key` is there (``force`` rebuilds). ``num_points``: the size of
+    the example cloud encoded to get the step's scene cache (at least the encoder's input size; the
+    cache's shapes do not depend on it). Returns the package path."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -60,7 +71,7 @@ def export_aoti(model, directory: str | Path, *, device: str | torch.device = "c
     if next(model.parameters()).device != device:
         raise ValueError(f"device: the model is on {next(model.parameters()).device}, expected {device}")
     gen = torch.Generator(device="cpu").manual_seed(0)
-    points = (torch.rand(1, 256, 3, generator=gen) - 0.5).to(device)
+    points = (torch.rand(1, int(num_points), 3, generator=gen) - 0.5).to(device)
     anchored = bool(getattr(model, "anchored", False))
     anchors = points[:, :num_grasps].clone() if anchored else None
     with torch.no_grad():
@@ -82,6 +93,23 @@ def export_aoti(model, directory: str | Path, *, device: str | torch.device = "c
     return package
 
 
+_PROBE = "import sys, torch\ntorch._inductor.aoti_load_package(sys.argv[1])\nprint('loaded')\n"
+
+
+def probe_load(package: str | Path, *, timeout: float = 600.0) -> str | None:
+    """Load ``package`` in a child Python process: None when it loads, else why not (exit status
+    and the end of its stderr; a segfault is exit status -11)."""
+    try:
+        run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _PROBE, str(package)],
+                             capture_output=True, text=True, timeout=timeout)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return f"the loader did not return within {timeout:.0f} s"
+    if run.returncode == 0 and "loaded" in run.stdout:
+        return None
+    tail = " | ".join(line.strip() for line in run.stderr.strip().splitlines()[-3:])
+    return f"exit status {run.returncode}: {tail or 'no message'}"
+
+
 class AotiDenoiser:
     """A compiled :func:`export_aoti` package, called like the model's denoiser:
     ``(x (1, G, D), t (), cache) -> (1, G, D)``. One cloud at a time, guidance 1."""
@@ -92,7 +120,16 @@ class AotiDenoiser:
         if not meta_path.is_file() or not (directory / PACKAGE_NAME).is_file():
             raise ValueError(f"aoti: expected {PACKAGE_NAME} and {META_NAME} in {directory} (export_aoti writes them)")
         self.meta = json.loads(meta_path.read_text())
-        self.runner = torch._inductor.aoti_load_package(str(directory / PACKAGE_NAME))
+        package = directory / PACKAGE_NAME
+        if self.meta.get("probed") != self.meta.get("key"):  # a new package: load it in a child first
+            self.meta.update(probed=self.meta.get("key"), probe_error=probe_load(package))
+            write_text_atomic(meta_path, json.dumps(self.meta, indent=1))
+        if self.meta.get("probe_error"):
+            raise RuntimeError(
+                f"aoti: torch {torch.__version__} cannot load the compiled package {package} on "
+                f"{self.meta.get('device')} ({self.meta['probe_error']}); use the 'cuda_graph' or 'compile' backend"
+            )
+        self.runner = torch._inductor.aoti_load_package(str(package))
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
         if x.shape[0] != 1:
