@@ -3,6 +3,9 @@ loss (smoothed), validation loss with the real / blanked / foreign cloud (the co
 keypoint chamfer to the ground-truth set and the collision-free rate of sampled grasps.
 
     python bench/curves.py runs/x/csv/version_0/metrics.csv --out curves.png
+    python bench/curves.py new/metrics.csv --label new --compare old=old/metrics.csv --out both.png
+
+``--compare NAME=CSV`` (repeatable) draws other runs' validation curves beside it, in grey.
 """
 
 from __future__ import annotations
@@ -31,7 +34,15 @@ def main(argv=None) -> None:
     ap.add_argument("metrics", help="metrics.csv of a run")
     ap.add_argument("--out", required=True, help="output PNG")
     ap.add_argument("--title", default="")
+    ap.add_argument("--label", default="", help="name of this run in the legend (with --compare)")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=CSV", help="another run to draw beside")
     args = ap.parse_args(argv)
+    others = []
+    for spec in args.compare:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            ap.error(f"--compare: expected NAME=CSV, got {spec!r}")
+        others.append((name, read_metrics(path)))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -48,17 +59,29 @@ def main(argv=None) -> None:
     for key, style in (("val/loss_real", "o-"), ("val/loss_blank", "s--"), ("val/loss_foreign", "^--")):
         if key in m:
             axes[0].plot(*m[key], style, label=key.removeprefix("val/"))
+    greys = ("0.45", "0.65", "0.8")
+    for (name, o), grey in zip(others, greys * len(others), strict=False):
+        if "val/loss_real" in o:
+            axes[0].plot(*o["val/loss_real"], "o:", color=grey, label=f"{name}: loss_real")
+        if "val/chamfer_mm" in o:
+            axes[1].plot(*o["val/chamfer_mm"], "o:", color=grey, label=name)
+        if "val/collision_free" in o:
+            s, v = o["val/collision_free"]
+            axes[2].plot(s, 100 * v, "o:", color=grey, label=name)
     axes[0].set_title("denoising loss")
     axes[0].legend(fontsize=7)
     if "val/chamfer_mm" in m:
-        axes[1].plot(*m["val/chamfer_mm"], "o-", color="tab:red")
+        axes[1].plot(*m["val/chamfer_mm"], "o-", color="tab:red", label=args.label or "this run")
     axes[1].set_title("val: keypoint chamfer to GT (mm)")
     if "val/collision_free" in m:
         s, v = m["val/collision_free"]
-        axes[2].plot(s, 100 * v, "o-", color="tab:green")
+        axes[2].plot(s, 100 * v, "o-", color="tab:green", label=args.label or "this run")
     axes[2].set_title("val: collision-free sampled grasps (%)")
     for ax in axes:
         ax.set_xlabel("step")
+    if others:
+        axes[1].legend(fontsize=7)
+        axes[2].legend(fontsize=7)
     fig.suptitle(args.title, fontsize=9)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)

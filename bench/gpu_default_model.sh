@@ -7,23 +7,34 @@
 #   bash bench/gpu_default_model.sh collect  # wait for the pipeline, copy the packed model, logs and
 #                                            # ladder into $OUT
 # Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, WORKERS, BUDGET (seconds one call may wait),
-# MODEL / EXTRA (training config overrides).
+# MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
+# composed data, sharing the GPU: "name:override override|name2:..."; default one run "default:").
+# Each run gets $W/<name>/{run,packed,train.log,ladder.log}; collect returns every packed model.
 set -uo pipefail
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # (GNU nproc honours OMP_NUM_THREADS: NPROC uses --all)
 W=${W:-/tmp/dm}; SCENES=${SCENES:-2000}; STEPS=${STEPS:-14000}; MINUTES=${MINUTES:-15}; VIEWS=${VIEWS:-12}
 GRASPS=${GRASPS:-16}; WORKERS=${WORKERS:-15}; BUDGET=${BUDGET:-570}; NPROC=${NPROC:-$(nproc --all)}
 # the shipped size: dit_s at d_model 288 (13.8 M parameters, 28 MB as float16; d384 is 24 M / 46 MB)
-MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}
+MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}; RUNS=${RUNS:-default:}
+IFS='|' read -r -a RUN_SPECS <<< "$RUNS"; NRUNS=${#RUN_SPECS[@]}
 PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
 T0=$(date +%s)
 phase=${1:?start | poll | collect}
 
-wait_for() {  # wait until $1 exists or BUDGET seconds of this call have passed; show progress
-  while [ ! -e "$1" ] && [ $(( $(date +%s) - T0 )) -lt "$BUDGET" ]; do sleep 10; done
-  echo "--- $(( $(date +%s) - T0 )) s into this call; stage: $(cat "$W/stage" 2>/dev/null)"
-  grep -h "Error\|error" "$W/train.log" 2>/dev/null | tail -n 3
-  (head -n 1 "$W"/run/csv/version_0/metrics.csv; tail -n 2 "$W"/run/csv/version_0/metrics.csv) 2>/dev/null | cut -c1-400
-  tail -n 4 "$W/ladder.log" 2>/dev/null
+wait_for() {  # wait until every run's done file exists or BUDGET seconds of this call have passed
+  local spec name missing
+  while [ $(( $(date +%s) - T0 )) -lt "$BUDGET" ]; do
+    missing=0
+    for spec in "${RUN_SPECS[@]}"; do [ -e "$W/${spec%%:*}/done" ] || missing=1; done
+    [ "$missing" = 0 ] && break; sleep 10
+  done
+  echo "--- $(( $(date +%s) - T0 )) s into this call"
+  for spec in "${RUN_SPECS[@]}"; do
+    name=${spec%%:*}; echo "[$name] stage: $(cat "$W/$name/stage" 2>/dev/null)"
+    grep -h "Error\|error" "$W/$name/train.log" 2>/dev/null | tail -n 3
+    (head -n 1 "$W/$name"/run/csv/version_0/metrics.csv; tail -n 2 "$W/$name"/run/csv/version_0/metrics.csv) 2>/dev/null | cut -c1-400
+    tail -n 4 "$W/$name/ladder.log" 2>/dev/null
+  done
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
 }
 
@@ -52,33 +63,43 @@ from sceneleap_core.data.shards import write_manifest
 for d in ('train', 'test'): write_manifest('$W/' + d, pattern='shard_*.h5')"
   $SL data stats "$W/train" | head -3; $SL data stats "$W/test" | head -3
   echo "compose: $(( $(date +%s) - T0 )) s"
-  cat > "$W/pipeline.sh" <<EOF
+  nload=$(( (NPROC - 2) / NRUNS > 1 ? (NPROC - 2) / NRUNS : 1 ))  # data workers per run
+  for spec in "${RUN_SPECS[@]}"; do
+    name=${spec%%:*}; over=${spec#*:}; R="$W/$name"; rm -rf "$R"; mkdir -p "$R"
+    cat > "$R/pipeline.sh" <<EOF
 . "$W/env.sh"; cd "$W/src"
-echo train > "$W/stage"
-$SL train --config config/train/default.yaml data.root="$W/train" data.val_root="$W/test" run_dir="$W/run" \
-  trainer.max_steps=$STEPS trainer.max_minutes=$MINUTES trainer.progress_bar=false trainer.devices=1 \
-  data.num_workers=$((NPROC - 2)) val.every=$((STEPS / 4)) trainer.checkpoint_every=2000 $MODEL $EXTRA > "$W/train.log" 2>&1
-echo ladder > "$W/stage"
-$PY bench/learning.py --run "$W/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \
-  --workers $WORKERS --samplers dpmpp:10,ddpm:100,ddim:10 --anchor-rows true --no-oracle > "$W/ladder.log" 2>&1
-echo pack > "$W/stage"
-$SL model pack "$W/run/model" --out "$W/packed" --dtype float16 --max-shard-mb 15 > "$W/pack.log" 2>&1
-echo done > "$W/stage"; touch "$W/done"
+echo train > "$R/stage"
+$SL train --config config/train/default.yaml data.root="$W/train" data.val_root="$W/test" run_dir="$R/run" \\
+  trainer.max_steps=$STEPS trainer.max_minutes=$MINUTES trainer.progress_bar=false trainer.devices=1 \\
+  data.num_workers=$nload val.every=$((STEPS / 4)) trainer.checkpoint_every=2000 $MODEL $EXTRA $over > "$R/train.log" 2>&1
+echo ladder > "$R/stage"
+$PY bench/learning.py --run "$R/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \\
+  --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers dpmpp:10,ddpm:100,ddim:10 --anchor-rows true \\
+  --no-oracle > "$R/ladder.log" 2>&1
+echo pack > "$R/stage"
+$SL model pack "$R/run/model" --out "$R/packed" --dtype float16 --max-shard-mb 15 > "$R/pack.log" 2>&1
+echo done > "$R/stage"; touch "$R/done"
 EOF
-  setsid nohup bash "$W/pipeline.sh" > "$W/pipeline.log" 2>&1 < /dev/null &
-  wait_for "$W/done"
+    setsid nohup bash "$R/pipeline.sh" > "$R/pipeline.log" 2>&1 < /dev/null &
+  done
+  wait_for
 elif [ "$phase" = poll ]; then
-  wait_for "$W/done"
+  wait_for
 elif [ "$phase" = collect ]; then
-  wait_for "$W/done"
-  OUT=${OUT:-$W/out}; mkdir -p "$OUT/model"
-  cp "$W"/packed/* "$OUT/model/" 2>/dev/null
-  tar czf "$OUT/logs.tgz" -C "$W" train.log ladder.log pack.log pipeline.log run/config.yaml run/ladder.json \
-    run/ladder.png run/csv/version_0/metrics.csv 2>/dev/null
-  grep -A 30 "^ladder of" "$W/ladder.log" || tail -n 30 "$W/ladder.log"
-  if [ -e "$W/packed/config.json" ] && [ "${LATENCY:-1}" = 1 ]; then  # planner latency of the packed model
-    . "$W/env.sh"; PYTHONPATH=/tmp/site:$PWD timeout 240 $PY bench/latency.py --model "$W/packed" --device cuda \
-      --png "$OUT/latency.png" > "$OUT/latency.txt" 2>&1; cat "$OUT/latency.txt"
+  wait_for
+  OUT=${OUT:-$W/out}; first=""; logs=()  # (the device returns at most 8 files: models + logs.tgz + latency.txt)
+  for spec in "${RUN_SPECS[@]}"; do
+    name=${spec%%:*}; R="$W/$name"; [ -n "$first" ] || first=$name
+    mkdir -p "$OUT/$name"; cp "$R"/packed/* "$OUT/$name/" 2>/dev/null
+    for f in train.log ladder.log pack.log pipeline.log run/config.yaml run/ladder.json run/ladder.png \
+      run/csv/version_0/metrics.csv; do [ -e "$R/$f" ] && logs+=("$name/$f"); done
+    echo "=== $name"; grep -A 30 "^ladder of" "$R/ladder.log" || tail -n 30 "$R/ladder.log"
+  done
+  tar czf "$OUT/logs.tgz" -C "$W" "${logs[@]}"
+  LAT=${LATENCY_RUN:-$first}  # planner latency of one packed model
+  if [ -e "$W/$LAT/packed/config.json" ] && [ "${LATENCY:-1}" = 1 ]; then
+    . "$W/env.sh"; PYTHONPATH=/tmp/site:$PWD timeout 240 $PY bench/latency.py --model "$W/$LAT/packed" --device cuda \
+      > "$OUT/latency.txt" 2>&1; cat "$OUT/latency.txt"
   fi
-  ls -la "$OUT" "$OUT/model"
+  ls -laR "$OUT"
 fi
