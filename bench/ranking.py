@@ -17,35 +17,25 @@ import time
 import numpy as np
 import torch
 
+from sceneleap_core.infer.ranker import roc_auc as auc
+from sceneleap_core.infer.ranker import top_k_rate
+
 # direction of each term: +1 when larger means better
-DIRECTIONS = {"anchor_logit": 1.0, "total": -1.0, "penetration": -1.0, "table": -1.0, "contact": -1.0, "self": -1.0}
-
-
-def auc(score: np.ndarray, label: np.ndarray) -> float:
-    """ROC AUC of ``score`` (higher = predicted success) for boolean ``label`` (ties count half);
-    NaN without both classes."""
-    pos, neg = score[label], score[~label]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    diff = pos[:, None] - neg[None, :]
-    return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
+DIRECTIONS = {"anchor_logit": 1.0, "total": -1.0, "penetration": -1.0, "table": -1.0, "contact": -1.0, "self": -1.0,
+              "hits_grasp": -1.0, "hits_sweep": -1.0}
 
 
 def top_k_success(views: list[dict], key: str, k: int, weights: dict | None = None) -> float:
     """Mean over views of the success rate of the ``k`` best grasps by ``key`` (or a weighted sum of
     z-scored terms when ``weights`` is given)."""
-    rates = []
+    scores = []
     for v in views:
-        if not len(v["success"]):
-            continue
         if weights is None:
-            s = DIRECTIONS.get(key, 1.0) * v["terms"][key]
+            scores.append(DIRECTIONS.get(key, 1.0) * v["terms"][key] if len(v["success"]) else np.zeros(0))
         else:
-            s = sum(w * DIRECTIONS[t] * (v["terms"][t] - v["terms"][t].mean()) / (v["terms"][t].std() + 1e-9)
-                    for t, w in weights.items())  # fmt: skip
-        order = np.argsort(-s, kind="stable")[:k]
-        rates.append(v["success"][order].mean())
-    return float(np.mean(rates)) if rates else float("nan")
+            scores.append(sum(w * DIRECTIONS[t] * (v["terms"][t] - v["terms"][t].mean()) / (v["terms"][t].std() + 1e-9)
+                              for t, w in weights.items()) if len(v["success"]) else np.zeros(0))  # fmt: skip
+    return top_k_rate(scores, [v["success"] for v in views], k)
 
 
 def main(argv=None) -> None:

@@ -41,8 +41,12 @@ def test_model_pack_records_the_deployed_sampler_and_rejects_an_unknown_one(tmp_
     assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "packed"), "--sampler", "ddim"]) == 0
     assert json.loads((tmp_path / "packed" / "config.json").read_text())["config"]["sampler"] == "ddim"
     assert GraspGenerator.load_pretrained(tmp_path / "packed")[0].default_sampler == "ddim"
+    from sceneleap_core.infer.ranker import RANKER_NAME, GraspRanker
+
+    GraspRanker(["total"], [0.0], [1.0], [-1.0], 0.0, {"note": "kept"}).save(tmp_path / "run" / RANKER_NAME)
     assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "other")]) == 0
     assert GraspGenerator.load_pretrained(tmp_path / "other")[0].default_sampler == "dpmpp"  # the source's
+    assert GraspRanker.load(tmp_path / "other" / RANKER_NAME).info == {"note": "kept"}, "the ranker travels along"
     capsys.readouterr()
     assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "bad"), "--sampler", "fast"]) == 2
     assert "sampler" in capsys.readouterr().err and not (tmp_path / "bad" / "config.json").exists()

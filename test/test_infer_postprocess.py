@@ -102,7 +102,13 @@ def test_plan_returns_ranked_filtered_grasps_with_their_bookkeeping():
     assert full.pregrasp_joints.shape == (1, 8, 16)
     assert set(full.timings) >= {"prepare", "sample", "decode", "refine", "filter", "rank", "total"}
     # the ranking evidence travels with the grasps, in their order: score = -energy; the anchor score
-    assert set(full.terms) == {"penetration", "table", "contact", "self", "total", "anchor_logit"}
+    assert set(full.terms) == {"penetration", "table", "contact", "self", "total", "anchor_logit", "hits_grasp",
+                               "hits_sweep", "clearance", "palm_height", "approach_up"}  # fmt: skip
+    plane = planner.prepare(pts, 5).plane
+    normal = torch.as_tensor(plane.normal, dtype=torch.float32)
+    height = full.palm_pose[0, :, :3, 3] @ normal - plane.offset
+    assert torch.allclose(full.terms["palm_height"][0], height, atol=1e-4)
+    assert full.terms["approach_up"].abs().max() <= 1 + 1e-5
     assert all(t.shape == (1, 8) for t in full.terms.values())
     assert torch.allclose(full.scores, -full.terms["total"], atol=1e-5)
     pts_net = planner.prepare(pts, 5)
@@ -112,6 +118,8 @@ def test_plan_returns_ranked_filtered_grasps_with_their_bookkeeping():
     expected = collision_check(planner.hand, full.palm_pose[0], full.joints[0],
                                torch.tensor(planner.prepare(pts, 5).cloud, dtype=torch.float32),
                                planner.prepare(pts, 5).plane)  # fmt: skip
+    assert torch.equal(full.terms["hits_grasp"][0], expected["hits"][:, -1].float())
+    assert torch.equal(full.terms["hits_sweep"][0], expected["hits"][:, :-1].amax(-1).float())
     kept = planner.plan(pts, num_grasps=4, steps=2, seed=5, oversample=2, diversity=0)
     assert kept.rejected == reason_counts(expected["reason"])
     assert len(kept) == min(4, int(expected["keep"].sum()))

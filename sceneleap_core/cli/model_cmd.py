@@ -40,6 +40,7 @@ def _pack(args: argparse.Namespace) -> int:
 
     import torch
 
+    from sceneleap_core.infer.ranker import RANKER_NAME, GraspRanker
     from sceneleap_core.models import GraspGenerator
 
     if args.max_shard_mb <= 0:
@@ -52,6 +53,9 @@ def _pack(args: argparse.Namespace) -> int:
     out = model.save_pretrained(
         args.out, normalizer, extra, dtype=getattr(torch, args.dtype), max_shard_bytes=int(args.max_shard_mb * 2**20)
     )
+    ranker = Path(args.dir) / RANKER_NAME
+    if ranker.is_file():  # the learned grasp ranker travels with the model
+        GraspRanker.load(ranker).save(Path(out) / RANKER_NAME)
     packed, _, _ = GraspGenerator.load_pretrained(out)
     change = max(
         float((a - b).abs().max()) if a.is_floating_point() else 0.0

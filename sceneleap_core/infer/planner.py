@@ -65,7 +65,8 @@ class GraspSet:
         anchors: (B, G, 3) the anchor point of each grasp (anchored generators), else None.
 
     Filled by :meth:`GraspPlanner.plan` (None / empty from :meth:`GraspPlanner.sample_network`):
-        scores: (B, G) ranking score, -energy (:func:`sceneleap_core.infer.postprocess.grasp_energy`),
+        scores: (B, G) ranking score (higher first): the learned ranker's logit when the planner
+            has one, else -energy (:func:`sceneleap_core.infer.postprocess.grasp_energy`),
             best first.
         pregrasp_pose: (B, G, 4, 4) the palm backed off along the approach axis;
         pregrasp_joints: (B, G, J) the open hand the approach starts with.
@@ -195,15 +196,34 @@ def plan_settings(default_post: PostConfig, default_oversample: float, num_grasp
     return seed, cfg, int(np.ceil(over * num_grasps))
 
 
+def geometry_terms(hand: HandModel, pose: torch.Tensor, check: dict, plane) -> dict[str, torch.Tensor]:
+    """Per-candidate evidence (C,) the collision check already measured, plus the palm's placement:
+    ``hits_grasp`` / ``hits_sweep`` (observed points inside the closed hand / the most inside the open
+    hand along the approach), ``clearance`` (lowest hand point above the table, m; 0 without one),
+    ``palm_height`` (palm origin above the table, m) and ``approach_up`` (cosine between the
+    approach axis and world up: -1 = from straight above)."""
+    hits = check["hits"].to(pose.dtype)  # (C, S): sweep states, then the grasp
+    out = {"hits_grasp": hits[:, -1], "hits_sweep": hits[:, :-1].amax(-1) if hits.shape[1] > 1 else hits[:, 0] * 0}
+    zero = torch.zeros(len(pose), dtype=pose.dtype, device=pose.device)
+    if plane is None:
+        return {**out, "clearance": zero, "palm_height": zero, "approach_up": zero}
+    normal = torch.as_tensor(plane.normal, dtype=pose.dtype, device=pose.device)
+    approach = pose[:, :3, :3] @ hand.approach_axis.to(pose)  # (C, 3)
+    return {**out, "clearance": check["table"].to(pose.dtype),
+            "palm_height": pose[:, :3, 3] @ normal - float(plane.offset), "approach_up": approach @ normal}
+
+
 def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
-                  watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None) -> GraspSet:  # fmt: skip
+                  watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None,
+                  ranker=None) -> GraspSet:  # fmt: skip
     """Candidate grasps of one cloud -> the ranked :class:`GraspSet` (1, G, ...): the post-processing
     every planner shares (the learned :meth:`GraspPlanner.plan` and the non-learned baselines of
     :mod:`sceneleap_core.infer.baselines`), so they are filtered and ranked alike.
 
     Recipe: refine (``config.refine_steps``) -> reject collisions with the cloud / table / approach
-    sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`) -> diverse top-k.
+    sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`, or the logit of ``ranker``, a
+    :class:`sceneleap_core.infer.ranker.GraspRanker` over every term) -> diverse top-k.
 
     Args:
         hand: the hand model (its device and dtype run the checks).
@@ -230,7 +250,11 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     watch.lap("filter")
     with torch.no_grad():
         energy = grasp_energy(hand, pose[keep], joints[keep], cloud_t, plane, config)
-    scores = -energy["total"]
+    extra = {k: v.to(device) for k, v in {**geometry_terms(hand, pose, check, plane), **(terms or {})}.items()}
+    if ranker is not None:  # every term of the kept candidates
+        scores = ranker.score({**{k: v[keep] for k, v in extra.items()}, **energy}).to(energy["total"].dtype)
+    else:
+        scores = -energy["total"]
     order = keep[diverse_topk(pose[keep], scores, num_grasps, config.diversity, config.rotation_scale)]
     rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
     rank[keep] = scores
@@ -244,8 +268,8 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
         full = torch.zeros(len(pose), dtype=value.dtype, device=value.device)
         full[keep] = value
         ranked_terms[name] = full[order][None].float()
-    for name, value in (terms or {}).items():  # per candidate
-        ranked_terms[name] = value.to(device)[order][None].float()
+    for name, value in extra.items():  # per candidate
+        ranked_terms[name] = value[order][None].float()
     watch.lap("rank")
 
     def pick(x):
@@ -288,12 +312,14 @@ class GraspPlanner:
             folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
             from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
             The scheduler loop stays in Python for every backend.
+        ranker: a :class:`sceneleap_core.infer.ranker.GraspRanker` that orders the filtered grasps
+            (else -energy); :meth:`from_pretrained` loads the model directory's ``ranker.json``.
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int | None = None,
                  voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
-                 backend: str = "eager", onnx_dir=None):  # fmt: skip
+                 backend: str = "eager", onnx_dir=None, ranker=None):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -307,6 +333,7 @@ class GraspPlanner:
         self.voxel_size = float(voxel_size)
         self.oversample = float(oversample)
         self.post = post or PostConfig()
+        self.ranker = ranker
         self._setup_backend(backend, onnx_dir)
 
     @property
@@ -381,7 +408,11 @@ class GraspPlanner:
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
-        (``num_points``, ``center``, ``frame``) are used unless given."""
+        (``num_points``, ``center``, ``frame``) are used unless given, and its ``ranker.json`` (a
+        learned grasp ranker) unless ``ranker`` is given (None = rank by -energy)."""
+        from pathlib import Path
+
+        from sceneleap_core.infer.ranker import RANKER_NAME, GraspRanker
         from sceneleap_core.models import GraspGenerator
 
         model, normalizer, extra = GraspGenerator.load_pretrained(directory, device=device)
@@ -391,6 +422,8 @@ class GraspPlanner:
         for key in ("num_points", "center", "frame"):
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
+        if "ranker" not in kwargs and (Path(directory) / RANKER_NAME).is_file():
+            kwargs["ranker"] = GraspRanker.load(Path(directory) / RANKER_NAME)
         return cls(model, normalizer, backend=backend, **kwargs)
 
     def prepare(self, points, seed: int = 0, up: np.ndarray | None = None, *, workspace=None,
@@ -504,4 +537,4 @@ class GraspPlanner:
         watch.lap("decode")
         return finish_grasps(self.hand, prep.cloud, prep.plane, pose, out.joints[0], num_grasps, cfg,
                              vectors=out.vectors[0], anchors=anchors, watch=watch,
-                             terms={k: v[0] for k, v in out.terms.items()})  # fmt: skip
+                             terms={k: v[0] for k, v in out.terms.items()}, ranker=self.ranker)  # fmt: skip
