@@ -64,3 +64,7 @@ def test_planner_ranks_by_the_ranker_and_loads_it_from_the_model_directory(tmp_p
     low_first = GraspPlanner.from_pretrained(directory).plan(pts, **args)
     assert torch.all(low_first.terms["palm_height"][0][:-1] <= low_first.terms["palm_height"][0][1:])
     assert GraspPlanner.from_pretrained(directory, ranker=None).ranker is None
+    needs_score = GraspRanker(["anchor_logit"], [0.0], [1.0], [1.0], 0.0, {})
+    assert tiny_planner(ranker=needs_score).ranker is needs_score
+    with pytest.raises(ValueError, match="anchor score"):
+        tiny_planner(ranker=needs_score, anchor_pool=1)

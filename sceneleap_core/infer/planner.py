@@ -333,6 +333,11 @@ class GraspPlanner:
         self.voxel_size = float(voxel_size)
         self.oversample = float(oversample)
         self.post = post or PostConfig()
+        if ranker is not None and "anchor_logit" in ranker.features and not (
+            getattr(model, "anchored", False) and self.anchor_pool > 1
+            and getattr(getattr(model, "config", None), "anchor_score_weight", 0.0) > 0
+        ):  # fmt: skip
+            raise ValueError("ranker: it reads the anchor score, which this model / anchor_pool does not give")
         self.ranker = ranker
         self._setup_backend(backend, onnx_dir)
 
