@@ -60,7 +60,8 @@ def main(argv=None) -> None:
         if key in m:
             axes[0].plot(*m[key], style, label=key.removeprefix("val/"))
     greys = ("0.45", "0.65", "0.8")
-    for (name, o), grey in zip(others, greys * len(others), strict=False):
+    for i, (name, o) in enumerate(others):
+        grey = greys[i % len(greys)]
         if "val/loss_real" in o:
             axes[0].plot(*o["val/loss_real"], "o:", color=grey, label=f"{name}: loss_real")
         if "val/chamfer_mm" in o:

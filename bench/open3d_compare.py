@@ -14,21 +14,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+from infer_cpu import tabletop  # bench/ is the script's directory: the same synthetic tabletop cloud
 
 
 def load_view(root: str | None, n: int, seed: int = 0) -> np.ndarray:
-    """(n, 3) cloud: the first view of a composed shard set (tiled with jitter to reach n points), or a
-    synthetic tabletop when ``root`` is None."""
-    rng = np.random.default_rng(seed)
-    if root:
-        from sceneleap_core.data.shards import ShardDataset
+    """(n, 3) cloud: the first view of a composed shard set (tiled with jitter to reach n points), or
+    the benches' synthetic tabletop (``infer_cpu.tabletop``) when ``root`` is None."""
+    if not root:
+        return tabletop(n, seed)
+    from sceneleap_core.data.shards import ShardDataset
 
-        pts = np.asarray(ShardDataset(root)[0].points, dtype=np.float64)
-    else:
-        k = n // 4
-        table = np.c_[rng.uniform(-0.3, 0.3, (n - k, 2)), np.full(n - k, 0.6)]
-        box = rng.uniform(-0.04, 0.04, (k, 3)) + np.array([0.05, 0.0, 0.56])
-        pts = np.concatenate([table, box])
+    rng = np.random.default_rng(seed)
+    pts = np.asarray(ShardDataset(root)[0].points, dtype=np.float64)
     reps = int(np.ceil(n / len(pts)))
     tiled = np.concatenate([pts + rng.normal(0, 0.0005, pts.shape) * (i > 0) for i in range(reps)])
     return tiled[rng.permutation(len(tiled))[:n]]

@@ -148,13 +148,13 @@ class GeneratorConfig:
             self._fail("p_uncond", "a probability in [0, 1)")
         if self.d_model % self.heads:
             self._fail("d_model", f"a multiple of heads={self.heads}")
-        for key in ("p_uncond", "mlp_ratio", "flow_shift", "cvae_kl_weight", "anchor_scale", "anchor_score_weight"):
+        for key in ("p_uncond", "mlp_ratio", "flow_shift", "cvae_kl_weight", "anchor_scale", "anchor_region_scale",
+                    "anchor_score_weight", "pose_loss_weight"):  # fmt: skip
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 self._fail(key, "a finite number")
         for key in ("anchor_scale", "anchor_region_scale"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+            if getattr(self, key) <= 0:
                 self._fail(key, "a length > 0 (m)")
         if isinstance(self.anchor_region_knn, bool) or not isinstance(self.anchor_region_knn, int) or self.anchor_region_knn < 0:
             self._fail("anchor_region_knn", "an int >= 0")
@@ -162,9 +162,7 @@ class GeneratorConfig:
             self._fail("anchor_scene", "a bool")
         if self.anchor_score_weight < 0:
             self._fail("anchor_score_weight", ">= 0")
-        if isinstance(self.pose_loss_weight, bool) or not isinstance(self.pose_loss_weight, int | float) or not (
-            math.isfinite(self.pose_loss_weight) and self.pose_loss_weight > 0
-        ):
+        if self.pose_loss_weight <= 0:
             self._fail("pose_loss_weight", "a finite number > 0")
         if self.mlp_ratio <= 0 or self.flow_shift <= 0 or self.cvae_kl_weight < 0:
             self._fail(

@@ -56,6 +56,16 @@ def masked_mse(
     return _masked_mean(sq if weight is None else sq * weight.float(), mask)
 
 
+def weighted_mse(
+    out: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, mse) of :func:`masked_mse` from one squared error: ``loss`` with the per-dimension
+    ``weight`` (D,) if given (else the mse itself), ``mse`` unweighted (what the logs compare)."""
+    sq = (out.float() - target.float()).square()
+    mse = _masked_mean(sq, mask)
+    return (mse if weight is None else _masked_mean(sq * weight.float(), mask)), mse
+
+
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Mean of (B, G, ...) values over everything, or over the real grasps of a (B, G) mask."""
     per = values.flatten(2).mean(-1)  # (B, G)
@@ -127,8 +137,7 @@ class DiffusionObjective(nn.Module):
         weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``loss``: the MSE with per-dimension ``weight`` (D,) if given; ``mse``: unweighted."""
-        mse = masked_mse(out, batch.target, mask)
-        loss = mse if weight is None else masked_mse(out, batch.target, mask, weight)
+        loss, mse = weighted_mse(out, batch.target, mask, weight)
         return {"loss": loss, "mse": mse.detach(), "pred_x0": self.pred_x0(out, batch)}
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
@@ -190,8 +199,7 @@ class FlowMatchingObjective(nn.Module):
         weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``loss``: the MSE with per-dimension ``weight`` (D,) if given; ``mse``: unweighted."""
-        mse = masked_mse(out, batch.target, mask)
-        loss = mse if weight is None else masked_mse(out, batch.target, mask, weight)
+        loss, mse = weighted_mse(out, batch.target, mask, weight)
         return {"loss": loss, "mse": mse.detach(), "pred_x0": flow_x0(batch.x_in, out, batch.extras["t"])}
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
