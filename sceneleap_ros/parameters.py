@@ -34,7 +34,8 @@ class ParamSpec:
 SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("model", "", "model directory (save_pretrained); empty = the bundled model; "
               "'untrained:tiny' = a random tiny model for wiring tests"),
-    ParamSpec("backend", "eager", "inference backend: eager, compile, cuda_graph, aoti, onnx, tensorrt (sceneleap_core.infer)",
+    ParamSpec("backend", "cuda_graph", "inference backend: eager, compile, cuda_graph (the default: network calls "
+              "replayed as CUDA graphs on a GPU, eager on a CPU), aoti, onnx, tensorrt (sceneleap_core.infer)",
               choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")),
     ParamSpec("engine_path", "", "folder of the exported ONNX files / TensorRT engines / AOTInductor package (onnx, tensorrt, aoti); "
               "empty = a temporary folder"),

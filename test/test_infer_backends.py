@@ -1,6 +1,7 @@
 """Backends of the planner: ONNX export parity (onnxruntime CPU vs torch), the non-eager sampling path,
 the TensorRT engine cache key (the build itself skips where TensorRT is absent)."""
 
+import copy
 import json
 
 import numpy as np
@@ -151,6 +152,58 @@ def test_cuda_graph_backend_replays_the_eager_denoiser():
         xg = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).cuda()
         torch.testing.assert_close(graphed(xg, t.cuda(), cache), model_gpu.denoiser(xg, t.cuda(), cache), atol=1e-4, rtol=1e-4)
     assert len(graphed._graphs) == 1
+
+
+@pytest.mark.parametrize("anchor", ["seed", "none", "seed+context"])
+def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
+    """The encoder, the anchor score and the flattened scene cache go through GraphedCall (a call
+    through off CUDA, graphs on it): the same grasps as eager either way."""
+    from sceneleap_core.infer.cuda_graph import GraphedCall
+
+    torch.manual_seed(4)
+    context = {"anchor_region_knn": 8, "anchor_scene": True} if anchor == "seed+context" else {}
+    model = randomize(build_generator("tiny", anchor=anchor.split("+")[0], **context).eval())
+    pts, _ = tabletop(n_table=500, n_box=200)
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        model = model.to(device)
+        hand = _hand() if device == "cpu" else copy.deepcopy(_hand()).to(device)  # (the shared one stays on the CPU)
+        eager = GraspPlanner(model, normalizer().to(device), hand, **PLANNER_KW)
+        graph = GraspPlanner(model, normalizer().to(device), hand, backend="cuda_graph", **PLANNER_KW)
+        assert isinstance(graph._graphed["encode"], GraphedCall)
+        for seed in (2, 3):  # on CUDA the second plan replays the captured graphs with new inputs
+            a, b = eager.plan(pts, **{**PLAN_ARGS, "seed": seed}), graph.plan(pts, **{**PLAN_ARGS, "seed": seed})
+            torch.testing.assert_close(b.vectors, a.vectors, atol=1e-4, rtol=1e-4)
+            assert set(b.terms) == set(a.terms)
+            if anchor != "none":
+                torch.testing.assert_close(b.terms["anchor_logit"], a.terms["anchor_logit"], atol=1e-4, rtol=1e-4)
+        if device == "cuda":
+            assert len(graph._graphed["encode"]._graphs) == 1 and len(graph._graphed["cache"]._graphs) == 1
+
+
+def test_graphed_call_runs_through_off_cuda_and_eagerly_what_it_cannot_capture():
+    from sceneleap_core.infer.cuda_graph import GraphedCall
+
+    calls = []
+
+    def fn(x, y):
+        calls.append(1)
+        return x * 2, x + y
+
+    two = GraphedCall(fn, "test")
+    a, b = two(torch.ones(3), torch.arange(3.0))
+    assert torch.equal(a, torch.full((3,), 2.0)) and torch.equal(b, torch.tensor([1.0, 2.0, 3.0])) and calls
+    if not torch.cuda.is_available():
+        pytest.skip("capture and its fallback need CUDA (bench/profile_plan.py measures them on the GPU)")
+    x = torch.arange(4.0, device="cuda")
+    out = GraphedCall(lambda v: v[v > 1.5], "data-dependent")  # a host sync: not capturable
+    with pytest.warns(UserWarning, match="cannot capture"):
+        torch.testing.assert_close(out(x), x[2:])
+    torch.testing.assert_close(out(x + 1), (x + 1)[1:])  # remembered: eager, no second warning needed
+    one = GraphedCall(lambda v: v.sin(), "sin")
+    for k in range(3):
+        torch.testing.assert_close(one(x + k), (x + k).sin())
+    assert len(one._graphs) == 1
 
 
 def test_aoti_backend_plans_the_eager_grasps_and_reuses_its_package(tmp_path):

@@ -213,6 +213,20 @@ def geometry_terms(hand: HandModel, pose: torch.Tensor, check: dict, plane) -> d
             "palm_height": pose[:, :3, 3] @ normal - float(plane.offset), "approach_up": approach @ normal}
 
 
+def _flat_cache(cache) -> tuple[torch.Tensor, ...]:
+    """:class:`SceneCache` -> (cond, [anchor], k0, v0, k1, v1, ...) (what a CUDA graph returns)."""
+    head = (cache.cond,) if cache.anchor is None else (cache.cond, cache.anchor)
+    return head + tuple(t for kv in cache.kv for t in kv)
+
+
+def _unflat_cache(flat: tuple[torch.Tensor, ...], anchored: bool):
+    """The inverse of :func:`_flat_cache`."""
+    from sceneleap_core.models.denoisers import SceneCache
+
+    h = 2 if anchored else 1
+    return SceneCache(list(zip(flat[h::2], flat[h + 1 :: 2])), flat[0], flat[1] if anchored else None)
+
+
 def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
                   watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None,
@@ -308,7 +322,8 @@ class GraspPlanner:
             cloud, eager); ``aoti`` (the denoiser step as a ``torch.export`` + AOTInductor package
             compiled into ``onnx_dir``, :mod:`sceneleap_core.infer.aoti`; guidance 1, one cloud);
             ``cuda_graph`` (one denoiser step captured per shape as a CUDA graph, fp32,
-            :class:`sceneleap_core.infer.cuda_graph.GraphedDenoiser`; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
+            :class:`sceneleap_core.infer.cuda_graph.GraphedDenoiser`, and the scene encoder, the
+            anchor score and the scene cache as graphs of their own, ``GraphedCall``; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
             folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
             from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
             The scheduler loop stays in Python for every backend.
@@ -348,14 +363,21 @@ class GraspPlanner:
     def _setup_backend(self, backend: str, onnx_dir) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-        self.backend, self._networks = backend, None
+        self.backend, self._networks, self._graphed = backend, None, None
         if backend == "compile":
             self._denoiser = torch.compile(self.model.denoiser, dynamic=True)
         elif backend == "cuda_graph":
-            from sceneleap_core.infer.cuda_graph import GraphedDenoiser
+            from sceneleap_core.infer.cuda_graph import GraphedCall, GraphedDenoiser
 
             # fp32: bf16 autocast moved palms by up to 12 cm from the fp32 trajectory (bench/RESULTS.md)
             self._denoiser = GraphedDenoiser(self.model.denoiser, autocast_dtype=None)
+            m = self.model
+            self._graphed = {  # the per-cloud network work around the loop, captured too
+                "encode": GraphedCall(lambda p: m.encoder(p, deterministic=True), "scene encoder"),
+                "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz)), "anchor score"),
+                "cache": GraphedCall(lambda p, tok, xyz, *a: _flat_cache(m._cache(p, tok, xyz, None, a[0] if a else None)),
+                                     "scene cache"),
+            }  # fmt: skip
         elif backend == "aoti":
             import tempfile
 
@@ -395,8 +417,8 @@ class GraspPlanner:
             raise ValueError(f"the aoti backend compiles the conditional step for one cloud: expected guidance 1.0 "
                              f"and 1 cloud, got {guidance_scale} and {points.shape[0]}")  # fmt: skip
         if self._networks is None:
-            tokens, xyz = m.encoder(points, deterministic=True) if scene is None else scene
-            cache = m._cache(points, tokens, xyz, None, anchors)
+            tokens, xyz = self._encode(points) if scene is None else scene
+            cache = self._scene_cache(points, tokens, xyz, anchors)
             if guidance_scale != 1.0:
                 null = m._cache(points, tokens, xyz, True, anchors)
         else:
@@ -409,6 +431,25 @@ class GraspPlanner:
         x_init = m.objective.initial_noise((points.shape[0], num_grasps, m.grasp_dim), cache.cond, generator)
         loop = DenoisingLoop(self._denoiser, m.objective, scheduler, guidance_scale=guidance_scale)
         return loop(cache, x_init, num_inference_steps=steps, null_cache=null, generator=generator)
+
+    def _encode(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scene encoder's (tokens (B, M, C), xyz (B, M, 3)) of clouds (B, N, 3) (graphed on ``cuda_graph``)."""
+        if self._graphed is not None:
+            return self._graphed["encode"](points)
+        return self.model.encoder(points, deterministic=True)
+
+    def _score_anchors(self, points, anchors, scene) -> torch.Tensor:
+        """The model's anchor score logits (B, P) of candidate anchors (B, P, 3)."""
+        if self._graphed is not None and scene is not None:
+            return self._graphed["score"](points, anchors, *scene)
+        return self.model.score_anchors(points, anchors, scene)
+
+    def _scene_cache(self, points, tokens, xyz, anchors):
+        """The conditional :class:`SceneCache` the denoiser reads every step."""
+        if self._graphed is None:
+            return self.model._cache(points, tokens, xyz, None, anchors)
+        flat = self._graphed["cache"](points, tokens, xyz, *(() if anchors is None else (anchors,)))
+        return _unflat_cache(flat, anchors is not None)
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
@@ -485,9 +526,9 @@ class GraspPlanner:
                 up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
             anchors = select_anchors(points, up, num_grasps * self.anchor_pool, generator=gen)
             if self.anchor_pool > 1:
-                if self.model.anchor_encoder.needs_scene:  # encode once for the score and the sampler
-                    scene = self.model.encoder(points, deterministic=True)
-                logits = self.model.score_anchors(points, anchors, scene)  # (B, pool)
+                if self.model.anchor_encoder.needs_scene or self._graphed is not None:  # once for score + sampler
+                    scene = self._encode(points)
+                logits = self._score_anchors(points, anchors, scene)  # (B, pool)
                 anchors, kept = pick_scored(anchors, logits, num_grasps, generator=gen, return_index=True)
                 if getattr(self.model.config, "anchor_score_weight", 0) > 0:  # a trained score: ranking evidence
                     anchor_logit = torch.gather(logits, 1, kept)  # (B, G)

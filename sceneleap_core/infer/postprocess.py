@@ -170,7 +170,8 @@ def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torc
 
 def reason_counts(reason: torch.Tensor) -> dict[str, int]:
     """``{reason: count}`` of rejected grasps (every reason present, zeros included)."""
-    return {name: int((reason == i).sum()) for i, name in enumerate(REASONS)}
+    counts = torch.bincount(reason.flatten() + 1, minlength=len(REASONS) + 1).tolist()  # one host copy
+    return {name: counts[i + 1] for i, name in enumerate(REASONS)}
 
 
 def grasp_energy(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
@@ -249,12 +250,14 @@ def diverse_topk(pose: torch.Tensor, scores: torch.Tensor, k: int, min_distance:
     order = torch.argsort(scores, descending=True)
     if min_distance <= 0 or len(order) <= 1:
         return order[:k]
-    dist = pose_distance(pose, rotation_scale)
+    # the greedy pass on the host: one (C, C) copy instead of a device sync per candidate (on an
+    # H200 the per-candidate syncs cost more than the whole check)
+    near = (pose_distance(pose, rotation_scale) < min_distance).cpu().numpy()  # (C, C)
     kept, skipped = [], []
-    for i in order.tolist():
+    for i in order.cpu().tolist():
         if len(kept) == k:
             break
-        if kept and bool((dist[i, kept] < min_distance).any()):
+        if kept and near[i, kept].any():
             skipped.append(i)
         else:
             kept.append(i)

@@ -78,7 +78,8 @@ def check_spread(xyz: np.ndarray, *, min_points: int = MIN_POINTS, min_extent: f
     """Raise ValueError for clouds no network can read: too few points, or all on one point / line."""
     if len(xyz) < min_points:
         raise ValueError(f"points: expected at least {min_points} usable points, got {len(xyz)} after cleaning")
-    sv = np.linalg.svd(xyz - xyz.mean(0), compute_uv=False) / np.sqrt(len(xyz))
+    centred = xyz - xyz.mean(0)  # singular values / sqrt(N) from the 3 x 3 second moment (no N x 3 SVD)
+    sv = np.sqrt(np.clip(np.linalg.eigvalsh(centred.T @ centred / len(xyz)), 0.0, None))[::-1]
     if sv[1] < min_extent:
         raise ValueError(
             f"points: degenerate cloud (spread {sv.round(6).tolist()} m along its principal axes: "

@@ -52,11 +52,10 @@ class GraspRanker:
         missing = [f for f in self.features if f not in terms]
         if missing:
             raise ValueError(f"ranker: the planner gave no {missing} (has {sorted(terms)})")
-        ref = terms[self.features[0]]
-        out = torch.full_like(ref, float(self.bias), dtype=torch.float32)
-        for name, m, s, w in zip(self.features, self.mean, self.std, self.weights, strict=True):
-            out = out + float(w) * (terms[name].float() - float(m)) / float(s)
-        return out
+        x = torch.stack([terms[name].float() for name in self.features], -1)  # (..., G, F)
+        w = torch.tensor(self.weights, dtype=torch.float64) / torch.tensor(self.std, dtype=torch.float64)
+        bias = float(self.bias) - float(w @ torch.tensor(self.mean, dtype=torch.float64))  # standardization folded in
+        return x @ w.to(x.device, torch.float32) + bias
 
     def save(self, path: str | Path) -> Path:
         return write_text_atomic(path, json.dumps(asdict(self), indent=1))
