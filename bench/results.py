@@ -73,11 +73,13 @@ COLUMNS = (  # (json key, header, format); percentages x100
 
 @dataclass(frozen=True)
 class Method:
-    """One row: ``name`` as given (``ddim:10`` or ``baseline``), the sampler and its steps (learned)."""
+    """One row: ``name`` as given (``ddim:10``, ``cvae:1@runs/cvae/model`` or ``baseline``), the
+    sampler and its steps (learned) and its own model directory (None = ``--model``)."""
 
     name: str
     sampler: str | None = None
     steps: int = 0
+    model: str | None = None
 
     @property
     def learned(self) -> bool:
@@ -85,7 +87,9 @@ class Method:
 
 
 def parse_methods(spec: str) -> list[Method]:
-    """``"ddpm:100,ddim:10,baseline"`` -> methods, in order; ValueError naming a bad entry."""
+    """``"ddpm:100,ddim:10,baseline"`` -> methods, in order; ValueError naming a bad entry.
+    ``SAMPLER:STEPS@DIR`` plans with the model in DIR instead of ``--model`` (e.g. a CVAE beside
+    the diffusion model, ``cvae:1@runs/cvae/model``)."""
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -93,10 +97,13 @@ def parse_methods(spec: str) -> list[Method]:
         if item == BASELINE:
             out.append(Method(BASELINE))
             continue
-        sampler, _, steps = item.partition(":")
-        if not sampler or not steps.isdigit() or int(steps) < 1:
-            raise ValueError(f"--methods: expected SAMPLER:STEPS (e.g. ddim:10) or '{BASELINE}', got {item!r}")
-        out.append(Method(item, sampler, int(steps)))
+        spec, at, model = item.partition("@")
+        sampler, _, steps = spec.partition(":")
+        if not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model):
+            raise ValueError(
+                f"--methods: expected SAMPLER:STEPS[@MODEL_DIR] (e.g. ddim:10) or '{BASELINE}', got {item!r}"
+            )
+        out.append(Method(item, sampler, int(steps), model or None))
     if not out:
         raise ValueError("--methods: expected at least one method, got none")
     if len({m.name for m in out}) != len(out):
@@ -295,15 +302,16 @@ class Planners:
 
     def __init__(self, methods: list[Method], model: str | None, device: str, backend: str = "eager",
                  post: dict | None = None):  # fmt: skip
-        self.learned = None
+        self.learned = {}  # model directory -> its planner (loaded once)
         self.baseline = None
-        if any(m.learned for m in methods):
-            if not model:
-                names = ",".join(m.name for m in methods if m.learned)
-                raise ValueError(f"--methods {names}: learned methods need --model DIR (a save_pretrained directory)")
-            from sceneleap_core.infer import GraspPlanner
+        self.model = model
+        if any(m.learned and m.model is None for m in methods) and not model:
+            names = ",".join(m.name for m in methods if m.learned and m.model is None)
+            raise ValueError(f"--methods {names}: learned methods need --model DIR (a save_pretrained directory)")
+        from sceneleap_core.infer import GraspPlanner
 
-            self.learned = GraspPlanner.from_pretrained(model, device=device, backend=backend)
+        for path in dict.fromkeys(m.model or model for m in methods if m.learned):
+            self.learned[path] = GraspPlanner.from_pretrained(path, device=device, backend=backend)
         if any(not m.learned for m in methods):
             from sceneleap_core.infer.baselines import NormalApproachPlanner
 
@@ -313,13 +321,14 @@ class Planners:
 
             from sceneleap_core.infer.postprocess import PostConfig
 
-            for planner in (self.learned, self.baseline):
+            for planner in (*self.learned.values(), self.baseline):
                 if planner is not None:
                     planner.post = PostConfig.from_dict({**dataclasses.asdict(planner.post), **post})
 
     def plan(self, method: Method, points: np.ndarray, num_grasps: int, seed: int, up):
         if method.learned:
-            return self.learned.plan(points, num_grasps, steps=method.steps, sampler=method.sampler, seed=seed, up=up)
+            planner = self.learned[method.model or self.model]
+            return planner.plan(points, num_grasps, steps=method.steps, sampler=method.sampler, seed=seed, up=up)
         return self.baseline.plan(points, num_grasps, seed=seed, up=up)
 
 

@@ -103,7 +103,9 @@ def test_methods_views_and_diversity():
     r = _harness()
     ms = r.parse_methods("ddpm:100,ddim:10,baseline")
     assert [(m.sampler, m.steps, m.learned) for m in ms] == [("ddpm", 100, True), ("ddim", 10, True), (None, 0, False)]
-    for bad in ("ddim", "ddim:0", "ddim:x", "", "ddim:2,ddim:2"):
+    other = r.parse_methods("ddim:10,cvae:1@runs/cvae/model")  # a method with its own model directory
+    assert [(m.sampler, m.steps, m.model) for m in other] == [("ddim", 10, None), ("cvae", 1, "runs/cvae/model")]
+    for bad in ("ddim", "ddim:0", "ddim:x", "", "ddim:2,ddim:2", "cvae:1@"):
         with pytest.raises(ValueError):
             r.parse_methods(bad)
     v = r.pick_views(100, 8, seed=1)
