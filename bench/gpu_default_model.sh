@@ -6,14 +6,14 @@
 #   bash bench/gpu_default_model.sh poll     # wait (up to ~9.5 min) and show progress
 #   bash bench/gpu_default_model.sh collect  # wait for the pipeline, copy the packed model, logs and
 #                                            # ladder into $OUT
-# Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, WORKERS, BUDGET (seconds one call may wait),
+# Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers), WORKERS, BUDGET (seconds one call may wait),
 # MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
 # composed data, sharing the GPU: "name:override override|name2:..."; default one run "default:").
 # Each run gets $W/<name>/{run,packed,train.log,ladder.log}; collect returns every packed model.
 set -uo pipefail
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # (GNU nproc honours OMP_NUM_THREADS: NPROC uses --all)
 W=${W:-/tmp/dm}; SCENES=${SCENES:-2000}; STEPS=${STEPS:-14000}; MINUTES=${MINUTES:-15}; VIEWS=${VIEWS:-12}
-GRASPS=${GRASPS:-16}; WORKERS=${WORKERS:-15}; BUDGET=${BUDGET:-570}; NPROC=${NPROC:-$(nproc --all)}
+GRASPS=${GRASPS:-16}; LADDER=${LADDER:-dpmpp:10,ddpm:100,ddim:10}; WORKERS=${WORKERS:-15}; BUDGET=${BUDGET:-570}; NPROC=${NPROC:-$(nproc --all)}
 # the shipped size: dit_s at d_model 288 (13.8 M parameters, 28 MB as float16; d384 is 24 M / 46 MB)
 MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}; RUNS=${RUNS:-default:}
 IFS='|' read -r -a RUN_SPECS <<< "$RUNS"; NRUNS=${#RUN_SPECS[@]}
@@ -74,7 +74,7 @@ $SL train --config config/train/default.yaml data.root="$W/train" data.val_root=
   data.num_workers=$nload val.every=$((STEPS / 4)) trainer.checkpoint_every=2000 $MODEL $EXTRA $over > "$R/train.log" 2>&1
 echo ladder > "$R/stage"
 $PY bench/learning.py --run "$R/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \\
-  --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers dpmpp:10,ddpm:100,ddim:10 --anchor-rows true \\
+  --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers $LADDER --anchor-rows true \\
   --no-oracle > "$R/ladder.log" 2>&1
 echo pack > "$R/stage"
 $SL model pack "$R/run/model" --out "$R/packed" --dtype float16 --max-shard-mb 15 > "$R/pack.log" 2>&1
