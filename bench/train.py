@@ -9,6 +9,9 @@ per-GPU batch is fixed) against one GPU. Synthetic data already on the GPU (no l
     python bench/train.py --ddp 2 --modes bf16 --ckpt off   # only the DDP comparison, bf16
     torchrun --standalone --nproc_per_node=2 bench/train.py --modes bf16 --ckpt off   # DDP under torchrun
     python bench/train.py --device cpu --preset tiny --batch 4 --points 512 --steps 3 --modes fp32  # smoke
+    # the bundled model's training step (config/train/default.yaml: anchors with context, d288, N = 8192)
+    python bench/train.py --points 8192 --ckpt off --modes fp32,bf16,fp32+compile,bf16+compile \
+        --model-args anchor=seed anchor_region_knn=128 anchor_scene=true d_model=288 heads=6
 
 Prints one table (copy it into bench/RESULTS.md with the date and machine); ``--json`` also writes
 the rows. A "sample" is one scene: a cloud of ``--points`` points with ``--grasps`` grasps.
@@ -39,8 +42,44 @@ class LossWrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, points: torch.Tensor, grasps: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        return self.model.training_loss(points, grasps, generator=generator)["loss"]
+    def forward(self, points: torch.Tensor, grasps: torch.Tensor, generator: torch.Generator,
+                anchors: dict[str, torch.Tensor]) -> torch.Tensor:  # fmt: skip
+        return self.model.training_loss(points, grasps, generator=generator, **anchors)["loss"]
+
+
+def parse_model_args(items: list[str]) -> dict:
+    """``["anchor=seed", "anchor_scene=true", "d_model=288"]`` -> preset overrides (int, float,
+    bool or str by the value's look)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--model-args: expected KEY=VALUE, got {item!r}")
+        low = value.lower()
+        if low in ("true", "false"):
+            out[key] = low == "true"
+        else:
+            try:
+                out[key] = int(value)
+            except ValueError:
+                try:
+                    out[key] = float(value)
+                except ValueError:
+                    out[key] = value
+    return out
+
+
+def synthetic_anchors(model, points: torch.Tensor, grasps: int, seed: int) -> dict[str, torch.Tensor]:
+    """Anchored generators: one cloud point per grasp as its anchor, as many anchor-score
+    candidates with random 0/1 labels (the training step's shapes and work); {} otherwise."""
+    if not getattr(model, "anchored", False):
+        return {}
+    g = torch.Generator(device="cpu").manual_seed(seed + 7)
+    b, n, _ = points.shape
+    pick = torch.randint(0, n, (b, 2 * grasps), generator=g).to(points.device)
+    chosen = torch.gather(points, 1, pick[..., None].expand(-1, -1, 3))
+    labels = (torch.rand(b, grasps, generator=g) < 0.5).float().to(points.device)
+    return {"anchors": chosen[:, :grasps], "candidates": chosen[:, grasps:], "candidate_labels": labels}
 
 
 def synthetic_batch(args, device: torch.device, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +94,7 @@ def synthetic_batch(args, device: torch.device, seed: int) -> tuple[torch.Tensor
 def run_config(args, mode: str, ckpt: bool, device: torch.device, rank: int = 0, world: int = 1) -> dict:
     """Time ``args.steps`` optimizer steps after ``args.warmup`` (more for compile); returns one row."""
     torch.manual_seed(0)
-    overrides = {"grad_checkpointing": ckpt}
+    overrides = {**parse_model_args(args.model_args), "grad_checkpointing": ckpt}
     model = build_generator(args.preset, **overrides).to(device)
     params = sum(p.numel() for p in model.parameters())
     if mode.endswith("compile"):
@@ -71,13 +110,14 @@ def run_config(args, mode: str, ckpt: bool, device: torch.device, rank: int = 0,
     if ema is not None:
         ema.to(device)
     points, grasps = synthetic_batch(args, device, seed=rank)
+    anchors = synthetic_anchors(model, points, args.grasps, seed=rank)
     gen = torch.Generator(device=device)
     dtype = torch.bfloat16 if mode.startswith("bf16") else None
 
     def step(i: int) -> None:
         gen.manual_seed(1000 * rank + i)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            loss = net(points, grasps, gen)
+            loss = net(points, grasps, gen, anchors)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -182,6 +222,9 @@ def print_table(rows: list[dict], args) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="dit_s", help="generator preset (GENERATOR_PRESETS)")
+    p.add_argument("--model-args", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="preset overrides, e.g. the default config's model: anchor=seed anchor_region_knn=128 "
+                        "anchor_scene=true d_model=288 heads=6")  # fmt: skip
     p.add_argument("--batch", type=int, default=32, help="scenes per GPU and step")
     p.add_argument("--points", type=int, default=4096)
     p.add_argument("--grasps", type=int, default=64)
