@@ -1,6 +1,8 @@
 """Post-processing: collision rejection (cloud, table, approach sweep), refinement, ranking, diverse top-k,
 and the planner's whole plan() path."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -165,3 +167,32 @@ def test_finish_grasps_with_every_candidate_rejected_returns_an_empty_set():
     out = finish_grasps(hand, pts, TABLE, pose, joints, 4, PostConfig(), vectors=torch.zeros(2, 25))
     assert len(out) == 0 and out.palm_pose.shape == (1, 0, 4, 4) and out.rejected["table"] == 2
     assert set(out.timings) >= {"refine", "filter", "rank", "total"}
+
+
+def test_sparse_hand_depth_equals_the_dense_penetration_depth():
+    """hand_depth finds its (box, point) pairs hand -> link -> box; it must miss none."""
+    from sceneleap_core.infer.postprocess import hand_depth
+
+    hand = _hand()
+    table, valid = hand.link_box_table, hand.link_box_valid
+    assert sorted(table[valid].tolist()) == list(range(len(hand.box_half))), "every box in exactly one link group"
+    torch.manual_seed(0)
+    g = 12
+    q = hand.joint_lower + (hand.joint_upper - hand.joint_lower) * torch.rand(g, hand.dof, dtype=hand.joint_lower.dtype)
+    rot = torch.linalg.qr(torch.randn(g, 3, 3)).Q
+    rot = rot * torch.det(rot)[:, None, None].sign()
+    pose = torch.eye(4).repeat(g, 1, 1)
+    pose[:, :3, :3], pose[:, :3, 3] = rot, 0.04 * torch.randn(g, 3)
+    state = hand(q.float(), pose, validate=False)
+    pts, is_box = tabletop(n_table=600, n_box=300)
+    table_top = torch.tensor(pts - pts[is_box].mean(0)).float()  # the box at the hands
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])  # culled on the CPU, one pass on a GPU
+    for device in devices:
+        h = hand if device == "cpu" else copy.deepcopy(hand).to(device)
+        st = state if device == "cpu" else h(q.float().to(device), pose.to(device), validate=False)
+        for cloud in (0.2 * (torch.rand(1500, 3) - 0.5), table_top):
+            cloud = cloud.to(device)
+            dense = h.penetration_depth(st, cloud[None].expand(g, -1, -1))
+            sparse = hand_depth(h, st, cloud)
+            assert (dense > 0).sum() > 10, "the hands hold points"
+            torch.testing.assert_close(sparse, dense, atol=1e-6, rtol=0)

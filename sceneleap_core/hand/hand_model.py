@@ -136,6 +136,16 @@ class HandModel(nn.Module):
         # 2. Collision boxes.
         self.box_names = [b.name for b in desc.boxes]
         self.register_buffer("box_link", torch.tensor([desc.link_index(b.link) for b in desc.boxes]), persistent=False)
+        # the boxes grouped by link: (L, M) box indices per link with boxes, padded with 0, and the
+        # (L, M) mask of real entries (M = most boxes on one link), for coarse-to-fine culling
+        by_link = [np.flatnonzero(self.box_link.numpy() == u) for u in np.unique(self.box_link.numpy())]
+        width = max(len(g) for g in by_link)
+        table = np.zeros((len(by_link), width), dtype=np.int64)
+        for i, g in enumerate(by_link):
+            table[i, : len(g)] = g
+        self.register_buffer("link_box_table", torch.from_numpy(table), persistent=False)
+        self.register_buffer("link_box_valid", torch.tensor([[j < len(g) for j in range(width)] for g in by_link]),
+                             persistent=False)  # fmt: skip
         box_tf = np.stack([b.box_in_link for b in desc.boxes])
         self.register_buffer("box_rot", torch.tensor(box_tf[:, :3, :3], dtype=f64), persistent=False)
         self.register_buffer("box_trans", torch.tensor(box_tf[:, :3, 3], dtype=f64), persistent=False)

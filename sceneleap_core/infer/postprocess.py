@@ -91,18 +91,45 @@ def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:
     return points[::step]
 
 
+def _near_pairs(hand, ctr: torch.Tensor, cloud: torch.Tensor, reach: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(box index b * K + k, point index) of every point within a box's bounding sphere (radius
+    ``reach`` (K,)) of the boxes ``ctr`` (B, K, 3), found in three levels so that no level pays
+    B x K x N: points near the whole hand of a state (bounding sphere of all its boxes), then near a
+    link (the sphere of the link's boxes), then near a box of that link."""
+    k = ctr.shape[1]
+    table, valid = hand.link_box_table, hand.link_box_valid  # (L, M) boxes of each link
+    box_c = ctr[:, table]  # (B, L, M, 3)
+    link_c = (box_c * valid[..., None]).sum(2) / valid.sum(1)[:, None]  # (B, L, 3)
+    link_r = (((box_c - link_c[:, :, None]).norm(dim=-1) + reach[table]) * valid).amax(2)  # (B, L)
+    hand_c = ctr.mean(1)  # (B, 3)
+    hand_r = ((link_c - hand_c[:, None]).norm(dim=-1) + link_r).amax(1)  # (B,)
+    bs, n = (torch.cdist(hand_c, cloud) < hand_r[:, None]).nonzero(as_tuple=True)  # (P,)
+    near_link = (cloud[n][:, None] - link_c[bs]).norm(dim=-1) < link_r[bs]  # (P, L)
+    pi, li = near_link.nonzero(as_tuple=True)
+    bs, n, boxes = bs[pi], n[pi], table[li]  # (Q,), (Q,), (Q, M)
+    near_box = ((cloud[n][:, None] - ctr[bs[:, None], boxes]).norm(dim=-1) < reach[boxes]) & valid[li]  # (Q, M)
+    qi, mi = near_box.nonzero(as_tuple=True)
+    return bs[qi] * k + boxes[qi, mi], n[qi]
+
+
 def hand_depth(hand, state, cloud: torch.Tensor) -> torch.Tensor:
     """Depth (B, N) of points (N, 3) inside the hand of each of B states (0 outside), as
     ``hand.penetration_depth`` but sparse: only the (box, point) pairs within a box's bounding
-    sphere get the box SDF (a tabletop cloud touches few boxes; the dense form costs B N K).
-    Differentiable in the state."""
+    sphere get the box SDF (a tabletop cloud touches few boxes; the dense form costs B N K). On a
+    CPU even the distances of every point to the K = 71 box centres dominated a plan, so there the
+    pairs are found hand -> link -> box (:func:`_near_pairs`); on a GPU in one pass. Differentiable
+    in the state."""
     rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
     b, k = ctr.shape[:2]
     half = hand.box_half.to(ctr)
     cloud = cloud.to(ctr)
     with torch.no_grad():
-        near = torch.cdist(ctr.detach().reshape(b * k, 3), cloud) < half.norm(dim=-1).repeat(b)[:, None] + 1e-6
-        bk, n = near.nonzero(as_tuple=True)
+        reach = half.norm(dim=-1) + 1e-6  # (K,) box bounding-sphere radii
+        if ctr.device.type == "cpu":  # 3.3x faster filter on the CPU (real scenes: 636 -> 192 ms)
+            bk, n = _near_pairs(hand, ctr.detach(), cloud, reach)
+        else:  # on a GPU the one dense pass is cheap and each culling level would add a host sync
+            near = torch.cdist(ctr.detach().reshape(b * k, 3), cloud) < reach.repeat(b)[:, None]
+            bk, n = near.nonzero(as_tuple=True)
     local = ((cloud[n] - ctr.reshape(b * k, 3)[bk])[:, None] @ rot.reshape(b * k, 3, 3)[bk]).squeeze(1)
     depth = (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
     out = torch.zeros(b * cloud.shape[0], dtype=ctr.dtype, device=ctr.device)
