@@ -258,3 +258,40 @@ def test_resume_at_any_step_gives_bit_identical_weights(toy_root, tmp_path, cras
         assert torch.equal(b["state_dict"][key], value), key
     for key, value in a["ema"]["shadow"].items():
         assert torch.equal(b["ema"]["shadow"][key], value), key
+
+
+def test_a_wall_clock_budget_advances_the_cosine_schedule(monkeypatch):
+    """A run stopped by trainer.max_minutes still ends its cosine at min_lr_ratio: the lr decays by
+    whichever runs out first, steps or time (optim.decay_by_time)."""
+    from lightning.pytorch.callbacks import Timer
+
+    from sceneleap_core.train.module import budget_fraction
+    from sceneleap_core.train.schedule import build_scheduler, set_time_progress, warmup_cosine_factor
+
+    kw = {"warmup_steps": 10, "total_steps": 1000, "min_ratio": 0.05}
+    assert warmup_cosine_factor(100, **kw, time_progress=1.0) == pytest.approx(0.05), "time spent: the floor"
+    assert warmup_cosine_factor(100, **kw, time_progress=0.0) == pytest.approx(warmup_cosine_factor(100, **kw))
+    assert warmup_cosine_factor(5, **kw, time_progress=1.0) == pytest.approx(0.6), "warmup stays by steps"
+    half = warmup_cosine_factor(505, **kw)  # half of the steps; time ahead of them wins
+    assert warmup_cosine_factor(505, **kw, time_progress=0.75) < half
+    assert warmup_cosine_factor(505, **kw, time_progress=0.25) == pytest.approx(half), "steps ahead of time win"
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    sched = build_scheduler(opt, "cosine", max_steps=1000, warmup_steps=0, min_lr_ratio=0.05, lr=1.0)
+    assert set_time_progress(sched, 1.0)
+    opt.step()
+    sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    one = build_scheduler(opt, "onecycle", max_steps=100, warmup_steps=5, min_lr_ratio=0.05, lr=1.0)
+    assert not set_time_progress(one, 0.5), "onecycle has no time notion"
+
+    timer = Timer(duration={"minutes": 10})
+    monkeypatch.setattr(timer, "time_elapsed", lambda stage="train": 150.0)
+    monkeypatch.setattr(timer, "time_remaining", lambda stage="train": 450.0)
+
+    class _Trainer:
+        def __init__(self, callbacks):
+            self.callbacks = callbacks
+
+    assert budget_fraction(_Trainer([timer])) == pytest.approx(0.25)
+    assert budget_fraction(_Trainer([])) is None

@@ -26,7 +26,7 @@ from sceneleap_core.train.config import EMAConfig, OptimConfig, ValConfig
 from sceneleap_core.train.diagnostics import conditioning_gap
 from sceneleap_core.train.ema import EMA
 from sceneleap_core.train.metrics import grasp_keypoints, grasp_set_chamfer, scene_penetration
-from sceneleap_core.train.schedule import build_scheduler
+from sceneleap_core.train.schedule import build_scheduler, set_time_progress
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,21 @@ log = logging.getLogger(__name__)
 def derived_seed(*parts: int) -> int:
     """A 63-bit seed from integers (SeedSequence hashing: nearby inputs give unrelated seeds)."""
     return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def budget_fraction(trainer) -> float | None:
+    """Fraction (0..1) of the trainer's wall-clock budget (``max_time``, Lightning's Timer
+    callback) spent in training, or None without a budget."""
+    from lightning.pytorch.callbacks import Timer
+
+    for cb in getattr(trainer, "callbacks", []) or []:
+        if isinstance(cb, Timer):
+            elapsed, remaining = cb.time_elapsed("train"), cb.time_remaining("train")
+            if remaining is None:
+                return None
+            total = elapsed + remaining
+            return elapsed / total if total > 0 else 1.0
+    return None
 
 
 class GraspTrainingModule(L.LightningModule):
@@ -58,6 +73,9 @@ class GraspTrainingModule(L.LightningModule):
             penetration into the cloud, ...), added with weight ``aux_weight``, computed in fp32.
         aux_weight: weight of the auxiliary losses (0 disables them).
     """
+
+    TIME_SYNC_EVERY = 50  # steps between broadcasts of rank 0's wall-clock budget fraction (DDP)
+    _time_fraction: float | None = None
 
     def __init__(
         self,
@@ -186,6 +204,23 @@ class GraspTrainingModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.ema is not None:
             self.ema.to(self.device)
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        """With ``optim.decay_by_time`` and a wall-clock budget, feed the spent fraction of it to
+        the lr schedule (Lightning's Timer keeps the elapsed time across resumes). Several ranks
+        take rank 0's clock, refreshed every ``TIME_SYNC_EVERY`` steps, so their learning rates,
+        and with them their weights, stay identical."""
+        if not getattr(self.optim_cfg, "decay_by_time", False):
+            return
+        trainer = self.trainer
+        if trainer.world_size > 1:
+            if self.global_step % self.TIME_SYNC_EVERY == 0 or self._time_fraction is None:
+                self._time_fraction = trainer.strategy.broadcast(budget_fraction(trainer), src=0)
+            fraction = self._time_fraction
+        else:
+            fraction = budget_fraction(trainer)
+        if fraction is not None:
+            set_time_progress(self.lr_schedulers(), fraction)
 
     def on_train_start(self) -> None:
         rng = self._pending_rng
