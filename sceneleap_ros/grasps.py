@@ -52,11 +52,9 @@ class RankedGrasps:
 
 @torch.no_grad()
 def score_grasps(hand, palm_pose: torch.Tensor, joints: torch.Tensor, points: np.ndarray, seed: int = 0) -> np.ndarray:
-    """Placeholder ranking score (G,) in (0, 1]: ``exp(-d / 5 mm)`` with d the deepest penetration of
-    the observed points into the hand's collision boxes (FK at the grasp).
-
-    This is what the planner can honestly say today: a grasp through the observed surface scores
-    low. It is not a success probability; the planner has no learned grasp score yet.
+    """Fallback score (G,) in (0, 1] for grasps the planner did not rank: ``exp(-d / 5 mm)`` with d
+    the deepest penetration of the observed points into the hand's collision boxes (FK at the
+    grasp): a grasp through the observed surface scores low. Not a success probability.
 
     Args:
         palm_pose: (G, 4, 4), joints: (G, J) in the frame of ``points`` (N, 3).
@@ -70,13 +68,31 @@ def score_grasps(hand, palm_pose: torch.Tensor, joints: torch.Tensor, points: np
     return torch.exp(-depth / PENETRATION_SCALE).double().cpu().numpy()
 
 
+def message_scores(grasp_set) -> np.ndarray | None:
+    """The planner's ranking score of one cloud's grasps as ``DexGrasp.score`` in [0, 1], order
+    kept: the learned ranker's lift probability (sigmoid of its logit) when it ranked them,
+    ``exp(-energy)`` (a monotone map, not a probability) when the energy did; None when unranked."""
+    if grasp_set.scores is None or grasp_set.score_kind not in ("ranker", "energy"):
+        return None
+    s = grasp_set.scores[0].detach().double().cpu()
+    return (torch.sigmoid(s) if grasp_set.score_kind == "ranker" else torch.exp(s.clamp_max(0.0))).numpy()
+
+
 def rank_grasps(grasp_set, hand, points: np.ndarray, *, score_threshold: float = 0.0,
                 pregrasp_distance: float = PREGRASP_DISTANCE) -> RankedGrasps:  # fmt: skip
-    """A :class:`sceneleap_core.infer.GraspSet` of one cloud (1, G, ...) -> grasps sorted by
-    :func:`score_grasps`, those below ``score_threshold`` dropped."""
+    """A :class:`sceneleap_core.infer.GraspSet` of one cloud (1, G, ...) -> grasps best first,
+    those scoring below ``score_threshold`` dropped. The planner's own ranking (its learned ranker,
+    else -energy, :func:`message_scores`; diverse top-k, so a near-duplicate of a better grasp may
+    come after a lower-scored one) is kept; grasps it did not rank are scored by
+    :func:`score_grasps` and sorted."""
     pose = grasp_set.palm_pose[0].detach().to(hand.device)  # (G, 4, 4)
     joints = grasp_set.joints[0].detach().to(hand.device)  # (G, J)
-    scores = score_grasps(hand, pose, joints, points)
+    scores = message_scores(grasp_set)
+    if scores is None:
+        scores = score_grasps(hand, pose, joints, points)
+        order = np.argsort(-scores, kind="stable")
+    else:  # the planner's order: by score, diverse first (a near-duplicate of a better grasp waits)
+        order = np.arange(len(scores))
     pose_np, joints_np = pose.double().cpu().numpy(), joints.double().cpu().numpy()
     approach = pose_np[:, :3, :3] @ hand.approach_axis.double().cpu().numpy()  # (G, 3)
     pre = pose_np.copy()
@@ -85,7 +101,6 @@ def rank_grasps(grasp_set, hand, points: np.ndarray, *, score_threshold: float =
         target = grasp_set.anchors[0].detach().double().cpu().numpy()
     else:
         target = pose_np[:, :3, 3].copy()
-    order = np.argsort(-scores, kind="stable")
     order = order[scores[order] >= score_threshold]
     open_pose = np.broadcast_to(hand.open_pose.double().cpu().numpy(), joints_np.shape)
     return RankedGrasps(pose_np[order], joints_np[order], pre[order], np.array(open_pose[order]), scores[order],

@@ -56,7 +56,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("max_points", 5_000_000, "reject clouds with more points than this", 1, 100_000_000),
     ParamSpec("publish_markers", True, "publish grasp_markers", dynamic=True),
     ParamSpec("top_k_markers", 5, "grasps drawn as markers", 0, 64, dynamic=True),
-    ParamSpec("score_threshold", 0.0, "drop grasps scoring below this", 0.0, 1.0, dynamic=True),
+    ParamSpec("score_threshold", 0.0, "drop grasps scoring below this (DexGrasp.score: the learned ranker's lift "
+              "probability, or exp(-energy) for a model without one)", 0.0, 1.0, dynamic=True),
     ParamSpec("mode", "continuous", "continuous: plan every newest cloud; on_request: only through plan_grasps",
               choices=("continuous", "on_request"), dynamic=True),
     ParamSpec("diagnostics_period", 1.0, "seconds between health reports", 0.1, 3600.0),

@@ -74,8 +74,10 @@ def test_grasp_set_to_dex_grasp_array_and_back(store, planned, hand):
     assert back_msg.hand_name == "leap_hand_right" and back_msg.joint_names == hand.description.joint_names
     assert back_msg.planning_time == pytest.approx(0.25)
     back = msg_to_grasps(back_msg)
-    scores = [g.score for g in back_msg.grasps]
-    assert scores == sorted(scores, reverse=True) and len(scores) == 6
+    scores = np.array([g.score for g in back_msg.grasps])
+    # the planner's ranking travels: its order, its score (-energy without a ranker) as exp(score)
+    assert out.score_kind == "energy" and back.ids.tolist() == list(range(6))
+    np.testing.assert_allclose(scores, np.exp(np.minimum(out.scores[0].double().numpy(), 0)), rtol=1e-6)
     # each message grasp is the planner's grasp of that id
     pose = out.palm_pose[0].double().numpy()[back.ids]
     np.testing.assert_allclose(back.palm_pose, pose, atol=1e-5)
@@ -99,7 +101,20 @@ def test_score_is_low_for_a_hand_through_the_cloud(hand):
     scores = score_grasps(hand, pose, joints, inside)
     assert scores[0] < 0.05 and scores[1] == pytest.approx(1.0)
     ranked = rank_grasps(GraspSet(pose[None], joints[None], torch.zeros(1, 2, 25)), hand, inside, score_threshold=0.5)
-    assert ranked.ids.tolist() == [1]
+    assert ranked.ids.tolist() == [1], "unranked grasps: scored by penetration and sorted"
+
+
+def test_the_learned_rankers_order_and_lift_probability_reach_the_message(hand):
+    from sceneleap_core.infer import GraspSet
+
+    pose = torch.eye(4, dtype=torch.float64).repeat(3, 1, 1)
+    joints = hand.open_pose.double().expand(3, -1)
+    logits = torch.tensor([[2.0, 2.5, -1.0]])  # diverse top-k may put a lower score first: kept
+    gs = GraspSet(pose[None], joints[None], torch.zeros(1, 3, 25), scores=logits, score_kind="ranker")
+    ranked = rank_grasps(gs, hand, np.zeros((4, 3)))
+    assert ranked.ids.tolist() == [0, 1, 2]
+    np.testing.assert_allclose(ranked.scores, torch.sigmoid(logits[0]).numpy())
+    assert rank_grasps(gs, hand, np.zeros((4, 3)), score_threshold=0.5).ids.tolist() == [0, 1]
 
 
 def test_markers_are_the_fk_boxes_of_the_top_grasps(store, planned, hand):

@@ -79,6 +79,8 @@ class GraspSet:
         terms: per-grasp ranking evidence {name: (B, G)}: the energy terms (``penetration``,
             ``table``, ``contact``, ``self``, ``total``) and, for models with a trained anchor score,
             ``anchor_logit`` (the score of each grasp's anchor).
+        score_kind: what ``scores`` are: ``"ranker"`` (the learned ranker's logit of lift success,
+            fitted on lift-tested grasps) or ``"energy"`` (-energy); "" before ranking.
     """
 
     palm_pose: torch.Tensor
@@ -95,6 +97,7 @@ class GraspSet:
     rejected: dict[str, int] = field(default_factory=dict)
     candidates: int = 0
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
+    score_kind: str = ""
 
     def __len__(self) -> int:
         return int(self.palm_pose.shape[1])
@@ -295,6 +298,7 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
         pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
         joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=watch.total(),
         rejected=reason_counts(check["reason"]), candidates=len(pose), terms=ranked_terms,
+        score_kind="ranker" if ranker is not None else "energy",
     )  # fmt: skip
 
 
