@@ -6,6 +6,8 @@
 #   bash bench/gpu_default_model.sh poll     # wait (up to ~9.5 min) and show progress
 #   bash bench/gpu_default_model.sh collect  # wait for the pipeline, copy the packed model, logs and
 #                                            # ladder into $OUT
+#   bash bench/gpu_default_model.sh speed    # (before start) the default model's training step on
+#                                            # synthetic data: fp32 / bf16 / + torch.compile (~3 min)
 # Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers), WORKERS, BUDGET (seconds one call may wait),
 # MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
 # composed data, sharing the GPU: "name:override override|name2:..."; default one run "default:").
@@ -19,7 +21,7 @@ MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}; RUNS=${RUNS:-
 IFS='|' read -r -a RUN_SPECS <<< "$RUNS"; NRUNS=${#RUN_SPECS[@]}
 PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
 T0=$(date +%s)
-phase=${1:?start | poll | collect}
+phase=${1:?start | poll | collect | speed}
 
 wait_for() {  # wait until every run's done file exists or BUDGET seconds of this call have passed
   local spec name missing
@@ -38,6 +40,12 @@ wait_for() {  # wait until every run's done file exists or BUDGET seconds of thi
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader 2>/dev/null
 }
 
+if [ "$phase" = speed ]; then  # is the step or the loader the limit, and which precision is fastest?
+  PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} $PY bench/train.py --points 8192 --grasps 64 --batch 32 --ckpt off --steps 20 \
+    --modes fp32,bf16,fp32+compile,bf16+compile \
+    --model-args anchor=seed anchor_region_knn=128 anchor_scene=true d_model=288 heads=6
+  exit $?
+fi
 if [ "$phase" = start ]; then
   if [ -d .whl ]; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
