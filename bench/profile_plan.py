@@ -13,11 +13,11 @@ launches: graphs, fusion), one close to it is compute-bound (the cure is less ar
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
 from infer_cpu import tabletop  # bench/ is the script's directory: the same synthetic tabletop cloud
+from latency import measure  # the same timing of plan() and its stages
 
 
 def build_planner(args, backend: str):
@@ -35,28 +35,17 @@ def build_planner(args, backend: str):
 
 
 def profile_backend(planner, cloud: np.ndarray, args) -> dict:
-    """Wall p50 (ms) over ``repeats`` plans, then one profiled pass of the same plans: device
-    kernel time and launches per plan and the top operators by device time."""
+    """Wall p50 (ms) and stage p50s over ``repeats`` plans (:func:`latency.measure`, after a
+    warm-up that also captures graphs), then one profiled pass of the same plans: device kernel
+    time and launches per plan and the top operators by device time (CPU time off CUDA)."""
     from torch.profiler import ProfilerActivity, profile
 
-    opts = {"sampler": args.sampler, "steps": args.steps}
-    for _ in range(2):  # warm-up: captures, compiles, allocator
-        planner.plan(cloud, args.grasps, **opts)
+    row = measure(planner, cloud, args.grasps, args.sampler, args.steps, args.repeats)
     cuda = args.device.startswith("cuda")
-    walls, stages = [], []
-    for r in range(args.repeats):
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = planner.plan(cloud, args.grasps, seed=r, **opts)
-        if cuda:
-            torch.cuda.synchronize()
-        walls.append((time.perf_counter() - t0) * 1e3)
-        stages.append(out.timings)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for r in range(args.repeats):
-            planner.plan(cloud, args.grasps, seed=r, **opts)
+            planner.plan(cloud, args.grasps, sampler=args.sampler, steps=args.steps, seed=r)
         if cuda:
             torch.cuda.synchronize()
     events = prof.key_averages()
@@ -67,13 +56,12 @@ def profile_backend(planner, cloud: np.ndarray, args) -> dict:
     syncs = sum(
         e.count for e in events if e.key in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaMemcpyAsync")
     )
-    key = "self_device_time_total" if hasattr(events[0], "self_device_time_total") else "self_cuda_time_total"
-    key = key if cuda else "self_cpu_time_total"  # off CUDA: the top operators by CPU time
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
     top = sorted(events, key=lambda e: -getattr(e, key))
     n = args.repeats
     return {
-        "wall_p50_ms": float(np.median(walls)),
-        "stages_p50_ms": {k: float(np.median([s[k] for s in stages])) for k in stages[0]},
+        "wall_p50_ms": row["p50"],
+        "stages_p50_ms": {k: v for k, v in row.items() if k not in ("p50", "p95", "kept")},
         "device_ms_per_plan": device_us / 1e3 / n,
         "launches_per_plan": launches / n,
         "graph_launches_per_plan": graphs / n,
@@ -84,7 +72,7 @@ def profile_backend(planner, cloud: np.ndarray, args) -> dict:
 
 def parity(reference, other, cloud: np.ndarray, args) -> dict:
     """Same seed through both planners: the largest palm translation difference (mm) and joint
-    difference (rad) of the ranked grasps, and whether the order matches."""
+    difference (rad) of the ranked grasps, and whether both returned as many."""
     opts = {"sampler": args.sampler, "steps": args.steps, "seed": 7}
     a, b = reference.plan(cloud, args.grasps, **opts), other.plan(cloud, args.grasps, **opts)
     if a.palm_pose.shape != b.palm_pose.shape:
@@ -124,7 +112,7 @@ def main(argv=None) -> None:
     for b, r in rows.items():
         diff = parity(planners[first], planners[b], cloud, args) if b != first else None
         diff_s = "-" if diff is None else f"{diff['palm_mm']:.3f}mm"
-        stage_s = "  ".join(f"{k} {v:.1f}" for k, v in r["stages_p50_ms"].items() if k != "total")
+        stage_s = "  ".join(f"{k} {v:.1f}" for k, v in r["stages_p50_ms"].items())
         print(f"{b:10s} {r['wall_p50_ms']:8.1f}ms {r['device_ms_per_plan']:7.2f}ms {r['launches_per_plan']:9.0f}"
               f" {r['graph_launches_per_plan']:7.0f} {r['copies_syncs_per_plan']:7.0f} {diff_s:>10s}  {stage_s}")  # fmt: skip
     for b, r in rows.items():

@@ -27,6 +27,7 @@ from sceneleap_core.infer.postprocess import (
     reason_counts,
     refine,
 )
+from sceneleap_core.models.denoisers import SceneCache
 
 BACKENDS = ("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")
 
@@ -216,20 +217,6 @@ def geometry_terms(hand: HandModel, pose: torch.Tensor, check: dict, plane) -> d
             "palm_height": pose[:, :3, 3] @ normal - float(plane.offset), "approach_up": approach @ normal}
 
 
-def _flat_cache(cache) -> tuple[torch.Tensor, ...]:
-    """:class:`SceneCache` -> (cond, [anchor], k0, v0, k1, v1, ...) (what a CUDA graph returns)."""
-    head = (cache.cond,) if cache.anchor is None else (cache.cond, cache.anchor)
-    return head + tuple(t for kv in cache.kv for t in kv)
-
-
-def _unflat_cache(flat: tuple[torch.Tensor, ...], anchored: bool):
-    """The inverse of :func:`_flat_cache`."""
-    from sceneleap_core.models.denoisers import SceneCache
-
-    h = 2 if anchored else 1
-    return SceneCache(list(zip(flat[h::2], flat[h + 1 :: 2])), flat[0], flat[1] if anchored else None)
-
-
 def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
                   watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None,
@@ -379,7 +366,7 @@ class GraspPlanner:
             self._graphed = {  # the per-cloud network work around the loop, captured too
                 "encode": GraphedCall(lambda p: m.encoder(p, deterministic=True), "scene encoder"),
                 "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz)), "anchor score"),
-                "cache": GraphedCall(lambda p, tok, xyz, *a: _flat_cache(m._cache(p, tok, xyz, None, a[0] if a else None)),
+                "cache": GraphedCall(lambda p, tok, xyz, *a: m._cache(p, tok, xyz, None, a[0] if a else None).to_tuple(),
                                      "scene cache"),
             }  # fmt: skip
         elif backend == "aoti":
@@ -453,7 +440,7 @@ class GraspPlanner:
         if self._graphed is None:
             return self.model._cache(points, tokens, xyz, None, anchors)
         flat = self._graphed["cache"](points, tokens, xyz, *(() if anchors is None else (anchors,)))
-        return _unflat_cache(flat, anchors is not None)
+        return SceneCache.from_tuple(flat)
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:

@@ -37,7 +37,7 @@ class _Factor:
         if self.kind == "constant":
             return warmup_constant_factor(step, warmup_steps=self.warmup_steps)
         return warmup_cosine_factor(step, warmup_steps=self.warmup_steps, total_steps=self.total_steps,
-                                    min_ratio=self.min_ratio, time_progress=getattr(self, "time_progress", 0.0))  # fmt: skip
+                                    min_ratio=self.min_ratio, time_progress=self.time_progress)  # fmt: skip
 
 
 def set_time_progress(scheduler, fraction: float) -> bool:
