@@ -8,6 +8,9 @@
 #                                            # ladder into $OUT
 #   bash bench/gpu_default_model.sh speed    # (before start) the default model's training step on
 #                                            # synthetic data: fp32 / bf16 / + torch.compile (~3 min)
+#   bash bench/gpu_default_model.sh e2espeed # (before start) real training runs on composed scenes, one
+#                                            # per SPEED_RUNS spec, SPEED_STEPS steps each: steps/s,
+#                                            # samples/s, share of time waiting for data, GPU busy (~8 min)
 # Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers), WORKERS, BUDGET (seconds one call may wait),
 # MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
 # composed data, sharing the GPU: "name:override override|name2:..."; default one run "default:").
@@ -21,7 +24,7 @@ MODEL=${MODEL:-model.d_model=288 model.heads=6}; EXTRA=${EXTRA:-}; RUNS=${RUNS:-
 IFS='|' read -r -a RUN_SPECS <<< "$RUNS"; NRUNS=${#RUN_SPECS[@]}
 PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
 T0=$(date +%s)
-phase=${1:?start | poll | collect | speed}
+phase=${1:?start | poll | collect | speed | e2espeed}
 
 wait_for() {  # wait until every run's done file exists or BUDGET seconds of this call have passed
   local spec name missing
@@ -45,6 +48,43 @@ if [ "$phase" = speed ]; then  # is the step or the loader the limit, and which 
     --modes fp32,bf16,fp32+compile,bf16+compile \
     --model-args anchor=seed anchor_region_knn=128 anchor_scene=true d_model=288 heads=6
   exit $?
+fi
+if [ "$phase" = e2espeed ]; then  # the whole training loop (loader included) per config, side by side
+  SPEED_RUNS=${SPEED_RUNS:-b32:|b64:data.batch_size=64|b64c:data.batch_size=64 trainer.compile=true|b32f:trainer.precision=32-true}
+  SPEED_STEPS=${SPEED_STEPS:-400}; SPEED_SCENES=${SPEED_SCENES:-256}
+  [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH=/tmp/site:$PWD; S=$W/speed; rm -rf "$S"; mkdir -p "$S"
+  nc=$(( NPROC > 3 ? NPROC - 2 : 1 ))
+  for i in $(seq 0 $((nc - 1))); do
+    $SL scenes compose --library $LIB --split train --num-scenes "$SPEED_SCENES" --views 4 --scenes-per-shard 4 \
+      --seed 0 --device cpu --out "$S/data" --shard "$i/$nc" > /dev/null 2>&1 &
+  done
+  wait
+  $PY -c "from sceneleap_core.data.shards import write_manifest; write_manifest('$S/data', pattern='shard_*.h5')"
+  echo "composed $SPEED_SCENES scenes: $(( $(date +%s) - T0 )) s"
+  IFS='|' read -r -a SPECS <<< "$SPEED_RUNS"; rows=()
+  for spec in "${SPECS[@]}"; do
+    name=${spec%%:*}; over=${spec#*:}; t1=$(date +%s)
+    nvidia-smi --query-gpu=utilization.gpu --format=csv,noheader,nounits -lms 500 > "$S/$name.gpu" 2>/dev/null &
+    smi=$!
+    timeout -k 5 240 $SL train --config config/train/default.yaml data.root="$S/data" data.val_root="$S/data" \
+      run_dir="$S/$name" trainer.max_steps=$SPEED_STEPS val.every=0 trainer.progress_bar=false trainer.devices=1 \
+      trainer.log_every=50 trainer.checkpoint_every=100000 data.num_workers=$nc logger=csv $MODEL $over \
+      > "$S/$name.log" 2>&1
+    kill $smi 2>/dev/null
+    busy=$(awk 'NR > 20 { s += $1; n++ } END { printf "%.0f", n ? s / n : -1 }' "$S/$name.gpu")
+    perf=$($PY -c "
+import csv, sys
+rows = [r for r in csv.DictReader(open('$S/$name/csv/version_0/metrics.csv')) if r.get('perf/steps_per_s')]
+r = rows[-1] if rows else {}
+print('%s %s %s' % tuple('%.3g' % float(r[k]) if k in r else '-' for k in ('perf/steps_per_s', 'perf/samples_per_s', 'perf/data_wait_frac')))
+" 2>/dev/null || echo "- - -")
+    grep -h "Error" "$S/$name.log" | tail -n 2
+    rows+=("$name $perf $busy $(( $(date +%s) - t1 ))")
+  done
+  printf '%-6s %10s %12s %10s %9s %7s\n' run steps/s samples/s data_wait gpu_busy wall_s
+  for r in "${rows[@]}"; do printf '%-6s %10s %12s %10s %9s %7s\n' $r; done
+  exit 0
 fi
 if [ "$phase" = start ]; then
   if [ -d .whl ]; then

@@ -25,6 +25,7 @@ from sceneleap_core.train.checkpoint import AtomicCheckpointIO
 from sceneleap_core.train.config import TrainConfig, config_to_dict, save_config
 from sceneleap_core.train.data import GraspDataModule
 from sceneleap_core.train.module import GraspTrainingModule, compile_model
+from sceneleap_core.train.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,8 @@ def build_trainer(cfg: TrainConfig, run: Path, *, callbacks: list | None = None,
         save_on_train_epoch_end=False,
     )
     loggers = build_loggers(cfg, run)
-    cbs = [ckpt, *(callbacks or [])]  # the module logs train/lr itself
+    speed = ThroughputMonitor(log_every=t.log_every, print_every=max(t.log_every, 500))
+    cbs = [ckpt, speed, *(callbacks or [])]  # the module logs train/lr itself
     every = cfg.val.every * cfg.optim.accumulate
     kwargs = dict(
         accelerator=t.accelerator,
