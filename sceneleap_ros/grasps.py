@@ -25,7 +25,7 @@ class RankedGrasps:
         palm_pose: (G, 4, 4) pose of the palm frame.
         joints: (G, J) joint angles.
         pregrasp_pose: (G, 4, 4) palm backed off along the approach axis.
-        pregrasp_joints: (G, J) the hand's open pose.
+        pregrasp_joints: (G, J) the hand at the start of the approach (the planner's, else open).
         scores: (G,) in [0, 1], higher is better.
         target: (G, 3) the observed point each grasp aims at.
         ids: (G,) index of each grasp in the planner's output.
@@ -84,7 +84,9 @@ def rank_grasps(grasp_set, hand, points: np.ndarray, *, score_threshold: float =
     those scoring below ``score_threshold`` dropped. The planner's own ranking (its learned ranker,
     else -energy, :func:`message_scores`; diverse top-k, so a near-duplicate of a better grasp may
     come after a lower-scored one) is kept; grasps it did not rank are scored by
-    :func:`score_grasps` and sorted."""
+    :func:`score_grasps` and sorted. The pregrasp is the planner's (``pregrasp_pose`` /
+    ``pregrasp_joints``, the start of the approach its filter checked) when it made one, else the
+    palm backed off ``pregrasp_distance`` along the approach axis with the hand open."""
     pose = grasp_set.palm_pose[0].detach().to(hand.device)  # (G, 4, 4)
     joints = grasp_set.joints[0].detach().to(hand.device)  # (G, J)
     scores = message_scores(grasp_set)
@@ -94,15 +96,21 @@ def rank_grasps(grasp_set, hand, points: np.ndarray, *, score_threshold: float =
     else:  # the planner's order: by score, diverse first (a near-duplicate of a better grasp waits)
         order = np.arange(len(scores))
     pose_np, joints_np = pose.double().cpu().numpy(), joints.double().cpu().numpy()
-    approach = pose_np[:, :3, :3] @ hand.approach_axis.double().cpu().numpy()  # (G, 3)
-    pre = pose_np.copy()
-    pre[:, :3, 3] -= pregrasp_distance * approach
+    if grasp_set.pregrasp_pose is not None:  # the planner's, whose approach sweep its filter checked
+        pre = grasp_set.pregrasp_pose[0].detach().double().cpu().numpy()
+    else:
+        approach = pose_np[:, :3, :3] @ hand.approach_axis.double().cpu().numpy()  # (G, 3)
+        pre = pose_np.copy()
+        pre[:, :3, 3] -= pregrasp_distance * approach
     if grasp_set.anchors is not None:
         target = grasp_set.anchors[0].detach().double().cpu().numpy()
     else:
         target = pose_np[:, :3, 3].copy()
     order = order[scores[order] >= score_threshold]
-    open_pose = np.broadcast_to(hand.open_pose.double().cpu().numpy(), joints_np.shape)
+    if grasp_set.pregrasp_joints is not None:
+        open_pose = grasp_set.pregrasp_joints[0].detach().double().cpu().numpy()
+    else:
+        open_pose = np.broadcast_to(hand.open_pose.double().cpu().numpy(), joints_np.shape)
     return RankedGrasps(pose_np[order], joints_np[order], pre[order], np.array(open_pose[order]), scores[order],
                         target[order], order.astype(np.int64))  # fmt: skip
 

@@ -83,7 +83,9 @@ def test_grasp_set_to_dex_grasp_array_and_back(store, planned, hand):
     np.testing.assert_allclose(back.palm_pose, pose, atol=1e-5)
     np.testing.assert_allclose(back.joints, out.joints[0].double().numpy()[back.ids], atol=1e-12)
     np.testing.assert_allclose(back.target, out.anchors[0].double().numpy()[back.ids], atol=1e-12)
-    np.testing.assert_allclose(back.pregrasp_joints, np.broadcast_to(hand.open_pose.numpy(), back.joints.shape))
+    # the pregrasp is the planner's (the approach start its filter checks): 10 cm back along the approach
+    np.testing.assert_allclose(back.pregrasp_joints, out.pregrasp_joints[0].double().numpy()[back.ids], atol=1e-6)
+    np.testing.assert_allclose(back.pregrasp_pose, out.pregrasp_pose[0].double().numpy()[back.ids], atol=1e-5)
     approach = pose[:, :3, :3] @ hand.approach_axis.double().numpy()
     np.testing.assert_allclose(back.pregrasp_pose[:, :3, 3], pose[:, :3, 3] - 0.1 * approach, atol=1e-5)
     assert np.all((back.scores > 0) & (back.scores <= 1))
@@ -115,6 +117,21 @@ def test_the_learned_rankers_order_and_lift_probability_reach_the_message(hand):
     assert ranked.ids.tolist() == [0, 1, 2]
     np.testing.assert_allclose(ranked.scores, torch.sigmoid(logits[0]).numpy())
     assert rank_grasps(gs, hand, np.zeros((4, 3)), score_threshold=0.5).ids.tolist() == [0, 1]
+
+
+def test_the_planners_pregrasp_reaches_the_message(hand):
+    from sceneleap_core.infer import GraspSet
+
+    pose = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    joints = hand.open_pose.double().expand(2, -1)
+    pre = pose.clone()
+    pre[:, 2, 3] = torch.tensor([0.3, 0.4])  # not the default 10 cm back-off
+    pre_q = joints + 0.01 * torch.arange(2, dtype=torch.float64)[:, None]
+    gs = GraspSet(pose[None], joints[None], torch.zeros(1, 2, 25), pregrasp_pose=pre[None], pregrasp_joints=pre_q[None],
+                  scores=torch.tensor([[1.0, 0.0]]), score_kind="ranker")  # fmt: skip
+    ranked = rank_grasps(gs, hand, np.zeros((4, 3)))
+    np.testing.assert_allclose(ranked.pregrasp_pose, pre.numpy())
+    np.testing.assert_allclose(ranked.pregrasp_joints, pre_q.numpy())
 
 
 def test_markers_are_the_fk_boxes_of_the_top_grasps(store, planned, hand):
