@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from key_values import parse_key_values  # bench/ is the script's directory
 
 BASELINE = "baseline"
 DEFAULT_METHODS = "ddpm:100,ddim:20,ddim:10,dpmpp:10,dpmpp:5,baseline"
@@ -342,13 +343,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
     methods = parse_methods(args.methods)
     from sceneleap_core.infer.postprocess import PostConfig
 
-    post, defaults = {}, PostConfig()
-    for item in args.post:
-        key, sep, value = item.partition("=")
-        if not sep or not hasattr(defaults, key):
-            raise ValueError(f"--post: expected KEY=VALUE with KEY a PostConfig field, got {item!r}")
-        kind = type(getattr(defaults, key))
-        post[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    post = parse_key_values(args.post, "--post", PostConfig())
     planners = Planners(methods, args.model, args.device, args.backend, post)
     evaluator = SimLiftEvaluator(args.root, workers=args.workers)
     try:

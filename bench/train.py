@@ -28,6 +28,7 @@ import time
 
 import torch
 import torch.distributed as dist
+from key_values import parse_key_values  # bench/ is the script's directory
 from torch import nn
 
 from sceneleap_core.models import build_generator
@@ -45,28 +46,6 @@ class LossWrapper(nn.Module):
     def forward(self, points: torch.Tensor, grasps: torch.Tensor, generator: torch.Generator,
                 anchors: dict[str, torch.Tensor]) -> torch.Tensor:  # fmt: skip
         return self.model.training_loss(points, grasps, generator=generator, **anchors)["loss"]
-
-
-def parse_model_args(items: list[str]) -> dict:
-    """``["anchor=seed", "anchor_scene=true", "d_model=288"]`` -> preset overrides (int, float,
-    bool or str by the value's look)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--model-args: expected KEY=VALUE, got {item!r}")
-        low = value.lower()
-        if low in ("true", "false"):
-            out[key] = low == "true"
-        else:
-            try:
-                out[key] = int(value)
-            except ValueError:
-                try:
-                    out[key] = float(value)
-                except ValueError:
-                    out[key] = value
-    return out
 
 
 def synthetic_anchors(model, points: torch.Tensor, grasps: int, seed: int) -> dict[str, torch.Tensor]:
@@ -94,7 +73,7 @@ def synthetic_batch(args, device: torch.device, seed: int) -> tuple[torch.Tensor
 def run_config(args, mode: str, ckpt: bool, device: torch.device, rank: int = 0, world: int = 1) -> dict:
     """Time ``args.steps`` optimizer steps after ``args.warmup`` (more for compile); returns one row."""
     torch.manual_seed(0)
-    overrides = {**parse_model_args(args.model_args), "grad_checkpointing": ckpt}
+    overrides = {**parse_key_values(args.model_args, "--model-args"), "grad_checkpointing": ckpt}
     model = build_generator(args.preset, **overrides).to(device)
     params = sum(p.numel() for p in model.parameters())
     if mode.endswith("compile"):
@@ -239,6 +218,10 @@ def main() -> None:
     p.add_argument("--port", type=int, default=29512)
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = p.parse_args()
+    try:
+        parse_key_values(args.model_args, "--model-args")
+    except ValueError as err:
+        p.error(str(err))
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (TF32 would blur the bf16 comparison)
     torch.backends.cudnn.allow_tf32 = False
 

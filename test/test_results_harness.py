@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _harness():
     """bench/results.py as a module (bench/ is a folder of scripts, not a package)."""
     if "bench_results" not in sys.modules:
+        if str(ROOT / "bench") not in sys.path:  # its sibling modules (key_values), as when run as a script
+            sys.path.insert(0, str(ROOT / "bench"))
         spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
         sys.modules["bench_results"] = module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -121,3 +123,22 @@ def test_methods_views_and_diversity():
     mm, deg = r.diversity(np.stack([a, b]))
     assert mm == pytest.approx(50.0) and deg == pytest.approx(90.0)
     assert all(x != x for x in r.diversity(a[None]))  # NaN for one grasp
+
+
+def test_key_values_typed_by_a_schema_or_by_their_look():
+    from sceneleap_core.infer.postprocess import PostConfig
+
+    _harness()
+    from key_values import parse_key_values
+
+    post = parse_key_values(["refine_steps=3", "filter=no", "pregrasp_distance=0.2"], "--post", PostConfig())
+    assert post == {"refine_steps": 3, "filter": False, "pregrasp_distance": 0.2}
+    assert isinstance(post["refine_steps"], int) and isinstance(post["pregrasp_distance"], float)
+    with pytest.raises(ValueError, match=r"--post: expected KEY=VALUE with KEY a field of PostConfig, got 'nope=1'"):
+        parse_key_values(["nope=1"], "--post", PostConfig())
+    with pytest.raises(ValueError, match=r"--post: expected type int in 'refine_steps=x'"):
+        parse_key_values(["refine_steps=x"], "--post", PostConfig())
+    free = parse_key_values(["anchor=seed", "d_model=288", "lr=3e-4", "anchor_scene=True"], "--model-args")
+    assert free == {"anchor": "seed", "d_model": 288, "lr": 3e-4, "anchor_scene": True}
+    with pytest.raises(ValueError, match="--model-args: expected KEY=VALUE"):
+        parse_key_values(["d_model"], "--model-args")
