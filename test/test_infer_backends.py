@@ -151,7 +151,7 @@ def test_cuda_graph_backend_replays_the_eager_denoiser():
     for seed in (0, 1):  # the second call replays the captured graph with new inputs
         xg = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).cuda()
         torch.testing.assert_close(graphed(xg, t.cuda(), cache), model_gpu.denoiser(xg, t.cuda(), cache), atol=1e-4, rtol=1e-4)
-    assert len(graphed._graphs) == 1
+    assert len(graphed._call._graphs) == 1
 
 
 @pytest.mark.parametrize("anchor", ["seed", "none", "seed+context"])
