@@ -6,6 +6,9 @@ planner's current ranking (-energy) and chance (the mean).
 
     python bench/ranking.py --model sceneleap_core/assets/default_model --data demo_out/composed \
         --views 12 --candidates 32 --workers 2 --out ranking.json
+
+``--out`` holds per view its dataset index, each kept grasp's terms, lift outcome, world palm pose
+and joints (what ``bench/ranker_fit.py`` and ``bench/critic_fit.py`` learn from).
 """
 
 from __future__ import annotations
@@ -69,12 +72,12 @@ def main(argv=None) -> None:
             grasps, _ = plan_view(planner, sample, args.candidates, steps=args.steps, sampler=args.sampler,
                                   seed=index, oversample=1, diversity=0)  # fmt: skip
             success = np.zeros(0, bool)
+            pose, joints = grasps.palm_pose[0].double().cpu().numpy(), grasps.joints[0].double().cpu().numpy()
             if len(grasps):
-                ev = evaluator.evaluate_world(index, grasps.palm_pose[0].double().cpu().numpy(),
-                                              grasps.joints[0].double().cpu().numpy())  # fmt: skip
-                success = np.asarray(ev.lift.success, bool)
+                success = np.asarray(evaluator.evaluate_world(index, pose, joints).lift.success, bool)
             terms = {k: v[0].double().cpu().numpy() for k, v in grasps.terms.items()}
-            views.append({"index": int(index), "success": success, "terms": terms, "rejected": grasps.rejected})
+            views.append({"index": int(index), "success": success, "terms": terms, "rejected": grasps.rejected,
+                          "pose": pose, "joints": joints})  # fmt: skip
     finally:
         evaluator.close()
     labels = np.concatenate([v["success"] for v in views])
@@ -96,8 +99,10 @@ def main(argv=None) -> None:
     for name, a, t1, t4 in rows:
         print(f"{name:34s} {a:6.3f} {t1:6.3f} {t4:6.3f}")
     if args.out:
-        data = {"rows": rows, "views": [{**v, "success": v["success"].tolist(),
-                                         "terms": {k: x.tolist() for k, x in v["terms"].items()}} for v in views]}  # fmt: skip
+        data = {"rows": rows, "data": args.data,
+                "views": [{**v, "success": v["success"].tolist(), "pose": np.round(v["pose"], 6).tolist(),
+                           "joints": np.round(v["joints"], 6).tolist(),
+                           "terms": {k: x.tolist() for k, x in v["terms"].items()}} for v in views]}  # fmt: skip
         with open(args.out, "w") as f:
             json.dump(data, f)
         print(f"wrote {args.out}")

@@ -23,7 +23,7 @@ def _info(args: argparse.Namespace) -> int:
 
     model, normalizer, extra = GraspGenerator.load_pretrained(args.dir)
     meta = json.loads((Path(args.dir) / "config.json").read_text())
-    files = sorted(Path(args.dir).glob("*.safetensors"))
+    files = sorted(Path(args.dir).glob("model*.safetensors"))
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.dir}: {params / 1e6:.2f} M parameters, weights {meta.get('weights_dtype', 'float32')} in "
           f"{len(files)} file(s), {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB")  # fmt: skip
@@ -40,6 +40,7 @@ def _pack(args: argparse.Namespace) -> int:
 
     import torch
 
+    from sceneleap_core.infer.critic import CRITIC_NAME, GraspCritic
     from sceneleap_core.infer.ranker import RANKER_NAME, GraspRanker
     from sceneleap_core.models import GraspGenerator
 
@@ -54,14 +55,16 @@ def _pack(args: argparse.Namespace) -> int:
         args.out, normalizer, extra, dtype=getattr(torch, args.dtype), max_shard_bytes=int(args.max_shard_mb * 2**20)
     )
     ranker = Path(args.dir) / RANKER_NAME
-    if ranker.is_file():  # the learned grasp ranker travels with the model
+    if ranker.is_file():  # the learned grasp ranker and critic travel with the model
         GraspRanker.load(ranker).save(Path(out) / RANKER_NAME)
+    if (Path(args.dir) / CRITIC_NAME).is_file():
+        GraspCritic.load(args.dir).save(out)
     packed, _, _ = GraspGenerator.load_pretrained(out)
     change = max(
         float((a - b).abs().max()) if a.is_floating_point() else 0.0
         for a, b in zip(model.state_dict().values(), packed.state_dict().values())
     )
-    files = sorted(out.glob("*.safetensors"))
+    files = sorted(out.glob("model*.safetensors"))
     print(f"wrote {out}: {len(files)} file(s), largest {max(f.stat().st_size for f in files) / 2**20:.1f} MiB, "
           f"total {sum(f.stat().st_size for f in files) / 2**20:.1f} MiB, {args.dtype}; largest weight change {change:.2e}")  # fmt: skip
     return 0

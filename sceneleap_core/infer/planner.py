@@ -220,14 +220,16 @@ def geometry_terms(hand: HandModel, pose: torch.Tensor, check: dict, plane) -> d
 def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
                   watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None,
-                  ranker=None) -> GraspSet:  # fmt: skip
+                  ranker=None, up: np.ndarray | None = None) -> GraspSet:  # fmt: skip
     """Candidate grasps of one cloud -> the ranked :class:`GraspSet` (1, G, ...): the post-processing
     every planner shares (the learned :meth:`GraspPlanner.plan` and the non-learned baselines of
     :mod:`sceneleap_core.infer.baselines`), so they are filtered and ranked alike.
 
     Recipe: refine (``config.refine_steps``) -> reject collisions with the cloud / table / approach
-    sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`, or the logit of ``ranker``, a
-    :class:`sceneleap_core.infer.ranker.GraspRanker` over every term) -> diverse top-k.
+    sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`, or the logit of ``ranker``: a
+    :class:`sceneleap_core.infer.ranker.GraspRanker` over every term, or a
+    :class:`sceneleap_core.infer.critic.GraspCritic` that also reads the points under each hand)
+    -> diverse top-k.
 
     Args:
         hand: the hand model (its device and dtype run the checks).
@@ -242,6 +244,9 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
             ``total`` are added), or None (a new one).
         terms: more per-candidate ranking evidence {name: (C,)} (e.g. the anchor score), returned
             in ``GraspSet.terms`` beside the energy terms.
+        ranker: anything with ``score_grasps(hand=, cloud=, pose=, joints=, up=, terms=) -> (K,)``
+            logits of the K kept candidates, or None (rank by -energy).
+        up: (3,) world up in the input frame for the ranker (None: the plane's normal, else +z).
     """
     device = hand.device
     watch = Stopwatch(device) if watch is None else watch
@@ -255,8 +260,13 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     with torch.no_grad():
         energy = grasp_energy(hand, pose[keep], joints[keep], cloud_t, plane, config)
     extra = {k: v.to(device) for k, v in {**geometry_terms(hand, pose, check, plane), **(terms or {})}.items()}
-    if ranker is not None:  # every term of the kept candidates
-        scores = ranker.score({**{k: v[keep] for k, v in extra.items()}, **energy}).to(energy["total"].dtype)
+    if ranker is not None:  # every term of the kept candidates (and, for a critic, the points under each hand)
+        if up is None and plane is not None:
+            up = plane.normal
+        up_t = None if up is None else torch.as_tensor(np.asarray(up, dtype=np.float64), dtype=dt, device=device)
+        kept_terms = {**{k: v[keep] for k, v in extra.items()}, **energy}
+        scores = ranker.score_grasps(hand=hand, cloud=cloud_t, pose=pose[keep], joints=joints[keep], up=up_t,
+                                     terms=kept_terms).to(energy["total"].dtype)  # fmt: skip
     else:
         scores = -energy["total"]
     order = keep[diverse_topk(pose[keep], scores, num_grasps, config.diversity, config.rotation_scale)]
@@ -445,10 +455,12 @@ class GraspPlanner:
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
-        (``num_points``, ``center``, ``frame``) are used unless given, and its ``ranker.json`` (a
-        learned grasp ranker) unless ``ranker`` is given (None = rank by -energy)."""
+        (``num_points``, ``center``, ``frame``) are used unless given, and its learned ranking unless
+        ``ranker`` is given (None = rank by -energy): the grasp critic (``critic.json`` +
+        ``critic.safetensors``) when present, else the logistic ``ranker.json``."""
         from pathlib import Path
 
+        from sceneleap_core.infer.critic import CRITIC_NAME, GraspCritic
         from sceneleap_core.infer.ranker import RANKER_NAME, GraspRanker
         from sceneleap_core.models import GraspGenerator
 
@@ -459,7 +471,9 @@ class GraspPlanner:
         for key in ("num_points", "center", "frame"):
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
-        if "ranker" not in kwargs and (Path(directory) / RANKER_NAME).is_file():
+        if "ranker" not in kwargs and (Path(directory) / CRITIC_NAME).is_file():
+            kwargs["ranker"] = GraspCritic.load(directory, device=device)
+        elif "ranker" not in kwargs and (Path(directory) / RANKER_NAME).is_file():
             kwargs["ranker"] = GraspRanker.load(Path(directory) / RANKER_NAME)
         return cls(model, normalizer, backend=backend, **kwargs)
 
@@ -574,4 +588,4 @@ class GraspPlanner:
         watch.lap("decode")
         return finish_grasps(self.hand, prep.cloud, prep.plane, pose, out.joints[0], num_grasps, cfg,
                              vectors=out.vectors[0], anchors=anchors, watch=watch,
-                             terms={k: v[0] for k, v in out.terms.items()}, ranker=self.ranker)  # fmt: skip
+                             terms={k: v[0] for k, v in out.terms.items()}, ranker=self.ranker, up=prep.up)  # fmt: skip

@@ -57,6 +57,11 @@ class GraspRanker:
         bias = float(self.bias) - float(w @ torch.tensor(self.mean, dtype=torch.float64))  # standardization folded in
         return x @ w.to(x.device, torch.float32) + bias
 
+    def score_grasps(self, *, terms: dict[str, torch.Tensor], **geometry) -> torch.Tensor:
+        """The planner's call (:func:`sceneleap_core.infer.planner.finish_grasps`): logits from the
+        terms alone; the grasps' geometry (``hand``, ``cloud``, ``pose``, ``joints``, ``up``) is unused."""
+        return self.score(terms)
+
     def save(self, path: str | Path) -> Path:
         return write_text_atomic(path, json.dumps(asdict(self), indent=1))
 
