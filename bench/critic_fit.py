@@ -7,7 +7,10 @@ planner then ranks by it).
 
     python bench/ranking.py --model M --data data/train --views 192 --sampler ddim --out train.json
     python bench/ranking.py --model M --data data/dev --views 48 --sampler ddim --out dev.json
-    python bench/critic_fit.py train.json --eval dev.json --model M [--out M] [--png curves.png]
+    python bench/critic_fit.py train.json [train2.json ...] --eval dev.json --model M [--out M] [--png auc.png]
+
+The held-out set only reports (``--select last``, the default, keeps the last epoch); ``--select
+best`` keeps the epoch with the best held-out AUC, which then overstates that AUC.
 
 Each view's cloud is the planner's own (``GraspPlanner.prepare`` with the view's seed, as
 ``bench/ranking.py`` planned it), so the critic sees at fit time what it sees when planning.
@@ -69,10 +72,16 @@ def main(argv=None) -> None:
     from sceneleap_core.infer.ranker import fit_ranker, roc_auc, top_k_rate
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("train", help="bench/ranking.py --out JSON of training scenes")
+    ap.add_argument("train", nargs="+", help="bench/ranking.py --out JSON(s) of training scenes")
     ap.add_argument("--eval", required=True, help="the same for held-out views (development set)")
     ap.add_argument("--model", required=True, help="the model directory the grasps were planned with")
-    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--epochs", type=int, default=25)
+    ap.add_argument(
+        "--select",
+        choices=("last", "best"),
+        default="last",
+        help="keep the last epoch's weights, or the epoch with the best held-out AUC (optimistic)",
+    )
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=1e-3)
     ap.add_argument("--width", type=int, default=64)
@@ -88,7 +97,10 @@ def main(argv=None) -> None:
     planner = GraspPlanner.from_pretrained(args.model, device="cpu")
     t0 = time.perf_counter()
     probe = GraspCritic(planner.hand.dof, list(FEATURES), k=args.k, radius=args.radius, width=args.width)
-    tr_in, tr_y, tr_terms = view_inputs(planner, probe, args.train)
+    tr_in, tr_y, tr_terms = [], [], []
+    for path in args.train:
+        ins, ys, terms = view_inputs(planner, probe, path)
+        tr_in, tr_y, tr_terms = tr_in + ins, tr_y + ys, tr_terms + terms
     ev_in, ev_y, ev_terms = view_inputs(planner, probe, args.eval)
     x_tr, y_tr = cat(tr_in), torch.from_numpy(np.concatenate(tr_y)).float()
     mean = x_tr[3].mean(0).tolist()
@@ -120,7 +132,8 @@ def main(argv=None) -> None:
         history.append((epoch + 1, tr_auc, ev_auc))
         if ev_auc > best[0]:
             best = (ev_auc, {k: v.clone() for k, v in critic.state_dict().items()}, epoch + 1)
-    critic.load_state_dict(best[1])
+    if args.select == "best":
+        critic.load_state_dict(best[1])
     critic.eval()
     # the logistic ranker on the same training grasps, -energy, and the critic, on both sets
     ranker = fit_ranker(np.concatenate([np.stack([t[f] for f in FEATURES], 1) for t in tr_terms]),
@@ -138,7 +151,8 @@ def main(argv=None) -> None:
         for m, scores in methods.items():
             rows.append((name, m, roc_auc(np.concatenate(scores), np.concatenate(ys)), top_k_rate(scores, ys, 1),
                          top_k_rate(scores, ys, 4)))  # fmt: skip
-    print(f"critic: best held-out AUC at epoch {best[2]} of {args.epochs} ({time.perf_counter() - t0:.0f} s)")
+    print(f"critic: {args.select} epoch kept; best held-out AUC {best[0]:.3f} at epoch {best[2]} of {args.epochs} "
+          f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     print(f"{'set':22s} {'ranking by':16s} {'AUC':>6s} {'top-1':>6s} {'top-4':>6s}")
     for s, m, a, t1, t4 in rows:
         print(f"{s:22s} {m:16s} {a:6.3f} {t1:6.3f} {t4:6.3f}")
@@ -160,7 +174,8 @@ def main(argv=None) -> None:
         fig.savefig(args.png, dpi=120)
         print(f"wrote {args.png}")
     if args.out:
-        critic.info = {"train": args.train, "eval": args.eval, "samples": int(n), "epoch": best[2],
+        epoch = best[2] if args.select == "best" else args.epochs
+        critic.info = {"train": args.train, "eval": args.eval, "samples": int(n), "epoch": epoch,
                        "rows": [list(r) for r in rows]}  # fmt: skip
         critic.save(args.out)
         print(f"wrote {args.out}/critic.safetensors + critic.json")
