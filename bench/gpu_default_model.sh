@@ -28,6 +28,11 @@ phase=${1:?start | poll | collect | speed | e2espeed}
 
 wait_for() {  # wait until every run's done file exists or BUDGET seconds of this call have passed
   local spec name missing
+  if [ ! -e "$W/env.sh" ]; then  # a poll/collect that lands on a fresh machine must not wait out its budget
+    echo "no pipeline under $W on this machine: it is a fresh one (the last was given back after its idle" \
+      "time), so the background run is lost; run 'start' again" >&2
+    exit 3
+  fi
   while [ $(( $(date +%s) - T0 )) -lt "$BUDGET" ]; do
     missing=0
     for spec in "${RUN_SPECS[@]}"; do [ -e "$W/${spec%%:*}/done" ] || missing=1; done
