@@ -46,6 +46,25 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give a new file: 0o666 less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def write_safetensors_atomic(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """:func:`write_atomic` of a safetensors file, with the mode of any other file this process
+    writes (``safetensors`` creates its files 0600, which another user, e.g. a ROS node's, cannot read)."""
+    from safetensors.torch import save_file
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, default_file_mode())
+
+    return write_atomic(path, write)
+
+
 def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from sceneleap_core.atomic import default_file_mode
 from sceneleap_core.hand import GraspNormalizer
 from sceneleap_core.models import (
     GENERATOR_PRESETS,
@@ -387,6 +388,11 @@ def test_save_pretrained_float16_shards_round_trip_and_a_missing_shard_is_named(
     assert len(files) > 1 and files[0] == f"model-00001-of-{len(files):05d}.safetensors"
     size = lambda d: sum(p.stat().st_size for p in d.glob("*.safetensors"))  # noqa: E731
     assert size(packed) < 0.6 * size(full)
+    # every file readable as any other file this process writes (safetensors alone creates them 0600)
+    # and no temp left behind
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in packed.iterdir()}
+    assert set(modes.values()) == {oct(default_file_mode())}, modes
+    assert not list(packed.glob("*.tmp*"))
     loaded, _, _ = GraspGenerator.load_pretrained(packed)
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
         assert b.dtype == a.dtype, name  # cast back to the model's dtype

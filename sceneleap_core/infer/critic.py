@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sceneleap_core.atomic import write_text_atomic
+from sceneleap_core.atomic import write_safetensors_atomic, write_text_atomic
 
 CRITIC_NAME = "critic.json"
 CRITIC_WEIGHTS = "critic.safetensors"
@@ -143,13 +143,10 @@ class GraspCritic(nn.Module):
 
     def save(self, directory: str | Path) -> Path:
         """``critic.safetensors`` + ``critic.json`` into ``directory`` (atomic each)."""
-        from safetensors.torch import save_file
-
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / (CRITIC_WEIGHTS + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        tmp.replace(out / CRITIC_WEIGHTS)
+        write_safetensors_atomic(
+            out / CRITIC_WEIGHTS, {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        )
         write_text_atomic(out / CRITIC_NAME, json.dumps(self.settings(), indent=1))
         return out
 

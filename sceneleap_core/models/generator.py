@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from sceneleap_core.atomic import write_safetensors_atomic, write_text_atomic
 from sceneleap_core.geometry.anchors import ANCHOR_MODES
 from sceneleap_core.hand.representation import GraspNormalizer
 from sceneleap_core.models.denoisers import DENOISERS, SceneCache
@@ -695,18 +696,14 @@ class GraspGenerator(nn.Module):
         )
         files = []
         for name, shard in zip(names, shards):
-            tmp = directory / (name + ".tmp")
-            save_file(shard, str(tmp), metadata={"format": FORMAT})
-            files.append({"file": name, "sha256": _sha256(tmp)})  # checked on load: catches a flipped byte
-            tmp.replace(directory / name)
+            write_safetensors_atomic(directory / name, shard, metadata={"format": FORMAT})
+            files.append({"file": name, "sha256": _sha256(directory / name)})  # checked on load: a flipped byte
         if max_shard_bytes is None:
             meta["weights_sha256"] = files[0]["sha256"]
         else:
             meta["weights"] = files
         meta["weights_dtype"] = str(dtype or torch.float32).removeprefix("torch.")
-        tmp = directory / (CONFIG_NAME + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        tmp.replace(directory / CONFIG_NAME)
+        write_text_atomic(directory / CONFIG_NAME, json.dumps(meta, indent=1))
         for old in directory.glob("model*.safetensors"):  # a previous save's other layout, now unreferenced
             if old.name not in names:
                 old.unlink()
