@@ -74,13 +74,15 @@ COLUMNS = (  # (json key, header, format); percentages x100
 
 @dataclass(frozen=True)
 class Method:
-    """One row: ``name`` as given (``ddim:10``, ``cvae:1@runs/cvae/model`` or ``baseline``), the
-    sampler and its steps (learned) and its own model directory (None = ``--model``)."""
+    """One row: ``name`` as given (``ddim:10``, ``ddim:10x4``, ``cvae:1@runs/cvae/model`` or
+    ``baseline``), the sampler and its steps (learned), candidates per returned grasp (None = the
+    planner's ``oversample``) and its own model directory (None = ``--model``)."""
 
     name: str
     sampler: str | None = None
     steps: int = 0
     model: str | None = None
+    oversample: float | None = None
 
     @property
     def learned(self) -> bool:
@@ -90,7 +92,8 @@ class Method:
 def parse_methods(spec: str) -> list[Method]:
     """``"ddpm:100,ddim:10,baseline"`` -> methods, in order; ValueError naming a bad entry.
     ``SAMPLER:STEPS@DIR`` plans with the model in DIR instead of ``--model`` (e.g. a CVAE beside
-    the diffusion model, ``cvae:1@runs/cvae/model``)."""
+    the diffusion model, ``cvae:1@runs/cvae/model``); ``SAMPLER:STEPSxK`` samples K candidates per
+    returned grasp (the planner's ``oversample``; e.g. ``ddim:10x4``)."""
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -100,11 +103,14 @@ def parse_methods(spec: str) -> list[Method]:
             continue
         spec, at, model = item.partition("@")
         sampler, _, steps = spec.partition(":")
-        if not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model):
+        steps, x, over = steps.partition("x")
+        over_ok = not x or (over.replace(".", "", 1).isdigit() and float(over) >= 1)
+        if not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model) or not over_ok:
             raise ValueError(
-                f"--methods: expected SAMPLER:STEPS[@MODEL_DIR] (e.g. ddim:10) or '{BASELINE}', got {item!r}"
+                f"--methods: expected SAMPLER:STEPS[xOVERSAMPLE][@MODEL_DIR] (e.g. ddim:10, ddim:10x4) or "
+                f"'{BASELINE}', got {item!r}"
             )
-        out.append(Method(item, sampler, int(steps), model or None))
+        out.append(Method(item, sampler, int(steps), model or None, float(over) if x else None))
     if not out:
         raise ValueError("--methods: expected at least one method, got none")
     if len({m.name for m in out}) != len(out):
@@ -329,7 +335,8 @@ class Planners:
     def plan(self, method: Method, points: np.ndarray, num_grasps: int, seed: int, up):
         if method.learned:
             planner = self.learned[method.model or self.model]
-            return planner.plan(points, num_grasps, steps=method.steps, sampler=method.sampler, seed=seed, up=up)
+            return planner.plan(points, num_grasps, steps=method.steps, sampler=method.sampler, seed=seed, up=up,
+                                oversample=method.oversample)
         return self.baseline.plan(points, num_grasps, seed=seed, up=up)
 
 
@@ -406,6 +413,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
             m.name: {
                 "sampler": m.sampler,
                 "steps": m.steps,
+                "oversample": m.oversample,
                 "summary": summarize(per_view[m.name]),
                 "per_view": per_view[m.name],
             }

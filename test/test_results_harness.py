@@ -107,7 +107,9 @@ def test_methods_views_and_diversity():
     assert [(m.sampler, m.steps, m.learned) for m in ms] == [("ddpm", 100, True), ("ddim", 10, True), (None, 0, False)]
     other = r.parse_methods("ddim:10,cvae:1@runs/cvae/model")  # a method with its own model directory
     assert [(m.sampler, m.steps, m.model) for m in other] == [("ddim", 10, None), ("cvae", 1, "runs/cvae/model")]
-    for bad in ("ddim", "ddim:0", "ddim:x", "", "ddim:2,ddim:2", "cvae:1@"):
+    over = r.parse_methods("ddim:10x4,ddim:10x1.5@m,ddim:10")  # candidates per returned grasp
+    assert [(m.steps, m.oversample, m.model) for m in over] == [(10, 4.0, None), (10, 1.5, "m"), (10, None, None)]
+    for bad in ("ddim", "ddim:0", "ddim:x", "", "ddim:2,ddim:2", "cvae:1@", "ddim:10x", "ddim:10x0.5", "ddim:10xa"):
         with pytest.raises(ValueError):
             r.parse_methods(bad)
     v = r.pick_views(100, 8, seed=1)
