@@ -50,3 +50,20 @@ def test_model_pack_records_the_deployed_sampler_and_rejects_an_unknown_one(tmp_
     capsys.readouterr()
     assert main(["model", "pack", str(tmp_path / "run"), "--out", str(tmp_path / "bad"), "--sampler", "fast"]) == 2
     assert "sampler" in capsys.readouterr().err and not (tmp_path / "bad" / "config.json").exists()
+
+
+def test_model_pack_records_the_planners_oversampling_and_the_planner_reads_it(tmp_path, capsys):
+    from _infer_common import save_tiny
+
+    from sceneleap_core.infer import GraspPlanner
+
+    run = save_tiny(tmp_path / "run")
+    assert GraspPlanner.from_pretrained(run).oversample == 2.0  # the planner's own default
+    assert main(["model", "pack", str(run), "--out", str(tmp_path / "x4"), "--oversample", "4"]) == 0
+    assert GraspPlanner.from_pretrained(tmp_path / "x4").oversample == 4.0
+    assert GraspPlanner.from_pretrained(tmp_path / "x4", oversample=1.5).oversample == 1.5  # a caller's wins
+    assert main(["model", "pack", str(tmp_path / "x4"), "--out", str(tmp_path / "again")]) == 0
+    assert GraspPlanner.from_pretrained(tmp_path / "again").oversample == 4.0, "kept by a later pack"
+    capsys.readouterr()
+    assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--oversample", "0.5"]) == 2
+    assert "--oversample: expected >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -48,7 +48,11 @@ def _pack(args: argparse.Namespace) -> int:
         raise ValueError(f"--max-shard-mb: expected > 0, got {args.max_shard_mb}")
     if Path(args.out).resolve() == Path(args.dir).resolve():
         raise ValueError("--out: expected a directory other than the source")
+    if args.oversample is not None and not args.oversample >= 1:
+        raise ValueError(f"--oversample: expected >= 1 candidates per returned grasp, got {args.oversample}")
     model, normalizer, extra = GraspGenerator.load_pretrained(args.dir)
+    if args.oversample is not None:  # the planner's default, read back by GraspPlanner.from_pretrained
+        extra = {**(extra or {}), "planner": {**(extra or {}).get("planner", {}), "oversample": float(args.oversample)}}
     if args.sampler is not None:  # the deployed sampler, recorded in the config (validated there)
         model.config = model.config.replace(sampler=args.sampler)
     out = model.save_pretrained(
@@ -86,5 +90,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--sampler",
         default=None,
         help="record the deployed sampler (ddim, dpmpp, ddpm, ...) in the config; default: keep the source's",
+    )
+    q.add_argument(
+        "--oversample",
+        type=float,
+        default=None,
+        help="record the planner's candidates per returned grasp (extra.planner.oversample); default: keep the source's",
     )
     q.set_defaults(func=_pack)

@@ -455,7 +455,8 @@ class GraspPlanner:
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
-        (``num_points``, ``center``, ``frame``) are used unless given, and its learned ranking unless
+        (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample``,
+        recorded by ``sceneleap model pack --oversample``) are used unless given, and its learned ranking unless
         ``ranker`` is given (None = rank by -energy): the grasp critic (``critic.json`` +
         ``critic.safetensors``) when present, else the logistic ``ranker.json``."""
         from pathlib import Path
@@ -471,6 +472,9 @@ class GraspPlanner:
         for key in ("num_points", "center", "frame"):
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
+        defaults = extra.get("planner", {}) if isinstance(extra, dict) else {}
+        if "oversample" in defaults and "oversample" not in kwargs:
+            kwargs["oversample"] = float(defaults["oversample"])
         if "ranker" not in kwargs and (Path(directory) / CRITIC_NAME).is_file():
             kwargs["ranker"] = GraspCritic.load(directory, device=device)
         elif "ranker" not in kwargs and (Path(directory) / RANKER_NAME).is_file():
