@@ -239,7 +239,8 @@ class GraspNodeCore:
         start = time.perf_counter()
         with self._plan_lock:
             out = self.planner.plan(points, num_grasps or p.num_grasps, steps=p.steps, sampler=p.sampler or None,
-                                    guidance_scale=p.guidance, seed=p.seed, up=up)  # fmt: skip
+                                    guidance_scale=p.guidance, seed=p.seed, up=up,
+                                    oversample=p.oversample or None)  # fmt: skip
             ranked = rank_grasps(out, self.hand, points, score_threshold=p.score_threshold)
         elapsed = time.perf_counter() - start
         grasps_msg = grasps_to_msg(self.factory, ranked, frame_id=frame_id, stamp=cloud.stamp,

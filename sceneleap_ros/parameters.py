@@ -44,6 +44,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("sampler", "", "scheduler (ddim, ddpm, dpmpp; euler, heun for flow models); empty = the model's default",
               choices=("", "ddim", "ddpm", "dpmpp", "euler", "heun"), dynamic=True),
     ParamSpec("steps", 10, "denoising steps", 1, 1000, dynamic=True),
+    ParamSpec("oversample", 0.0, "candidates sampled per returned grasp (>= 1); 0 = the model's default (the bundled "
+              "model's 8: best lift; 2 plans ~3x faster)", 0.0, 64.0, dynamic=True),
     ParamSpec("guidance", 1.0, "classifier-free guidance scale (1 = off)", 0.0, 20.0, dynamic=True),
     ParamSpec("seed", 0, "sampling seed", 0, 2**31 - 1, dynamic=True),
     ParamSpec("num_points", 0, "points fed to the network; 0 = the checkpoint's", 0, 1_000_000),
@@ -93,6 +95,8 @@ class NodeParams:
                 f"workspace_min: expected below workspace_max on every axis, got {lo.tolist()} vs {hi.tolist()}"
             )
         parse_gravity(values["gravity"])
+        if 0.0 < values["oversample"] < 1.0:
+            raise ValueError(f"oversample: expected 0 (the model's default) or >= 1, got {values['oversample']!r}")
         return NodeParams(values)
 
 

@@ -157,6 +157,17 @@ def test_sampling_parameters_change_at_run_time(setup):
     assert not ok and "cannot change" in reason
     ok, reason = core.set_params({"steps": 0, "num_grasps": 5})
     assert not ok and "steps" in reason and core.params.num_grasps == 3  # all or nothing
+    asked = []
+    plan = core.planner.plan
+    core.planner.plan = lambda *a, **k: asked.append(k["oversample"]) or plan(*a, **k)
+    try:
+        for value in (0, 3):  # 0 = the model's default (None to the planner), else passed on
+            assert core.set_params({"oversample": value}) == (True, "")
+            core.submit(_cloud(factory))
+            core.step(0)
+    finally:
+        del core.planner.plan
+    assert asked == [None, 3.0]
 
 
 def test_target_frame_and_gravity_frame_go_through_the_transform_lookup(setup):
