@@ -5,37 +5,24 @@ library; a tiny random model as the planner."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _bench_common import compose_test_scenes, load_bench_script
 from _infer_common import save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ranking():
-    """bench/ranking.py as a module (bench/ is a folder of scripts, not a package)."""
-    if "bench_ranking" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("bench_ranking", ROOT / "bench" / "ranking.py")
-        sys.modules["bench_ranking"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["bench_ranking"]
+    """bench/ranking.py as a module."""
+    return load_bench_script("ranking")
 
 
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
-    from sceneleap_core.cli import main
-
-    out = tmp_path_factory.mktemp("scenes")
-    assert main(["scenes", "compose", "--library", str(ROOT / "sceneleap_core" / "data" / "library_default"),
-                 "--split", "test", "--num-scenes", "2", "--views", "2", "--scenes-per-shard", "2",
-                 "--seed", "5", "--out", str(out)]) == 0  # fmt: skip
-    return out
+    return compose_test_scenes(tmp_path_factory.mktemp("scenes"), num_scenes=2, views=2, seed=5)
 
 
 def test_a_cut_run_keeps_its_views_and_resume_ends_where_a_whole_run_ends(scenes, tmp_path, monkeypatch, capsys):

@@ -5,40 +5,25 @@ bundled library as the held-out set; a tiny random model as the learned planner.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _bench_common import compose_test_scenes, load_bench_script
 from _infer_common import save_tiny
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _harness():
-    """bench/results.py as a module (bench/ is a folder of scripts, not a package)."""
-    if "bench_results" not in sys.modules:
-        if str(ROOT / "bench") not in sys.path:  # its sibling modules (key_values), as when run as a script
-            sys.path.insert(0, str(ROOT / "bench"))
-        spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
-        sys.modules["bench_results"] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules["bench_results"]
+    """bench/results.py as a module."""
+    return load_bench_script("results")
 
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory):
     """2 composed scenes of unseen (test-split) objects, one view each, as `sceneleap scenes compose` writes."""
-    from sceneleap_core.cli import main
-
-    out = tmp_path_factory.mktemp("heldout")
-    assert main(["scenes", "compose", "--library", str(ROOT / "sceneleap_core" / "data" / "library_default"),
-                 "--split", "test", "--num-scenes", "2", "--views", "1", "--scenes-per-shard", "2",
-                 "--seed", "3", "--out", str(out)]) == 0  # fmt: skip
-    return out
+    return compose_test_scenes(tmp_path_factory.mktemp("heldout"), num_scenes=2, views=1, seed=3)
 
 
 def test_ground_truth_grasps_lift_through_the_frame_conversion_and_shifted_ones_do_not(heldout):
