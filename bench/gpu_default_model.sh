@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The default model's GPU run on one lent H200, across chained device calls (each <= 10 minutes; a
 # background job survives between calls only while the machine stays held):
+# The cp312 wheels it installs live in .whl/ (git-ignored): pass carry [".whl"] to the device call.
 #   bash bench/gpu_default_model.sh start    # install, compose train + unseen-object scenes, start the
 #                                            # background pipeline (train -> ladder -> pack), poll
 #   bash bench/gpu_default_model.sh poll     # wait (up to ~9.5 min) and show progress
