@@ -12,6 +12,7 @@ from _infer_common import tabletop, tiny_planner
 from sceneleap_core.infer.postprocess import (
     REASONS,
     PostConfig,
+    check_chunk,
     collision_check,
     diverse_topk,
     grasp_energy,
@@ -59,6 +60,26 @@ def test_collision_check_names_table_cloud_and_sweep_collisions():
     assert off["keep"].all()
     bad = collision_check(hand, torch.full((1, 4, 4), float("nan")), joints[:1], shelf, None)
     assert bad["reason"].tolist() == [REASONS.index("nonfinite")]
+
+
+def test_collision_check_gives_the_same_verdicts_whatever_its_chunk():
+    """The chunk only batches the work: automatic (64 on the CPU, a GPU's memory bound), one grasp
+    at a time, or all at once give the same verdicts, hits and clearances."""
+    hand = _hand()
+    pts, _ = tabletop(n_table=600, n_box=400)
+    cloud = torch.tensor(pts, dtype=torch.float32)
+    gen = torch.Generator().manual_seed(0)
+    pose = torch.eye(4).repeat(7, 1, 1)
+    pose[:, :3, 3] = torch.rand(7, 3, generator=gen) * torch.tensor([0.3, 0.3, 0.12]) + torch.tensor([-0.1, -0.15, -0.43])
+    joints = hand.open_pose[None].float().expand(7, -1)
+    ref = collision_check(hand, pose, joints, cloud, TABLE)
+    assert len(set(ref["reason"].tolist())) > 1, "a mix of kept and rejected grasps"
+    for chunk in (1, 3, 100):
+        out = collision_check(hand, pose, joints, cloud, TABLE, PostConfig(chunk=chunk))
+        assert torch.equal(out["reason"], ref["reason"]) and torch.equal(out["hits"], ref["hits"])
+        torch.testing.assert_close(out["table"], ref["table"])
+    assert check_chunk(0, 10, 71, 2048, "cpu") == 64 and check_chunk(5, 10, 71, 2048, "cuda") == 5
+    assert check_chunk(0, 10, 71, 2048, "cuda") == 184 and check_chunk(0, 10, 71, 0, "cuda") == 2**28
 
 
 def test_refinement_lowers_the_energy_of_a_penetrating_grasp():
@@ -193,6 +214,8 @@ def test_sparse_hand_depth_equals_the_dense_penetration_depth():
         for cloud in (0.2 * (torch.rand(1500, 3) - 0.5), table_top):
             cloud = cloud.to(device)
             dense = h.penetration_depth(st, cloud[None].expand(g, -1, -1))
-            sparse = hand_depth(h, st, cloud)
             assert (dense > 0).sum() > 10, "the hands hold points"
-            torch.testing.assert_close(sparse, dense, atol=1e-6, rtol=0)
+            for cull in ("auto", "levels", "dense"):  # either way of finding the pairs, on either device
+                torch.testing.assert_close(hand_depth(h, st, cloud, cull), dense, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="cull"):
+        hand_depth(hand, state, table_top, "bvh")
