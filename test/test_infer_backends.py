@@ -143,6 +143,7 @@ def test_cuda_graph_backend_replays_the_eager_denoiser():
     torch.testing.assert_close(graphed(x, t, cache), model.denoiser(x, t, cache))  # off CUDA: the eager call
     planner = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", backend="cuda_graph")
     assert isinstance(planner._denoiser, GraphedDenoiser)
+    assert planner.graph_precision == "tf32" == planner._loop.precision, "the default: lift-tested on the H200"
     if not torch.cuda.is_available():
         pytest.skip("the graph capture itself needs CUDA (measured by bench/latency.py --backends cuda_graph)")
     model_gpu, g_pts = model.cuda(), pts.cuda()
@@ -152,6 +153,66 @@ def test_cuda_graph_backend_replays_the_eager_denoiser():
         xg = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).cuda()
         torch.testing.assert_close(graphed(xg, t.cuda(), cache), model_gpu.denoiser(xg, t.cuda(), cache), atol=1e-4, rtol=1e-4)
     assert len(graphed._call._graphs) == 1
+
+
+@pytest.mark.parametrize("sampler,guidance", [("ddim", 1.0), ("dpmpp", 1.0), ("ddim", 2.0)])
+def test_graphed_loop_replays_the_eager_reverse_process(sampler, guidance):
+    """The whole noise-free reverse process as one graph: the eager loop's result off CUDA (a call
+    through) and on it (captured once per sampler / steps / guidance / shape, then replayed)."""
+    from sceneleap_core.infer.cuda_graph import GraphedLoop
+    from sceneleap_core.models.denoising_loop import DenoisingLoop
+
+    torch.manual_seed(5)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    pts = torch.rand(1, 128, 3) - 0.5
+    with pytest.raises(ValueError, match="draws no noise"):
+        GraphedLoop(model.denoiser, model.objective, model.make_scheduler)("ddpm", 3, None, torch.zeros(1, 6, 25))
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        model, p = model.to(device), pts.to(device)
+        anchors = p[:, :6]
+        cache = model.encode_scene(p, anchors=anchors, deterministic=True)
+        null = model.encode_scene(p, anchors=anchors, deterministic=True, drop=True) if guidance != 1 else None
+        graphed = GraphedLoop(model.denoiser, model.objective, model.make_scheduler)
+        eager = DenoisingLoop(model.denoiser, model.objective, model.make_scheduler(sampler), guidance_scale=guidance)
+        for seed in (0, 1):  # on CUDA the second call replays the captured graph with new noise
+            x = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).to(device)
+            ref = eager(cache, x, num_inference_steps=4, null_cache=null)
+            out = graphed(sampler, 4, cache, x, guidance_scale=guidance, null_cache=null)
+            torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+        (call,) = graphed._calls.values()
+        assert len(call._graphs) == (1 if device == "cuda" else 0) and not call._eager
+
+
+def test_graph_precision_is_checked_and_tf32_bf16_graphs_stay_near_fp32():
+    """``graph_precision``: named values only; off CUDA the eager fp32 result whatever it says; on
+    CUDA the tf32 / bf16 loops are captured and stay near the fp32 loop (random tiny weights; the
+    trained model's lift success under each is bench/results.py's to measure)."""
+    from sceneleap_core.infer.cuda_graph import GraphedLoop, precision_context
+
+    torch.manual_seed(6)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    with pytest.raises(ValueError, match="graph_precision"):
+        GraspPlanner(model, normalizer(), _hand(), backend="cuda_graph", graph_precision="fp16", **PLANNER_KW)
+    with pytest.raises(ValueError, match="precision"):
+        GraphedLoop(model.denoiser, model.objective, model.make_scheduler, precision="int8")
+    before = torch.get_float32_matmul_precision()
+    with precision_context("tf32"):
+        assert torch.get_float32_matmul_precision() == "high"
+    assert torch.get_float32_matmul_precision() == before, "restored on exit"
+    pts = torch.rand(1, 128, 3) - 0.5
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        model, p = model.to(device), pts.to(device)
+        cache = model.encode_scene(p, anchors=p[:, :6], deterministic=True)
+        x = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(0)).to(device)
+        loops = {k: GraphedLoop(model.denoiser, model.objective, model.make_scheduler, precision=k)
+                 for k in ("fp32", "tf32", "bf16")}  # fmt: skip
+        out = {k: loop("ddim", 4, cache, x) for k, loop in loops.items()}
+        for k in ("tf32", "bf16"):
+            assert torch.isfinite(out[k]).all() and out[k].dtype == torch.float32
+            tol = 0 if device == "cpu" else 0.1
+            assert (out[k] - out["fp32"]).abs().max() <= tol, f"{k} on {device}"
+        if device == "cuda":
+            assert all(len(next(iter(loop._calls.values()))._graphs) == 1 for loop in loops.values())
 
 
 @pytest.mark.parametrize("anchor", ["seed", "none", "seed+context"])
@@ -169,7 +230,8 @@ def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
         model = model.to(device)
         hand = _hand() if device == "cpu" else copy.deepcopy(_hand()).to(device)  # (the shared one stays on the CPU)
         eager = GraspPlanner(model, normalizer().to(device), hand, **PLANNER_KW)
-        graph = GraspPlanner(model, normalizer().to(device), hand, backend="cuda_graph", **PLANNER_KW)
+        graph = GraspPlanner(model, normalizer().to(device), hand, backend="cuda_graph", graph_precision="fp32",
+                             **PLANNER_KW)  # fmt: skip
         assert isinstance(graph._graphed["encode"], GraphedCall)
         for seed in (2, 3):  # on CUDA the second plan replays the captured graphs with new inputs
             a, b = eager.plan(pts, **{**PLAN_ARGS, "seed": seed}), graph.plan(pts, **{**PLAN_ARGS, "seed": seed})
@@ -179,6 +241,8 @@ def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
                 torch.testing.assert_close(b.terms["anchor_logit"], a.terms["anchor_logit"], atol=1e-4, rtol=1e-4)
         if device == "cuda":
             assert len(graph._graphed["encode"]._graphs) == 1 and len(graph._graphed["cache"]._graphs) == 1
+            (loop,) = graph._loop._calls.values()  # DDIM: the whole reverse process as one graph
+            assert len(loop._graphs) == 1 and not loop._eager
 
 
 def test_graphed_call_runs_through_off_cuda_and_eagerly_what_it_cannot_capture():
@@ -240,3 +304,14 @@ def test_aoti_package_that_fails_to_load_is_a_clear_error_not_a_crash(tmp_path):
     assert meta["probed"] == "k1" and "exit status" in meta["probe_error"]
     with pytest.raises(RuntimeError, match="cannot load"):  # the cached verdict, no second child
         AotiDenoiser(tmp_path)
+
+
+def test_same_device_reads_an_unindexed_cuda_as_the_current_device(monkeypatch):
+    """export_aoti(device="cuda") must accept a model on cuda:0 (the H200 run refused it once)."""
+    from sceneleap_core.infer.aoti import same_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert same_device(torch.device("cpu"), "cpu") and same_device(torch.device("cpu"), torch.device("cpu"))
+    assert same_device(torch.device("cuda", 0), "cuda") and same_device(torch.device("cuda", 0), "cuda:0")
+    assert not same_device(torch.device("cuda", 1), "cuda") and not same_device(torch.device("cuda", 0), "cuda:1")
+    assert not same_device(torch.device("cpu"), "cuda") and not same_device(torch.device("cuda", 0), "cpu")

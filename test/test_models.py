@@ -275,6 +275,24 @@ def test_schedulers_reject_misuse():
         SCHEDULERS["ddim"](eta=-1.0)
 
 
+def test_schedulers_say_whether_they_draw_noise_and_the_loop_replays_from_set_timesteps():
+    """``draws_noise`` decides whether a whole reverse process may be replayed from a CUDA graph:
+    a noise-free one must give the same grasps from the same start however often it is run."""
+    assert SCHEDULERS["ddpm"]().draws_noise and SCHEDULERS["ddim"](eta=0.5).draws_noise
+    assert not any(SCHEDULERS[n]().draws_noise for n in ("ddim", "dpmpp", "euler", "heun"))
+    model = _tiny().eval()
+    points, _ = _batch()
+    cache, x_init = model.encode_scene(points), torch.randn(B, G, D, generator=torch.Generator().manual_seed(3))
+    for name in ("ddim", "dpmpp", "ddpm"):
+        loop = DenoisingLoop(model.denoiser, model.objective, model.make_scheduler(name))
+        with pytest.raises(ValueError, match="set_timesteps"):
+            loop.reverse(cache, x_init)
+        ref = loop(cache, x_init, num_inference_steps=4, generator=torch.Generator().manual_seed(5))
+        again = [loop.reverse(cache, x_init, generator=torch.Generator().manual_seed(s)) for s in (5, 6)]
+        torch.testing.assert_close(again[0], ref)  # reverse rewinds the scheduler: the same 4 steps again
+        assert torch.equal(again[0], again[1]) != loop.scheduler.draws_noise  # only DDPM's noise differs
+
+
 @pytest.mark.parametrize("name", ["ddim", "dpmpp", "ddpm"])
 @pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
 def test_diffusion_schedulers_with_an_oracle_recover_x0(name, prediction):

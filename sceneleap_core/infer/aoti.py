@@ -16,7 +16,8 @@ Compilation takes minutes on a small CPU (a C++ compiler is needed); the package
 
 Loading a package runs native code that can take the whole process down (torch 2.11's loader
 segfaulted on a CUDA package of the bundled model on an H200, in ``_load_aoti``; compare
-pytorch/pytorch#166415): :class:`AotiDenoiser` therefore loads each new package once in a child
+pytorch/pytorch#166415; on 2026-12-02 again, with and without a CUDA context created first,
+``bench/gpu_aoti.sh``): :class:`AotiDenoiser` therefore loads each new package once in a child
 process first (:func:`probe_load`) and raises a clear error, naming the backends to use instead,
 when the child dies. The verdict is cached in ``aoti.json`` beside the package.
 """
@@ -50,6 +51,17 @@ def model_key(model: torch.nn.Module, device: str | torch.device) -> str:
     return h.hexdigest()[:32]
 
 
+def same_device(actual: torch.device, wanted: str | torch.device) -> bool:
+    """Whether a tensor on ``actual`` is on ``wanted``; ``cuda`` without an index means the current
+    CUDA device (a model on ``cuda:0`` is on ``cuda``)."""
+    wanted = torch.device(wanted)
+    if actual.type != wanted.type:
+        return False
+    if wanted.index is None:
+        return actual.type != "cuda" or actual.index in (None, torch.cuda.current_device())
+    return actual.index == wanted.index
+
+
 def export_aoti(model, directory: str | Path, *, device: str | torch.device = "cpu", num_grasps: int = 8,
                 max_grasps: int = 1024, num_points: int = 256, force: bool = False) -> Path:  # fmt: skip
     """Compile ``model``'s denoiser step for ``device`` into ``directory/denoiser.pt2`` unless a
@@ -68,7 +80,7 @@ def export_aoti(model, directory: str | Path, *, device: str | torch.device = "c
         except json.JSONDecodeError:
             pass
     model = model.eval()
-    if next(model.parameters()).device != device:
+    if not same_device(next(model.parameters()).device, device):
         raise ValueError(f"device: the model is on {next(model.parameters()).device}, expected {device}")
     gen = torch.Generator(device="cpu").manual_seed(0)
     points = (torch.rand(1, int(num_points), 3, generator=gen) - 0.5).to(device)
@@ -93,14 +105,20 @@ def export_aoti(model, directory: str | Path, *, device: str | torch.device = "c
     return package
 
 
-_PROBE = "import sys, torch\ntorch._inductor.aoti_load_package(sys.argv[1])\nprint('loaded')\n"
+_PROBE = (
+    "import sys, torch\n"
+    "if sys.argv[2] == 'cuda':\n"
+    "    torch.zeros(1, device='cuda')  # a CUDA context first, as in the planner's process\n"
+    "torch._inductor.aoti_load_package(sys.argv[1])\nprint('loaded')\n"
+)
 
 
-def probe_load(package: str | Path, *, timeout: float = 600.0) -> str | None:
-    """Load ``package`` in a child Python process: None when it loads, else why not (exit status
-    and the end of its stderr; a segfault is exit status -11)."""
+def probe_load(package: str | Path, *, device: str = "cpu", timeout: float = 600.0) -> str | None:
+    """Load ``package`` in a child Python process (with a CUDA context first when ``device`` is
+    ``cuda``): None when it loads, else why not (exit status and the end of its stderr; a segfault
+    is exit status -11)."""
     try:
-        run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _PROBE, str(package)],
+        run = subprocess.run([sys.executable, "-X", "faulthandler", "-c", _PROBE, str(package), str(device)],
                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
     except subprocess.TimeoutExpired:
         return f"the loader did not return within {timeout:.0f} s"
@@ -122,7 +140,9 @@ class AotiDenoiser:
         self.meta = json.loads(meta_path.read_text())
         package = directory / PACKAGE_NAME
         if self.meta.get("probed") != self.meta.get("key"):  # a new package: load it in a child first
-            self.meta.update(probed=self.meta.get("key"), probe_error=probe_load(package))
+            self.meta.update(
+                probed=self.meta.get("key"), probe_error=probe_load(package, device=self.meta.get("device", "cpu"))
+            )
             write_text_atomic(meta_path, json.dumps(self.meta, indent=1))
         if self.meta.get("probe_error"):
             raise RuntimeError(

@@ -1,13 +1,20 @@
 """The ``cuda_graph`` planner backend: the network's calls captured as CUDA graphs and replayed.
 
 At G = 32 the eager 10-step loop on an H200 is launch-bound (~4 ms a step for a few hundred small
-kernels). :class:`GraphedDenoiser` captures ``denoiser(x, t, cache)`` once per input shape (a
-:class:`GraphedCall` over the noisy grasps, the timestep and the scene cache's tensors), optionally
-under bf16 autocast; each call copies its inputs into the graph's buffers and replays it. The scheduler's
-arithmetic between steps stays eager (a handful of kernels). On one H200 (the bundled model,
-DPM-Solver++ 10, G = 32) the bf16 graph sampled in 17 ms against 41 ms eager, but its grasps left
-the fp32 trajectory (palms up to 12 cm apart on the same seed), so the planner's backend captures
-in fp32 (equal to eager to 1e-4) until bf16's lift success is measured.
+kernels). :class:`GraphedLoop` captures the whole reverse process of a scheduler that draws no
+noise (DDIM with eta 0, DPM-Solver++, the flow ODE solvers): every denoiser call and the scheduler's
+arithmetic between them, one graph per (sampler, steps, guidance, shapes), one replay per plan; the
+scene cache is copied in once instead of at every step. :class:`GraphedDenoiser` captures one
+``denoiser(x, t, cache)`` step per input shape (a :class:`GraphedCall` over the noisy grasps, the
+timestep and the scene cache's tensors) for the schedulers that draw noise (DDPM): each step copies
+its inputs into the graph's buffers and replays it, and the scheduler's arithmetic between steps
+stays eager.
+
+Both run the denoiser at a chosen precision (:func:`precision_context`): ``fp32`` equals eager to
+1e-4; ``tf32`` (the planner's default) and ``bf16`` send the same seed down another trajectory
+(palms 13-15 cm apart) without losing lift success. On one H200 (bundled model, critic, 8x, DDIM 10,
+32 unseen-object views x 32 grasps): mean lift 82.8 / 82.7 / 83.1 % for fp32 / tf32 / bf16, sampling
+17.8 / 14.2 / 15.3 ms per plan (bench/RESULTS.md).
 
 The rest of the network's work per plan (the scene encoder with its farthest-point sampling, the
 anchor score of the candidate pool, the per-scene cache the denoiser reads) is as launch-bound: a
@@ -22,9 +29,32 @@ Shapes: B clouds, G grasps, D grasp dimension, M scene tokens, H heads.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from sceneleap_core.models.denoisers import SceneCache
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@contextlib.contextmanager
+def precision_context(precision: str):
+    """The denoiser's arithmetic inside a captured graph: ``fp32`` (as the weights), ``tf32``
+    (float32 matmuls on the tensor cores: ``torch.set_float32_matmul_precision("high")``, restored
+    on exit; the captured kernels keep it) or ``bf16`` (``torch.autocast`` on CUDA)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16":
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            yield
+        return
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high" if precision == "tf32" else "highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 class GraphedDenoiser:
@@ -34,20 +64,24 @@ class GraphedDenoiser:
     Args:
         denoiser: the model's denoiser module (eval mode; its weights must not change afterwards).
         autocast_dtype: run the captured step under ``torch.autocast`` with this dtype (e.g.
-            ``torch.bfloat16``); None = the weights' dtype. The output is returned as float32.
+            ``torch.bfloat16``); None = ``precision``. The output is returned as float32.
+        precision: ``fp32``, ``tf32`` or ``bf16`` (:func:`precision_context`) when no ``autocast_dtype``.
         max_graphs: captured shapes kept (oldest dropped first).
     """
 
     def __init__(self, denoiser: torch.nn.Module, autocast_dtype: torch.dtype | None = None,
-                 max_graphs: int = 8) -> None:  # fmt: skip
+                 max_graphs: int = 8, precision: str = "fp32") -> None:  # fmt: skip
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
         self.denoiser = denoiser
-        self.autocast_dtype = autocast_dtype
+        self.autocast_dtype, self.precision = autocast_dtype, precision
         self._call = GraphedCall(self._step, name="denoiser step", max_graphs=max_graphs)
 
     def _step(self, x: torch.Tensor, t: torch.Tensor, *cache: torch.Tensor) -> torch.Tensor:
         scene = SceneCache.from_tuple(cache)
         if self.autocast_dtype is None:
-            return self.denoiser(x, t, scene).float()
+            with precision_context(self.precision):
+                return self.denoiser(x, t, scene).float()
         with torch.autocast("cuda", dtype=self.autocast_dtype):
             return self.denoiser(x, t, scene).float()
 
@@ -56,6 +90,70 @@ class GraphedDenoiser:
         if x.device.type != "cuda" or mask is not None:
             return self.denoiser(x, t, cache) if mask is None else self.denoiser(x, t, cache, mask)
         return self._call(x, t, *cache.to_tuple())  # a clone: multistep solvers keep outputs across steps
+
+
+class GraphedLoop:
+    """The reverse process ``x_init (B, G, D) -> x_0 (B, G, D)`` replayed from one CUDA graph per
+    (sampler, steps, guidance) and input shapes: a :class:`GraphedCall` over ``(x_init, *cache,
+    *null_cache)`` running :meth:`DenoisingLoop.reverse` with the eager denoiser.
+
+    Only for schedulers that draw no noise (``scheduler.draws_noise`` False): a captured random draw
+    would replay the same noise. Off CUDA it runs the loop directly (the eager result, fp32).
+
+    Args:
+        denoiser: the model's denoiser module (eval mode; its weights must not change afterwards).
+        objective: the model's objective (``model_time``).
+        make_scheduler: ``sampler name -> scheduler`` (the model's ``make_scheduler``).
+        precision: the denoiser's arithmetic on CUDA (:func:`precision_context`); the scheduler's
+            update stays float32.
+        max_graphs: captured (sampler, steps, guidance, shapes) kept per sampler setting.
+    """
+
+    def __init__(self, denoiser: torch.nn.Module, objective, make_scheduler, precision: str = "fp32",
+                 max_graphs: int = 8) -> None:  # fmt: skip
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
+        self.denoiser, self.objective, self.make_scheduler = denoiser, objective, make_scheduler
+        self.precision, self.max_graphs = precision, int(max_graphs)
+        self._calls: dict[tuple, GraphedCall] = {}
+
+    def _denoise(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
+        if self.precision == "fp32" or x.device.type != "cuda":
+            return self.denoiser(x, t, cache)
+        with precision_context(self.precision):
+            return self.denoiser(x, t, cache).float()
+
+    def _graphed(self, sampler: str, steps: int, guidance_scale: float, device: torch.device) -> GraphedCall:
+        from sceneleap_core.models.denoising_loop import DenoisingLoop
+
+        key = (sampler, int(steps), float(guidance_scale), device)
+        if key not in self._calls:
+            scheduler = self.make_scheduler(sampler)
+            if scheduler is None or scheduler.draws_noise:
+                raise ValueError(f"GraphedLoop: expected a scheduler that draws no noise, got {sampler!r}")
+            scheduler.set_timesteps(int(steps), device)  # the timesteps' host -> device copy stays outside
+            loop = DenoisingLoop(self._denoise, self.objective, scheduler, guidance_scale=guidance_scale)
+
+            def reverse(x: torch.Tensor, *flat: torch.Tensor) -> torch.Tensor:
+                half = len(flat) // 2 if loop.guided else len(flat)
+                null = SceneCache.from_tuple(flat[half:]) if loop.guided else None
+                return loop.reverse(SceneCache.from_tuple(flat[:half]), x, null_cache=null)
+
+            if len(self._calls) >= self.max_graphs:
+                self._calls.pop(next(iter(self._calls)))
+            self._calls[key] = GraphedCall(reverse, f"{sampler} {steps}-step loop", max_graphs=self.max_graphs)
+        return self._calls[key]
+
+    @torch.no_grad()
+    def __call__(self, sampler: str, steps: int, cache: SceneCache, x_init: torch.Tensor, *,
+                 guidance_scale: float = 1.0, null_cache: SceneCache | None = None) -> torch.Tensor:  # fmt: skip
+        """``steps`` of ``sampler`` from ``x_init`` (B, G, D) over the conditional ``cache`` (and the
+        unconditional ``null_cache`` when ``guidance_scale`` != 1) -> (B, G, D)."""
+        if guidance_scale != 1.0 and null_cache is None:
+            raise ValueError(f"null_cache: expected the unconditional scene cache for guidance_scale={guidance_scale}")
+        call = self._graphed(sampler, steps, guidance_scale, x_init.device)
+        flat = cache.to_tuple() + (null_cache.to_tuple() if guidance_scale != 1.0 else ())
+        return call(x_init, *flat)
 
 
 class GraphedCall:

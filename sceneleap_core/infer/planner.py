@@ -322,20 +322,29 @@ class GraspPlanner:
             ``compile`` (``torch.compile`` of the denoiser, dynamic shapes; the encoder runs once per
             cloud, eager); ``aoti`` (the denoiser step as a ``torch.export`` + AOTInductor package
             compiled into ``onnx_dir``, :mod:`sceneleap_core.infer.aoti`; guidance 1, one cloud);
-            ``cuda_graph`` (one denoiser step captured per shape as a CUDA graph, fp32,
-            :class:`sceneleap_core.infer.cuda_graph.GraphedDenoiser`, and the scene encoder, the
+            ``cuda_graph`` (the whole reverse process of a noise-free sampler captured as one CUDA
+            graph per sampler / steps / shape, fp32, :class:`sceneleap_core.infer.cuda_graph.GraphedLoop`;
+            for DDPM one denoiser step per shape, :class:`~sceneleap_core.infer.cuda_graph.GraphedDenoiser`;
+            and the scene encoder, the
             anchor score and the scene cache as graphs of their own, ``GraphedCall``; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
             folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
             from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
-            The scheduler loop stays in Python for every backend.
+            The scheduler loop stays in Python for every other backend.
         ranker: a :class:`sceneleap_core.infer.ranker.GraspRanker` that orders the filtered grasps
             (else -energy); :meth:`from_pretrained` loads the model directory's ``ranker.json``.
+        graph_precision: the ``cuda_graph`` backend's denoiser arithmetic
+            (:func:`sceneleap_core.infer.cuda_graph.precision_context`): ``tf32`` (default: float32
+            matmuls on the tensor cores), ``fp32`` (equal to eager to 1e-4) or ``bf16`` (autocast).
+            On one H200 (bundled model, critic, 8x, DDIM 10, 32 unseen-object views x 32 grasps)
+            fp32 / tf32 / bf16 lifted 82.8 / 82.7 / 83.1 % of grasps (top-1 90.6 / 90.6 / 93.8 %)
+            with sampling at 17.8 / 14.2 / 15.3 ms: the same seed takes another trajectory (palms
+            13-15 cm apart), not a worse one (bench/RESULTS.md).
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int | None = None,
                  voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
-                 backend: str = "eager", onnx_dir=None, ranker=None):  # fmt: skip
+                 backend: str = "eager", onnx_dir=None, ranker=None, graph_precision: str = "tf32"):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -355,6 +364,11 @@ class GraspPlanner:
         ):  # fmt: skip
             raise ValueError("ranker: it reads the anchor score, which this model / anchor_pool does not give")
         self.ranker = ranker
+        from sceneleap_core.infer.cuda_graph import PRECISIONS
+
+        if graph_precision not in PRECISIONS:
+            raise ValueError(f"graph_precision: expected one of {PRECISIONS}, got {graph_precision!r}")
+        self.graph_precision = graph_precision
         self._setup_backend(backend, onnx_dir)
 
     @property
@@ -364,15 +378,15 @@ class GraspPlanner:
     def _setup_backend(self, backend: str, onnx_dir) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-        self.backend, self._networks, self._graphed = backend, None, None
+        self.backend, self._networks, self._graphed, self._loop = backend, None, None, None
         if backend == "compile":
             self._denoiser = torch.compile(self.model.denoiser, dynamic=True)
         elif backend == "cuda_graph":
-            from sceneleap_core.infer.cuda_graph import GraphedCall, GraphedDenoiser
+            from sceneleap_core.infer.cuda_graph import GraphedCall, GraphedDenoiser, GraphedLoop
 
-            # fp32: bf16 autocast moved palms by up to 12 cm from the fp32 trajectory (bench/RESULTS.md)
-            self._denoiser = GraphedDenoiser(self.model.denoiser, autocast_dtype=None)
+            self._denoiser = GraphedDenoiser(self.model.denoiser, precision=self.graph_precision)
             m = self.model
+            self._loop = GraphedLoop(m.denoiser, m.objective, m.make_scheduler, precision=self.graph_precision)
             self._graphed = {  # the per-cloud network work around the loop, captured too
                 "encode": GraphedCall(lambda p: m.encoder(p, deterministic=True), "scene encoder"),
                 "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz)), "anchor score"),
@@ -430,6 +444,9 @@ class GraspPlanner:
                 raise ValueError(f"points: the {self.backend} backend takes one cloud, got {points.shape[0]}")
             cache = self._networks.encode(points, anchors)
         x_init = m.objective.initial_noise((points.shape[0], num_grasps, m.grasp_dim), cache.cond, generator)
+        if self._loop is not None and scheduler is not None and not scheduler.draws_noise:
+            return self._loop(sampler or m.default_sampler, steps, cache, x_init, guidance_scale=guidance_scale,
+                              null_cache=null)  # fmt: skip
         loop = DenoisingLoop(self._denoiser, m.objective, scheduler, guidance_scale=guidance_scale)
         return loop(cache, x_init, num_inference_steps=steps, null_cache=null, generator=generator)
 

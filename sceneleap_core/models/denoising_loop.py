@@ -85,6 +85,23 @@ class DenoisingLoop:
         Returns:
             (B, G, D) normalized grasps.
         """
+        if self.scheduler is not None:  # 1. timesteps on the device of the samples
+            self.scheduler.set_timesteps(num_inference_steps, x_init.device)
+        # 2. the reverse process over them (CVAE: one decoding call)
+        return self.reverse(cache, x_init, null_cache=null_cache, generator=generator)
+
+    @torch.no_grad()
+    def reverse(
+        self,
+        cache: SceneCache,
+        x_init: torch.Tensor,
+        *,
+        null_cache: SceneCache | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """The reverse process over the scheduler's timesteps as already set (``set_timesteps``),
+        from its first step (``reset``): no host-device copy, so it can be captured as a CUDA graph
+        (:class:`sceneleap_core.infer.cuda_graph.GraphedLoop`). Arguments as :meth:`__call__`."""
         if self.guided and null_cache is None:
             raise ValueError(
                 f"null_cache: expected the unconditional scene cache for guidance_scale={self.guidance_scale}, got None"
@@ -93,10 +110,11 @@ class DenoisingLoop:
         if self.scheduler is None:
             t0 = self.objective.model_time(torch.zeros((), device=x_init.device))
             return self.predict(x_init, t0, cache, both, null_cache)
-        # 1. timesteps on the device of the samples
-        self.scheduler.set_timesteps(num_inference_steps, x_init.device)
+        if self.scheduler.timesteps is None:
+            raise ValueError("reverse: expected the scheduler's set_timesteps(n, device) to be called first")
+        self.scheduler.reset()
         x = x_init
-        # 2. reverse process: network at (x_t, t), then the scheduler's update
+        # network at (x_t, t), then the scheduler's update
         for t in self.scheduler.timesteps:
             out = self.predict(x, self.objective.model_time(t), cache, both, null_cache)
             x = self.scheduler.step(out, t, x, generator=generator).prev_sample

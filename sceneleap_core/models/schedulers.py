@@ -120,6 +120,12 @@ class _DiffusionScheduler:
     def num_inference_steps(self) -> int:
         return 0 if self.timesteps is None else len(self.timesteps)
 
+    @property
+    def draws_noise(self) -> bool:
+        """Whether ``step`` draws random noise (then a reverse process is not a pure function of
+        its start, e.g. for replaying it from a CUDA graph). DDPM: yes; DDIM: when ``eta > 0``."""
+        return True
+
     def set_timesteps(self, num_inference_steps: int, device: torch.device | str | None = None) -> None:
         """Evenly spaced (``leading``/``trailing``-free: rounded linspace) timesteps from T-1 down to 0.
 
@@ -210,6 +216,10 @@ class DDIMScheduler(_DiffusionScheduler):
             raise ValueError(f"eta: expected >= 0, got {eta}")
         self.eta = eta
 
+    @property
+    def draws_noise(self) -> bool:
+        return self.eta > 0
+
     def step(self, model_output, timestep, sample, generator: torch.Generator | None = None) -> StepOutput:
         # 1. abar_t and abar_prev (1.0 after the last step: x_0 itself)
         _, abar_t, abar_prev = self._begin_step(sample)
@@ -236,6 +246,7 @@ class DPMSolverMultistepScheduler(_DiffusionScheduler):
     """
 
     order = 2
+    draws_noise = False
 
     def set_timesteps(self, num_inference_steps, device=None):
         super().set_timesteps(num_inference_steps, device)
@@ -276,6 +287,7 @@ class _FlowScheduler:
     """
 
     order = 1
+    draws_noise = False  # ODE integrators: the reverse process is a function of its start
 
     def __init__(self, shift: float = 1.0):
         if shift <= 0:
