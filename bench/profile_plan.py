@@ -25,13 +25,15 @@ def build_planner(args, backend: str):
     from sceneleap_core.infer import GraspPlanner
     from sceneleap_core.models import build_generator
 
+    name, _, precision = backend.partition(":")  # cuda_graph:tf32 -> the graphs' precision
+    extra = {"graph_precision": precision} if precision else {}
     if args.model:
-        return GraspPlanner.from_pretrained(args.model, device=args.device, backend=backend)
+        return GraspPlanner.from_pretrained(args.model, device=args.device, backend=name, **extra)
     torch.manual_seed(0)
     hand = HandModel.load().to(args.device)
     norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.08)
     model = build_generator(args.preset, anchor="seed").eval().to(args.device)
-    return GraspPlanner(model, norm, hand, backend=backend, frame="gravity")
+    return GraspPlanner(model, norm, hand, backend=name, frame="gravity", **extra)
 
 
 def profile_backend(planner, cloud: np.ndarray, args) -> dict:
@@ -40,12 +42,12 @@ def profile_backend(planner, cloud: np.ndarray, args) -> dict:
     time and launches per plan and the top operators by device time (CPU time off CUDA)."""
     from torch.profiler import ProfilerActivity, profile
 
-    row = measure(planner, cloud, args.grasps, args.sampler, args.steps, args.repeats)
+    row = measure(planner, cloud, args.grasps, args.sampler, args.steps, args.repeats, oversample=args.oversample)
     cuda = args.device.startswith("cuda")
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with profile(activities=activities) as prof:
         for r in range(args.repeats):
-            planner.plan(cloud, args.grasps, sampler=args.sampler, steps=args.steps, seed=r)
+            planner.plan(cloud, args.grasps, sampler=args.sampler, steps=args.steps, seed=r, oversample=args.oversample)
         if cuda:
             torch.cuda.synchronize()
     events = prof.key_averages()
@@ -73,7 +75,7 @@ def profile_backend(planner, cloud: np.ndarray, args) -> dict:
 def parity(reference, other, cloud: np.ndarray, args) -> dict:
     """Same seed through both planners: the largest palm translation difference (mm) and joint
     difference (rad) of the ranked grasps, and whether both returned as many."""
-    opts = {"sampler": args.sampler, "steps": args.steps, "seed": 7}
+    opts = {"sampler": args.sampler, "steps": args.steps, "seed": 7, "oversample": args.oversample}
     a, b = reference.plan(cloud, args.grasps, **opts), other.plan(cloud, args.grasps, **opts)
     if a.palm_pose.shape != b.palm_pose.shape:
         return {"palm_mm": float("inf"), "joints_rad": float("inf"), "same_count": False}
@@ -96,6 +98,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--grasps", type=int, default=32)
     ap.add_argument("--points", type=int, default=20000)
+    ap.add_argument("--oversample", type=float, default=None, help="candidates per grasp (default: the model's)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--top", type=int, default=8, help="operators listed per backend")
     args = ap.parse_args(argv)
@@ -103,7 +106,8 @@ def main(argv=None) -> None:
     cloud = tabletop(args.points)
     device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
     print(f"model {args.model or 'random ' + args.preset}, device {device}, torch {torch.__version__}, "
-          f"{args.sampler} {args.steps} steps, G = {args.grasps}, {args.points} points, {args.repeats} plans")  # fmt: skip
+          f"{args.sampler} {args.steps} steps, G = {args.grasps}, oversample {args.oversample or 'model'}, "
+          f"{args.points} points, {args.repeats} plans")  # fmt: skip
     planners = {b: build_planner(args, b) for b in args.backends.split(",")}
     rows = {b: profile_backend(p, cloud, args) for b, p in planners.items()}
     first = next(iter(planners))

@@ -318,7 +318,9 @@ class Planners:
         from sceneleap_core.infer import GraspPlanner
 
         for path in dict.fromkeys(m.model or model for m in methods if m.learned):
-            self.learned[path] = GraspPlanner.from_pretrained(path, device=device, backend=backend)
+            name, _, precision = backend.partition(":")  # e.g. cuda_graph:tf32
+            extra = {"graph_precision": precision} if precision else {}
+            self.learned[path] = GraspPlanner.from_pretrained(path, device=device, backend=name, **extra)
         if any(not m.learned for m in methods):
             from sceneleap_core.infer.baselines import NormalApproachPlanner
 
@@ -434,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--grasps", type=int, default=32, help="G, grasps asked of each plan")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--backend", default="eager", help="learned planner's backend (eager, compile, onnx, tensorrt)")
+    ap.add_argument("--backend", default="eager", help="learned planner's backend (eager, compile, cuda_graph, onnx, tensorrt; "
+                    "cuda_graph:tf32 / cuda_graph:bf16: the graphs' precision)")
     ap.add_argument("--workers", type=int, default=1, help="lift-test processes")
     ap.add_argument(
         "--estimate-up", action="store_true", help="planners estimate up from the table (default: camera pose)"
