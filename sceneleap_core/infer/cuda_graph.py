@@ -118,7 +118,7 @@ class GraphedLoop:
         self._calls: dict[tuple, GraphedCall] = {}
 
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
-        if self.precision == "fp32" or x.device.type != "cuda":
+        if x.device.type != "cuda":
             return self.denoiser(x, t, cache)
         with precision_context(self.precision):
             return self.denoiser(x, t, cache).float()
