@@ -6,6 +6,7 @@ test, into one table (SPEC section 5's quality and latency targets).
         --methods ddpm:100,ddim:20,ddim:10,dpmpp:10,dpmpp:5,baseline --device cuda --workers 15 \\
         --latency-g 8,32,128 --out results/ --markdown bench/RESULTS.md
     python bench/results.py data/test --methods baseline --views 16 --out results/   # no model needed
+    python bench/results.py --merge a/results.json b/results.json --out merged/   # earlier runs, same views
 
 Per view (a seeded pick spread over the dataset: one view drawn in each of N equal slices), every
 method plans from the view's cloud in the camera frame, as a robot's camera delivers it, with the
@@ -257,6 +258,48 @@ def print_table(results: dict) -> None:
     Console(width=None if sys.stdout.isatty() else 150).print(table)
 
 
+def merge_results(runs: list[dict], sources: list[str]) -> dict:
+    """Several ``results.json`` of the same views (same ``views``, ``grasps``, ``seed``, ``up``) ->
+    one, methods side by side (a name met twice gets `` [source]``). ValueError naming the first
+    field that differs."""
+    if not runs:
+        raise ValueError("--merge: expected at least one results.json")
+    first = runs[0]
+    for run, src in zip(runs[1:], sources[1:]):
+        for key in ("views", "grasps", "seed", "up"):
+            if run.get(key) != first.get(key):
+                raise ValueError(f"--merge: {src} has {key} {run.get(key)!r}, {sources[0]} has {first.get(key)!r}: "
+                                 "not the same views")  # fmt: skip
+    merged = {k: v for k, v in first.items() if k not in ("methods", "latency_vs_g", "seconds")}
+    merged["methods"], merged["latency_vs_g"] = {}, {}
+    devices = []
+    for run, src in zip(runs, sources):
+        for name, method in run["methods"].items():
+            key = name if name not in merged["methods"] else f"{name} [{src}]"
+            merged["methods"][key] = {**method, "device_name": run.get("device_name", "")}
+            if name in run.get("latency_vs_g", {}):
+                merged["latency_vs_g"][key] = run["latency_vs_g"][name]
+        devices.append(run.get("device_name", ""))
+    merged["device_name"] = " + ".join(dict.fromkeys(devices))
+    merged["command"] = "merged: " + "; ".join(run.get("command", "") for run in runs)
+    merged["date"] = max(run.get("date", "") for run in runs)
+    return merged
+
+
+def sampler_families(methods: dict, grasps: int) -> dict[str, list[tuple[int, dict]]]:
+    """{sampler family: [(steps, summary)]} of the learned methods; a family is the sampler and the
+    candidates sampled per grasp (measured: candidates per plan / G; ``ddim 8x`` and ``ddim 2x`` are
+    separate lines, ``ddim:10`` of a model whose default is 8x joins ``ddim:4x8``)."""
+    families: dict[str, list] = {}
+    for m in methods.values():
+        if m["sampler"]:
+            cand = m["summary"].get("candidates")
+            over = cand / grasps if cand else m.get("oversample")
+            fam = m["sampler"] + (f" {over:.3g}x" if over else "")
+            families.setdefault(fam, []).append((m["steps"], m["summary"]))
+    return families
+
+
 def plot(results: dict, out: Path) -> list[Path]:
     """success_vs_steps.png (learned methods present) and latency_vs_g.png (``latency_vs_g`` present)."""
     import matplotlib
@@ -266,10 +309,7 @@ def plot(results: dict, out: Path) -> list[Path]:
 
     written = []
     methods = results["methods"]
-    families: dict[str, list] = {}
-    for m in methods.values():
-        if m["sampler"]:
-            families.setdefault(m["sampler"], []).append((m["steps"], m["summary"]))
+    families = sampler_families(methods, results["grasps"])
     if families:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
         for ax, key, title in zip(axes, ("top1_lift", "mean_lift"), ("top-1 grasp", f"all {results['grasps']}")):
@@ -427,7 +467,9 @@ def run(args: argparse.Namespace, command: str) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", help="held-out dataset of composed scenes (sceneleap scenes compose --split test)")
+    ap.add_argument("root", nargs="?", help="held-out dataset of composed scenes (sceneleap scenes compose --split test)")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", default=None,
+                    help="instead of running: put earlier results.json of the same views side by side (table, plots)")  # fmt: skip
     ap.add_argument("--model", default=None, help="save_pretrained directory (needed by learned methods)")
     ap.add_argument(
         "--methods", default=DEFAULT_METHODS, help=f"SAMPLER:STEPS and/or {BASELINE} (default {DEFAULT_METHODS})"
@@ -457,6 +499,15 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.merge:
+        try:
+            runs = [json.loads(Path(f).read_text()) for f in args.merge]
+            return finish(merge_results(runs, [Path(f).name for f in args.merge]), args)
+        except (OSError, json.JSONDecodeError, KeyError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    if args.root is None:
+        ap.error("root: expected the held-out dataset (or --merge RESULTS_JSON ...)")
     try:
         parse_methods(args.methods)
     except ValueError as err:
@@ -471,6 +522,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     results["seconds"] = round(time.perf_counter() - t0, 1)
+    return finish(results, args)
+
+
+def finish(results: dict, args) -> int:
+    """results.json, the table, the plots and the optional markdown section of a run or a merge."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from sceneleap_core.atomic import write_text_atomic

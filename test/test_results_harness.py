@@ -129,3 +129,44 @@ def test_key_values_typed_by_a_schema_or_by_their_look():
     assert free == {"anchor": "seed", "d_model": 288, "lr": 3e-4, "anchor_scene": True}
     with pytest.raises(ValueError, match="--model-args: expected KEY=VALUE"):
         parse_key_values(["d_model"], "--model-args")
+
+
+def test_merge_puts_runs_of_the_same_views_side_by_side_and_refuses_others(tmp_path, capsys):
+    """--merge: methods of several results.json in one table and plot; sampler families split by the
+    candidates per grasp actually sampled; runs of other views are refused with the field named."""
+    r = _harness()
+
+    def run(methods, views=(0, 5), device="CPU"):
+        per_view = [{"view": v, "scene_id": v, "returned": 2, "success": [True, v == 0], "failure": ["", "slip"],
+                     "disturbance": None, "penetration_mm": [1.0, 2.0], "diversity_mm": 10.0, "diversity_deg": 5.0,
+                     "latency_ms": 3.0, "timings_ms": {}, "rejected": {"table": 1}, "candidates": 0}
+                    for v in views]  # fmt: skip
+        out = {}
+        for name, (sampler, steps, over, cand) in methods.items():
+            pv = [{**v, "candidates": cand} for v in per_view]
+            out[name] = {"sampler": sampler, "steps": steps, "oversample": over, "per_view": pv,
+                         "summary": r.json_safe(r.summarize(pv))}  # fmt: skip
+        return {"date": "2026-12-02 06:00", "command": "c", "machine": "m", "device": "cpu", "device_name": device,
+                "dataset": "d", "model": "M", "views": list(views), "grasps": 2, "seed": 0, "up": "camera pose",
+                "methods": out, "latency_vs_g": {}}  # fmt: skip
+
+    a = run({"ddim:10": ("ddim", 10, None, 16), "ddim:4x2": ("ddim", 4, 2.0, 4)})
+    b = run({"ddim:10": ("ddim", 10, None, 16), "ddpm:100": ("ddpm", 100, None, 16)}, device="H200")
+    merged = r.merge_results([a, b], ["a.json", "b.json"])
+    assert list(merged["methods"]) == ["ddim:10", "ddim:4x2", "ddim:10 [b.json]", "ddpm:100"]
+    assert merged["methods"]["ddim:10 [b.json]"]["device_name"] == "H200" and merged["device_name"] == "CPU + H200"
+    fams = r.sampler_families(merged["methods"], merged["grasps"])
+    assert sorted(fams) == ["ddim 2x", "ddim 8x", "ddpm 8x"] and len(fams["ddim 8x"]) == 2
+    with pytest.raises(ValueError, match="views"):
+        r.merge_results([a, run({"ddim:10": ("ddim", 10, None, 16)}, views=(1, 2))], ["a.json", "c.json"])
+    files = []
+    for name, res in (("a.json", a), ("b.json", b)):
+        files.append(tmp_path / name)
+        files[-1].write_text(json.dumps(res))
+    out = tmp_path / "merged"
+    assert r.main(["--merge", *map(str, files), "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert len(res["methods"]) == 4 and (out / "success_vs_steps.png").stat().st_size > 0
+    assert "ddpm:100" in capsys.readouterr().out
+    assert r.main(["--merge", str(tmp_path / "missing.json"), "--out", str(out)]) == 2
+    assert "missing.json" in capsys.readouterr().err
