@@ -120,8 +120,8 @@ def pick_scored(
 def support_height(heights: torch.Tensor, bin_size: float = 0.005) -> torch.Tensor:
     """Heights (B, N) along up -> (B,) the support plane's height: the most populated ``bin_size``
     bin among the lower half of the points (the table dominates a tabletop view)."""
-    low = heights.quantile(0.02, dim=1, keepdim=True)
-    mid = heights.quantile(0.5, dim=1, keepdim=True)
+    q = torch.tensor([0.02, 0.5], dtype=heights.dtype, device=heights.device)
+    low, mid = heights.quantile(q, dim=1, keepdim=True)  # one sort for both (2 x faster than two calls)
     idx = ((heights - low) / bin_size).floor().clamp_min(0).long()  # (B, N)
     nbins = int(((mid - low) / bin_size).max().ceil().item()) + 2
     idx = idx.clamp_max(nbins - 1)
