@@ -1,5 +1,5 @@
 """``KEY=VALUE`` command-line items -> a dict of typed values, shared by the bench scripts
-(``bench/train.py --model-args``, ``bench/results.py --post``)."""
+(``bench/train.py --model-args``, ``bench/results.py --post``), and the scripts' backend names."""
 
 from __future__ import annotations
 
@@ -43,3 +43,10 @@ def _typed(value: str, kind: type | None, option: str, item: str):
         except ValueError:
             pass
     return value
+
+
+def backend_spec(spec: str) -> tuple[str, dict]:
+    """A bench script's backend name -> (``GraspPlanner`` backend, its extra keyword arguments):
+    ``cuda_graph:tf32`` -> ``("cuda_graph", {"graph_precision": "tf32"})``, ``eager`` -> ``("eager", {})``."""
+    name, _, precision = spec.partition(":")
+    return name, ({"graph_precision": precision} if precision else {})

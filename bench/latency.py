@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 import torch
 from infer_cpu import tabletop  # bench/ is the script's directory: the same synthetic tabletop cloud
-from key_values import parse_key_values
+from key_values import backend_spec, parse_key_values
 
 
 def measure(planner, cloud: np.ndarray, grasps: int, sampler: str, steps: int, repeats: int,
@@ -75,8 +75,7 @@ def main(argv=None) -> None:
     overs = [float(x) for x in args.oversample.split(",")] if args.oversample else [None]
     planners = {}
     for backend in args.backends.split(","):
-        name, _, precision = backend.partition(":")  # cuda_graph:tf32 -> the graphs' precision
-        extra = {"graph_precision": precision} if precision else {}
+        name, extra = backend_spec(backend)
         if args.engine_dir and name in ("aoti", "onnx", "tensorrt"):
             extra["onnx_dir"] = f"{args.engine_dir}/{name}"
         if args.model:

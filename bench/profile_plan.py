@@ -17,6 +17,7 @@ import argparse
 import numpy as np
 import torch
 from infer_cpu import tabletop  # bench/ is the script's directory: the same synthetic tabletop cloud
+from key_values import backend_spec
 from latency import measure  # the same timing of plan() and its stages
 
 
@@ -25,8 +26,7 @@ def build_planner(args, backend: str):
     from sceneleap_core.infer import GraspPlanner
     from sceneleap_core.models import build_generator
 
-    name, _, precision = backend.partition(":")  # cuda_graph:tf32 -> the graphs' precision
-    extra = {"graph_precision": precision} if precision else {}
+    name, extra = backend_spec(backend)
     if args.model:
         return GraspPlanner.from_pretrained(args.model, device=args.device, backend=name, **extra)
     torch.manual_seed(0)

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from key_values import parse_key_values  # bench/ is the script's directory
+from key_values import backend_spec, parse_key_values  # bench/ is the script's directory
 
 BASELINE = "baseline"
 DEFAULT_METHODS = "ddpm:100,ddim:20,ddim:10,dpmpp:10,dpmpp:5,baseline"
@@ -358,8 +358,7 @@ class Planners:
         from sceneleap_core.infer import GraspPlanner
 
         for path in dict.fromkeys(m.model or model for m in methods if m.learned):
-            name, _, precision = backend.partition(":")  # e.g. cuda_graph:tf32
-            extra = {"graph_precision": precision} if precision else {}
+            name, extra = backend_spec(backend)  # e.g. cuda_graph:tf32
             self.learned[path] = GraspPlanner.from_pretrained(path, device=device, backend=name, **extra)
         if any(not m.learned for m in methods):
             from sceneleap_core.infer.baselines import NormalApproachPlanner

@@ -148,7 +148,7 @@ def test_cuda_graph_backend_replays_the_eager_denoiser():
         pytest.skip("the graph capture itself needs CUDA (measured by bench/latency.py --backends cuda_graph)")
     model_gpu, g_pts = model.cuda(), pts.cuda()
     cache = model_gpu.encode_scene(g_pts, anchors=anchors.cuda(), deterministic=True)
-    graphed = GraphedDenoiser(model_gpu.denoiser, autocast_dtype=None)
+    graphed = GraphedDenoiser(model_gpu.denoiser, precision="fp32")
     for seed in (0, 1):  # the second call replays the captured graph with new inputs
         xg = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(seed)).cuda()
         torch.testing.assert_close(graphed(xg, t.cuda(), cache), model_gpu.denoiser(xg, t.cuda(), cache), atol=1e-4, rtol=1e-4)

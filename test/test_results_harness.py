@@ -116,8 +116,10 @@ def test_key_values_typed_by_a_schema_or_by_their_look():
     from sceneleap_core.infer.postprocess import PostConfig
 
     _harness()
-    from key_values import parse_key_values
+    from key_values import backend_spec, parse_key_values
 
+    assert backend_spec("cuda_graph:tf32") == ("cuda_graph", {"graph_precision": "tf32"})
+    assert backend_spec("eager") == ("eager", {})
     post = parse_key_values(["refine_steps=3", "filter=no", "pregrasp_distance=0.2"], "--post", PostConfig())
     assert post == {"refine_steps": 3, "filter": False, "pregrasp_distance": 0.2}
     assert isinstance(post["refine_steps"], int) and isinstance(post["pregrasp_distance"], float)

@@ -63,27 +63,20 @@ class GraphedDenoiser:
 
     Args:
         denoiser: the model's denoiser module (eval mode; its weights must not change afterwards).
-        autocast_dtype: run the captured step under ``torch.autocast`` with this dtype (e.g.
-            ``torch.bfloat16``); None = ``precision``. The output is returned as float32.
-        precision: ``fp32``, ``tf32`` or ``bf16`` (:func:`precision_context`) when no ``autocast_dtype``.
+        precision: the denoiser's arithmetic, ``fp32``, ``tf32`` or ``bf16`` (:func:`precision_context`);
+            the output is returned as float32.
         max_graphs: captured shapes kept (oldest dropped first).
     """
 
-    def __init__(self, denoiser: torch.nn.Module, autocast_dtype: torch.dtype | None = None,
-                 max_graphs: int = 8, precision: str = "fp32") -> None:  # fmt: skip
+    def __init__(self, denoiser: torch.nn.Module, precision: str = "fp32", max_graphs: int = 8) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
-        self.denoiser = denoiser
-        self.autocast_dtype, self.precision = autocast_dtype, precision
+        self.denoiser, self.precision = denoiser, precision
         self._call = GraphedCall(self._step, name="denoiser step", max_graphs=max_graphs)
 
     def _step(self, x: torch.Tensor, t: torch.Tensor, *cache: torch.Tensor) -> torch.Tensor:
-        scene = SceneCache.from_tuple(cache)
-        if self.autocast_dtype is None:
-            with precision_context(self.precision):
-                return self.denoiser(x, t, scene).float()
-        with torch.autocast("cuda", dtype=self.autocast_dtype):
-            return self.denoiser(x, t, scene).float()
+        with precision_context(self.precision):
+            return self.denoiser(x, t, SceneCache.from_tuple(cache)).float()
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache, mask: torch.Tensor | None = None):
