@@ -67,3 +67,34 @@ def test_model_pack_records_the_planners_oversampling_and_the_planner_reads_it(t
     capsys.readouterr()
     assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--oversample", "0.5"]) == 2
     assert "--oversample: expected >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_model_pack_records_post_processing_defaults_and_the_planner_reads_them(tmp_path, capsys):
+    from _infer_common import save_tiny
+
+    from sceneleap_core.infer import GraspPlanner
+    from sceneleap_core.infer.postprocess import PostConfig
+
+    run = save_tiny(tmp_path / "run")
+    assert GraspPlanner.from_pretrained(run).post == PostConfig()
+    args = [
+        "--post",
+        "clearance=candidates",
+        "--post",
+        "clearance_tolerance=0.001",
+        "--post",
+        "clearance_levels=0,0.05",
+    ]
+    assert main(["model", "pack", str(run), "--out", str(tmp_path / "c"), *args]) == 0
+    post = GraspPlanner.from_pretrained(tmp_path / "c").post
+    assert (post.clearance, post.clearance_tolerance, post.clearance_levels) == ("candidates", 0.001, (0.0, 0.05))
+    assert post.grasp_tolerance == PostConfig().grasp_tolerance, "fields not given keep their defaults"
+    mine = PostConfig(diversity=0.0)
+    assert GraspPlanner.from_pretrained(tmp_path / "c", post=mine).post is mine, "a caller's wins"
+    assert main(["model", "pack", str(tmp_path / "c"), "--out", str(tmp_path / "d"), "--post", "diversity=0.05"]) == 0
+    post = GraspPlanner.from_pretrained(tmp_path / "d").post
+    assert (post.clearance, post.diversity) == ("candidates", 0.05), "merged into the source's"
+    capsys.readouterr()
+    for bad, why in (("clearance=always", "clearance"), ("clearence=off", "KEY=VALUE"), ("min_hits=x", "int")):
+        assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--post", bad]) == 2
+        assert why in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -219,3 +219,128 @@ def test_sparse_hand_depth_equals_the_dense_penetration_depth():
                 torch.testing.assert_close(hand_depth(h, st, cloud, cull), dense, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="cull"):
         hand_depth(hand, state, table_top, "bvh")
+
+
+def test_box_depth_is_the_dense_depth_of_each_box():
+    from sceneleap_core.infer.postprocess import box_depth, hand_depth
+
+    hand = _hand()
+    torch.manual_seed(1)
+    g = 6
+    q = hand.joint_lower + (hand.joint_upper - hand.joint_lower) * torch.rand(g, hand.dof, dtype=hand.joint_lower.dtype)
+    pose = torch.eye(4).repeat(g, 1, 1)
+    pose[:, :3, 3] = 0.03 * torch.randn(g, 3)
+    state = hand(q.float(), pose, validate=False)
+    cloud = 0.2 * (torch.rand(2000, 3) - 0.5)
+    dense = (-hand.box_distances(state, cloud[None].expand(g, -1, -1))).clamp_min(0).amax(1)  # (G, K)
+    assert (dense > 0).sum() > 5, "some boxes hold points"
+    for device in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
+        h = hand if device == "cpu" else copy.deepcopy(hand).to(device)
+        st = state if device == "cpu" else h(q.float().to(device), pose.to(device), validate=False)
+        for cull in ("auto", "levels", "dense"):
+            per_box = box_depth(h, st, cloud.to(device), cull).cpu()
+            torch.testing.assert_close(per_box, dense, atol=1e-6, rtol=0)
+            whole = hand_depth(h, st, cloud.to(device), cull).amax(1).cpu()
+            torch.testing.assert_close(per_box.amax(1), whole, atol=1e-6, rtol=0)
+
+
+def test_finger_index_splits_boxes_and_joints_into_the_four_fingers():
+    from sceneleap_core.infer.postprocess import finger_index
+
+    hand = _hand()
+    box_finger, joint_finger = finger_index(hand)
+    assert sorted(set(box_finger.tolist())) == [-1, 0, 1, 2, 3]
+    assert all(name.startswith("palm") for name, f in zip(hand.box_names, box_finger.tolist()) if f < 0)
+    assert all(not name.startswith("palm") for name, f in zip(hand.box_names, box_finger.tolist()) if f >= 0)
+    # the LEAP hand: four joints per finger, in joint order (index, middle, ring, thumb)
+    assert joint_finger.tolist() == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    expected = {0: ("if_", "fingertip_pad"), 1: ("mf_", "fingertip_2_pad"), 2: ("rf_", "fingertip_3_pad"),
+                3: ("th_", "thumb_fingertip_pad")}  # fmt: skip
+    for name, f in zip(hand.box_names, box_finger.tolist(), strict=True):
+        assert f < 0 or name.startswith(expected[f]), f"{name} is not a box of finger {f}"
+
+
+def test_finger_clearance_unflexes_only_the_finger_that_points_lie_inside():
+    from sceneleap_core.infer.postprocess import box_depth, finger_clearance, finger_index
+
+    hand = _hand()
+    box_finger, joint_finger = finger_index(hand)
+    closing = torch.as_tensor(hand.description.closing_direction, dtype=torch.float32)
+    q = (hand.open_pose.float() + 0.6 * closing)[None]  # fingers half closed
+    pose = torch.eye(4)[None]
+    state = hand(q, pose, validate=False)
+    rot, ctr = hand.box_poses(state)
+    tip = hand.box_names.index("if_ds_collision_1")  # an index-finger box
+    assert box_finger[tip] == 0
+    # points filling that box: the index finger must open to clear them
+    local = (torch.rand(300, 3) - 0.5) * hand.box_half[tip].float()  # the inner half of the box
+    cloud = local @ rot[0, tip].T + ctr[0, tip]
+    cfg = PostConfig(clearance_levels=(0.0, 0.05, 0.1, 0.2, 0.4, 0.8), clearance_tolerance=0.0)
+    pose2, q2 = finger_clearance(hand, pose, q, cloud, cfg)
+    assert torch.equal(pose2, pose)
+    opened = (q - q2)[0] * closing  # >= 0: unflexed along the closing direction
+    assert (opened[joint_finger == 0][closing[joint_finger == 0] != 0] > 0).all(), "the index finger opened"
+    assert torch.equal(q2[0, joint_finger != 0], q[0, joint_finger != 0]), "the other fingers untouched"
+    after = box_depth(hand, hand(q2, pose, validate=False), cloud)[0]
+    assert after[box_finger == 0].max() <= 0.0 or opened.max() == pytest.approx(0.8), "clear, or at the last level"
+    # the smallest level that clears: one level less leaves points inside
+    level = float(opened[closing != 0][joint_finger[closing != 0] == 0].max())
+    smaller = [v for v in cfg.clearance_levels if v < level - 1e-9][-1]
+    q_less = q - smaller * closing * (joint_finger == 0)
+    assert box_depth(hand, hand(q_less, pose, validate=False), cloud)[0, box_finger == 0].max() > 0
+    # no points inside any finger: nothing moves; no cloud: nothing moves
+    far = cloud + torch.tensor([1.0, 0.0, 0.0])
+    assert torch.equal(finger_clearance(hand, pose, q, far, cfg)[1], q)
+    assert torch.equal(finger_clearance(hand, pose, q, None, cfg)[1], q)
+
+
+def test_finish_grasps_with_clearance_keeps_a_grasp_the_filter_would_reject():
+    """A grasp whose index finger closes into observed points is rejected by the cloud check; with
+    ``clearance`` its finger opens out of them first and the grasp is kept, the other fingers as given."""
+    from sceneleap_core.infer.planner import finish_grasps
+    from sceneleap_core.infer.postprocess import finger_index
+
+    hand = _hand()
+    _, joint_finger = finger_index(hand)
+    closing = torch.as_tensor(hand.description.closing_direction, dtype=torch.float32)
+    q = (hand.open_pose.float() + 0.6 * closing)[None]
+    pose = torch.eye(4)[None]
+    rot, ctr = hand.box_poses(hand(q, pose, validate=False))
+    tip = hand.box_names.index("if_md_collision_5")  # a thick index-finger box (the distal ones are 3 mm thin)
+    torch.manual_seed(0)
+    cloud = ((torch.rand(200, 3) - 0.5) * hand.box_half[tip].float()) @ rot[0, tip].T + ctr[0, tip]
+    plain = finish_grasps(hand, cloud.numpy(), None, pose, q, 1, PostConfig(), vectors=torch.zeros(1, 25))
+    assert len(plain) == 0 and plain.rejected["cloud"] == 1
+    cleared = finish_grasps(hand, cloud.numpy(), None, pose, q, 1, PostConfig(clearance="candidates"), vectors=torch.zeros(1, 25))
+    assert len(cleared) == 1 and cleared.rejected["cloud"] == 0
+    moved = (cleared.joints[0, 0] - q[0]).abs() > 1e-6
+    assert moved.any() and (joint_finger[moved] == 0).all(), "only the index finger moved"
+
+
+def test_finger_clearance_dense_and_levels_agree():
+    """The GPU's way (every level of every grasp against its nearest points, no host sync) and the
+    CPU's (level by level, the unsettled grasps against the whole cloud) choose the same joints when
+    the neighbourhood holds the whole cloud; with fewer neighbours, those of far-off grasps still."""
+    from sceneleap_core.infer.postprocess import finger_clearance
+
+    hand = _hand()
+    torch.manual_seed(3)
+    g = 24
+    closing = torch.as_tensor(hand.description.closing_direction, dtype=torch.float32)
+    q = hand.open_pose.float() + closing * (0.3 + 0.8 * torch.rand(g, 1))
+    pose = torch.eye(4).repeat(g, 1, 1)
+    pose[:, :3, 3] = 0.03 * torch.randn(g, 3)
+    cloud = 0.12 * (torch.rand(1200, 3) - 0.5)
+    levels = PostConfig(clearance_tolerance=0.001, cull="levels")
+    _, q_levels = finger_clearance(hand, pose, q, cloud, levels)
+    assert ((q_levels - q).abs().amax(1) > 1e-6).sum() >= g // 2, "most hands had a finger to open"
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        h = hand if device == "cpu" else copy.deepcopy(hand).to(device)
+        dense = PostConfig(clearance_tolerance=0.001, cull="dense", clearance_neighbours=len(cloud))
+        _, q_dense = finger_clearance(h, pose.to(device), q.to(device), cloud.to(device), dense)
+        torch.testing.assert_close(q_dense.cpu(), q_levels, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="cull"):
+        finger_clearance(hand, pose, q, cloud, PostConfig(cull="bvh"))
+    with pytest.raises(ValueError, match="clearance"):
+        PostConfig(clearance="always")

@@ -50,7 +50,19 @@ def _pack(args: argparse.Namespace) -> int:
         raise ValueError("--out: expected a directory other than the source")
     if args.oversample is not None and not args.oversample >= 1:
         raise ValueError(f"--oversample: expected >= 1 candidates per returned grasp, got {args.oversample}")
+    post = None
+    if args.post:  # validated against PostConfig now, not at the first plan
+        from dataclasses import asdict
+
+        from sceneleap_core.cli.key_values import parse_key_values
+        from sceneleap_core.infer.postprocess import PostConfig
+
+        post = parse_key_values(args.post, "--post", PostConfig())
+        post = {k: v for k, v in asdict(PostConfig.from_dict(post)).items() if k in post}
     model, normalizer, extra = GraspGenerator.load_pretrained(args.dir)
+    if post is not None:  # post-processing defaults, read back by GraspPlanner.from_pretrained
+        planner = (extra or {}).get("planner", {})
+        extra = {**(extra or {}), "planner": {**planner, "post": {**planner.get("post", {}), **post}}}
     if args.oversample is not None:  # the planner's default, read back by GraspPlanner.from_pretrained
         extra = {**(extra or {}), "planner": {**(extra or {}).get("planner", {}), "oversample": float(args.oversample)}}
     if args.sampler is not None:  # the deployed sampler, recorded in the config (validated there)
@@ -96,5 +108,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="record the planner's candidates per returned grasp (extra.planner.oversample); default: keep the source's",
+    )
+    q.add_argument(
+        "--post",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="record a post-processing default (a PostConfig field, e.g. clearance=candidates; extra.planner.post); "
+        "repeatable, merged into the source's",
     )
     q.set_defaults(func=_pack)

@@ -23,6 +23,7 @@ from sceneleap_core.infer.postprocess import (
     PostConfig,
     collision_check,
     diverse_topk,
+    finger_clearance,
     grasp_energy,
     reason_counts,
     refine,
@@ -225,7 +226,9 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     every planner shares (the learned :meth:`GraspPlanner.plan` and the non-learned baselines of
     :mod:`sceneleap_core.infer.baselines`), so they are filtered and ranked alike.
 
-    Recipe: refine (``config.refine_steps``) -> reject collisions with the cloud / table / approach
+    Recipe: refine (``config.refine_steps``) and finger clearance (``config.clearance``: each
+    finger unflexed out of the observed points, :func:`finger_clearance`; both timed as ``refine``)
+    -> reject collisions with the cloud / table / approach
     sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`, or the logit of ``ranker``: a
     :class:`sceneleap_core.infer.ranker.GraspRanker` over every term, or a
     :class:`sceneleap_core.infer.critic.GraspCritic` that also reads the points under each hand)
@@ -253,6 +256,8 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     dt, f32 = hand.dtype, torch.float32
     cloud_t = torch.as_tensor(cloud, dtype=dt, device=device)
     pose, joints = refine(hand, pose.to(device, dt), joints.to(device, dt), cloud_t, plane, config)
+    if config.clearance == "candidates":
+        pose, joints = finger_clearance(hand, pose, joints, cloud_t, config)
     watch.lap("refine")
     check = collision_check(hand, pose, joints, cloud_t, plane, config)
     keep = check["keep"].nonzero().squeeze(-1)
@@ -270,6 +275,9 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     else:
         scores = -energy["total"]
     order = keep[diverse_topk(pose[keep], scores, num_grasps, config.diversity, config.rotation_scale)]
+    if config.clearance == "returned":  # the ranked grasps only: the ranker judged them as sampled
+        joints = joints.clone()
+        joints[order] = finger_clearance(hand, pose[order], joints[order], cloud_t, config)[1]
     rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
     rank[keep] = scores
     if anchors is not None:
@@ -472,8 +480,9 @@ class GraspPlanner:
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
-        (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample``,
-        recorded by ``sceneleap model pack --oversample``) are used unless given, and its learned ranking unless
+        (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample`` and
+        ``extra.planner.post``, PostConfig fields, recorded by ``sceneleap model pack --oversample`` /
+        ``--post``) are used unless given, and its learned ranking unless
         ``ranker`` is given (None = rank by -energy): the grasp critic (``critic.json`` +
         ``critic.safetensors``) when present, else the logistic ``ranker.json``."""
         from pathlib import Path
@@ -492,6 +501,8 @@ class GraspPlanner:
         defaults = extra.get("planner", {}) if isinstance(extra, dict) else {}
         if "oversample" in defaults and "oversample" not in kwargs:
             kwargs["oversample"] = float(defaults["oversample"])
+        if defaults.get("post") and "post" not in kwargs:
+            kwargs["post"] = PostConfig.from_dict(defaults["post"])
         if "ranker" not in kwargs and (Path(directory) / CRITIC_NAME).is_file():
             kwargs["ranker"] = GraspCritic.load(directory, device=device)
         elif "ranker" not in kwargs and (Path(directory) / RANKER_NAME).is_file():

@@ -31,6 +31,7 @@ from sceneleap_core.geometry.box_sdf import box_signed_distance
 from sceneleap_core.geometry.rotations import axis_angle_to_matrix
 
 REASONS = ("nonfinite", "table", "cloud", "sweep")
+CLEARANCE_STAGES = ("off", "candidates", "returned")
 
 
 @dataclass
@@ -86,6 +87,15 @@ class PostConfig:
     max_points: int = 2048
     cull: str = "auto"
     chunk: int = 0
+    clearance: str = "off"
+    clearance_levels: tuple = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+    clearance_tolerance: float = 0.0
+    clearance_points: int = 8192
+    clearance_neighbours: int = 1024
+
+    def __post_init__(self):
+        if self.clearance not in CLEARANCE_STAGES:
+            raise ValueError(f"clearance: expected one of {CLEARANCE_STAGES}, got {self.clearance!r}")
 
     @classmethod
     def from_dict(cls, data: dict) -> PostConfig:
@@ -93,7 +103,7 @@ class PostConfig:
         bad = sorted(set(data) - known)
         if bad:
             raise ValueError(f"PostConfig: unknown keys {bad}; expected some of {sorted(known)}")
-        return cls(**data)
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # JSON lists -> tuples
 
 
 def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:
@@ -125,19 +135,14 @@ def _near_pairs(hand, ctr: torch.Tensor, cloud: torch.Tensor, reach: torch.Tenso
 CULLS = ("auto", "levels", "dense")
 
 
-def hand_depth(hand, state, cloud: torch.Tensor, cull: str = "auto") -> torch.Tensor:
-    """Depth (B, N) of points (N, 3) inside the hand of each of B states (0 outside), as
-    ``hand.penetration_depth`` but sparse: only the (box, point) pairs within a box's bounding
-    sphere get the box SDF (a tabletop cloud touches few boxes; the dense form costs B N K). On a
-    CPU even the distances of every point to the K = 71 box centres dominated a plan, so there the
-    pairs are found hand -> link -> box (:func:`_near_pairs`); on a GPU in one pass (``cull``:
-    ``auto`` chooses so, ``levels`` / ``dense`` force one). Differentiable in the state."""
+def _pair_depths(hand, state, cloud: torch.Tensor, cull: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(box index b * K + k, point index, depth) of every (state box, observed point) pair within
+    the box's bounding sphere (:func:`hand_depth` says how they are found); depth 0 outside."""
     if cull not in CULLS:
         raise ValueError(f"cull: expected one of {CULLS}, got {cull!r}")
     rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
     b, k = ctr.shape[:2]
     half = hand.box_half.to(ctr)
-    cloud = cloud.to(ctr)
     with torch.no_grad():
         reach = half.norm(dim=-1) + 1e-6  # (K,) box bounding-sphere radii
         if cull == "levels" or (cull == "auto" and ctr.device.type == "cpu"):  # CPU: 3.3x faster filter (636 -> 192 ms)
@@ -146,9 +151,30 @@ def hand_depth(hand, state, cloud: torch.Tensor, cull: str = "auto") -> torch.Te
             near = torch.cdist(ctr.detach().reshape(b * k, 3), cloud) < reach.repeat(b)[:, None]
             bk, n = near.nonzero(as_tuple=True)
     local = ((cloud[n] - ctr.reshape(b * k, 3)[bk])[:, None] @ rot.reshape(b * k, 3, 3)[bk]).squeeze(1)
-    depth = (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
-    out = torch.zeros(b * cloud.shape[0], dtype=ctr.dtype, device=ctr.device)
+    return bk, n, (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
+
+
+def hand_depth(hand, state, cloud: torch.Tensor, cull: str = "auto") -> torch.Tensor:
+    """Depth (B, N) of points (N, 3) inside the hand of each of B states (0 outside), as
+    ``hand.penetration_depth`` but sparse: only the (box, point) pairs within a box's bounding
+    sphere get the box SDF (a tabletop cloud touches few boxes; the dense form costs B N K). On a
+    CPU even the distances of every point to the K = 71 box centres dominated a plan, so there the
+    pairs are found hand -> link -> box (:func:`_near_pairs`); on a GPU in one pass (``cull``:
+    ``auto`` chooses so, ``levels`` / ``dense`` force one). Differentiable in the state."""
+    b, k = state.link_rot.shape[0], hand.box_half.shape[0]
+    cloud = cloud.to(state.link_trans)
+    bk, n, depth = _pair_depths(hand, state, cloud, cull)
+    out = torch.zeros(b * cloud.shape[0], dtype=depth.dtype, device=depth.device)
     return out.scatter_reduce(0, (bk // k) * cloud.shape[0] + n, depth, "amax").view(b, cloud.shape[0])  # (B, N)
+
+
+def box_depth(hand, state, cloud: torch.Tensor, cull: str = "auto") -> torch.Tensor:
+    """Depth (B, K) of the deepest observed point (N, 3) inside each collision box of each of B
+    states (0 when none is inside); the pairs as in :func:`hand_depth`."""
+    b, k = state.link_rot.shape[0], hand.box_half.shape[0]
+    bk, _, depth = _pair_depths(hand, state, cloud.to(state.link_trans), cull)
+    out = torch.zeros(b * k, dtype=depth.dtype, device=depth.device)
+    return out.scatter_reduce(0, bk, depth, "amax").view(b, k)
 
 
 def lowest_height(hand, state, normal: torch.Tensor, offset: float) -> torch.Tensor:
@@ -315,3 +341,128 @@ def diverse_topk(pose: torch.Tensor, scores: torch.Tensor, k: int, min_distance:
             kept.append(i)
     kept += skipped[: k - len(kept)]
     return torch.as_tensor(kept, dtype=torch.long, device=scores.device)
+
+
+def finger_index(hand) -> tuple[torch.Tensor, torch.Tensor]:
+    """Finger of each collision box (K,) and of each joint (J,), -1 for the palm, on the hand's
+    device: a finger is the chain of links from one of the description's tip frames up to (not
+    including) the root link. Cached on the hand per device (a plan's checks need no host copy)."""
+    cache = hand.__dict__.setdefault("_finger_index", {})
+    if hand.device not in cache:
+        desc = hand.description
+        by_name = {link.name: link for link in desc.links}
+        link_finger = [-1] * len(desc.links)
+        for f, tip in enumerate(desc.tip_frames()):
+            name = tip
+            while name is not None and by_name[name].parent is not None:
+                link_finger[desc.link_index(name)] = f
+                name = by_name[name].parent
+        joint_finger = [-1] * desc.dof
+        for link in desc.links:
+            if link.joint_type == "revolute":
+                joint_finger[desc.joint_names.index(link.joint)] = link_finger[desc.link_index(link.name)]
+        box_finger = torch.tensor(link_finger)[hand.box_link.cpu()]
+        cache[hand.device] = (box_finger.to(hand.device), torch.tensor(joint_finger, device=hand.device),
+                              torch.nonzero(box_finger >= 0).squeeze(-1).to(hand.device))  # fmt: skip
+    return cache[hand.device][:2]
+
+
+def _finger_depth(
+    hand,
+    q: torch.Tensor,
+    pose: torch.Tensor,
+    cloud: torch.Tensor,
+    box_finger: torch.Tensor,
+    fingers: int,
+    cull: str,
+    chunk: int,
+) -> torch.Tensor:
+    """(A, F) deepest observed point inside each finger's boxes, hands q (A, J) at pose (A, 4, 4)."""
+    depth = torch.cat([box_depth(hand, hand(q[a : a + chunk], pose[a : a + chunk], validate=False), cloud, cull)
+                       for a in range(0, len(q), chunk)])  # (A, K)  # fmt: skip
+    on = box_finger >= 0
+    out = torch.zeros(len(q), fingers, dtype=depth.dtype, device=depth.device)
+    return out.scatter_reduce(1, box_finger[on].expand(len(q), -1), depth[:, on], "amax")
+
+
+def _finger_depth_near(
+    hand, q: torch.Tensor, pose: torch.Tensor, near: torch.Tensor, box_finger: torch.Tensor, fingers: int
+) -> torch.Tensor:
+    """:func:`_finger_depth` against each hand's own points ``near`` (A, M, 3), dense: no host sync."""
+    on = hand.__dict__["_finger_index"][hand.device][2]  # (Kf,) the finger boxes (finger_index ran)
+    rot, ctr = hand.box_poses(hand(q, pose, validate=False))
+    rot, ctr = rot[:, on], ctr[:, on]  # (A, Kf, 3, 3), (A, Kf, 3)
+    a, kf = ctr.shape[:2]
+    # R^T (p - c) of every point and box as one (M, 3) x (3, 3 Kf) product per hand, as
+    # hand.box_distances does (batched 3 x 3 products were 60 % of this on an H200)
+    stacked = rot.permute(0, 2, 1, 3).reshape(a, 3, 3 * kf)  # (A, 3, 3 Kf)
+    offset = (ctr[:, :, None, :] @ rot).reshape(a, 1, 3 * kf)  # (A, 1, 3 Kf)
+    local = (torch.bmm(near.to(rot), stacked) - offset).unflatten(-1, (kf, 3))  # (A, M, Kf, 3)
+    # inside a box the depth is the least clearance to a face (-its signed distance); outside, 0
+    depth = (hand.box_half[on].to(local) - local.abs()).amin(-1).clamp_min(0).amax(1)  # (A, Kf)
+    out = torch.zeros(len(q), fingers, dtype=depth.dtype, device=depth.device)
+    return out.scatter_reduce(1, box_finger[on].expand(len(q), -1), depth, "amax")
+
+
+@torch.no_grad()
+def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
+                     config: PostConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Unflex each finger that observed points lie inside of, just enough that they no longer do.
+
+    Sampled grasps tend to close a finger a few millimetres into their object, and the lift test's
+    first gate rejects a commanded grasp that penetrates its object by more than 5 mm
+    (``bench/failure_modes.py``). For every grasp and finger this picks the first of
+    ``clearance_levels`` (unflexing in radians of the finger's closing joints, along the
+    description's closing direction) at which no observed point (``clearance_points`` of them,
+    strided) lies deeper than ``clearance_tolerance`` inside the finger's boxes; a finger clear at
+    no level takes the last. A finger's boxes move with its own joints only, so one hand state per
+    grasp and level settles all its fingers.
+
+    Two ways, as ``cull`` (:func:`hand_depth`) chooses: ``levels`` (the CPU's ``auto``) computes a
+    level only for the grasps with a finger still unsettled, each against the whole cloud (sparse
+    pairs, a few host syncs per level); ``dense`` (a GPU's ``auto``) computes every level of every
+    grasp against the grasp's ``clearance_neighbours`` observed points nearest its hand (the mean
+    of its box centres), in a fixed number of kernels and no host sync: exact while those
+    neighbours hold every point within the hand's reach. pose (G, 4, 4), joints (G, J) -> the same
+    pose, joints (G, J)."""
+    cfg = config or PostConfig()
+    if cfg.cull not in CULLS:
+        raise ValueError(f"cull: expected one of {CULLS}, got {cfg.cull!r}")
+    if points is None or len(points) == 0 or joints.shape[0] == 0 or not cfg.clearance_levels:
+        return pose, joints
+    dt, dev = hand.dtype, hand.device
+    g = joints.shape[0]
+    levels = torch.as_tensor(cfg.clearance_levels, dtype=dt, device=dev)  # (L,)
+    closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev)  # (J,)
+    lo, hi = hand.joint_lower.to(dev, dt), hand.joint_upper.to(dev, dt)
+    q0, pose_d = joints.to(dev, dt), pose.to(dev, dt)
+    box_finger, joint_finger = finger_index(hand)
+    fingers = int(box_finger.max()) + 1
+    cloud = _cloud(points.to(dev, dt), cfg.clearance_points)
+
+    def at(level, rows=slice(None)):  # the joints of ``rows`` unflexed by ``level``
+        return torch.maximum(torch.minimum(q0[rows] - level * closing, hi), lo)
+
+    if cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
+        _, ctr = hand.box_poses(hand(q0, pose_d, validate=False))
+        m = min(cfg.clearance_neighbours, len(cloud))
+        near = cloud[torch.cdist(ctr.mean(1), cloud).topk(m, largest=False).indices]  # (G, M, 3)
+        clear = torch.stack([_finger_depth_near(hand, at(v), pose_d, near, box_finger, fingers)
+                             for v in levels]) <= cfg.clearance_tolerance  # (L, G, F)  # fmt: skip
+        level = torch.where(clear.any(0), clear.to(torch.int8).argmax(0), len(levels) - 1)  # (G, F)
+    else:
+        chunk = check_chunk(cfg.chunk, 1, hand.box_half.shape[0], len(cloud), dev)
+        level = torch.full((g, fingers), len(levels) - 1, dtype=torch.long, device=dev)  # (G, F)
+        settled = torch.zeros(g, fingers, dtype=torch.bool, device=dev)
+        for li in range(len(levels)):
+            active = (~settled.all(1)).nonzero().squeeze(-1)  # grasps with a finger to settle
+            if len(active) == 0:
+                break
+            depth = _finger_depth(
+                hand, at(levels[li], active), pose_d[active], cloud, box_finger, fingers, cfg.cull, chunk
+            )
+            newly = (depth <= cfg.clearance_tolerance) & ~settled[active]
+            level[active] = torch.where(newly, li, level[active])
+            settled[active] |= newly
+    alpha = torch.cat([levels[level], levels.new_zeros(g, 1)], 1)[:, joint_finger]  # (G, J); palm joints: 0
+    return pose, (torch.maximum(torch.minimum(q0 - alpha * closing, hi), lo)).to(joints.dtype)
