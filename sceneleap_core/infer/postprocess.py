@@ -91,7 +91,6 @@ class PostConfig:
     clearance_levels: tuple = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
     clearance_tolerance: float = 0.0
     clearance_points: int = 8192
-    clearance_neighbours: int = 1024
 
     def __post_init__(self):
         if self.clearance not in CLEARANCE_STAGES:
@@ -385,23 +384,22 @@ def _finger_depth(
     return out.scatter_reduce(1, box_finger[on].expand(len(q), -1), depth[:, on], "amax")
 
 
-def _finger_depth_near(
-    hand, q: torch.Tensor, pose: torch.Tensor, near: torch.Tensor, box_finger: torch.Tensor, fingers: int
-) -> torch.Tensor:
-    """:func:`_finger_depth` against each hand's own points ``near`` (A, M, 3), dense: no host sync."""
-    on = hand.__dict__["_finger_index"][hand.device][2]  # (Kf,) the finger boxes (finger_index ran)
-    rot, ctr = hand.box_poses(hand(q, pose, validate=False))
-    rot, ctr = rot[:, on], ctr[:, on]  # (A, Kf, 3, 3), (A, Kf, 3)
+def _finger_depth_near(hand, rot: torch.Tensor, ctr: torch.Tensor, near: torch.Tensor, finger: torch.Tensor,
+                       fingers: int) -> torch.Tensor:  # fmt: skip
+    """(A, F) deepest of each hand's own points ``near`` (A, M, 3) inside each finger's boxes, the
+    boxes given: rotations (A, Kf, 3, 3), centres (A, Kf, 3), their fingers ``finger`` (Kf,). Dense,
+    no host sync."""
     a, kf = ctr.shape[:2]
     # R^T (p - c) of every point and box as one (M, 3) x (3, 3 Kf) product per hand, as
     # hand.box_distances does (batched 3 x 3 products were 60 % of this on an H200)
     stacked = rot.permute(0, 2, 1, 3).reshape(a, 3, 3 * kf)  # (A, 3, 3 Kf)
     offset = (ctr[:, :, None, :] @ rot).reshape(a, 1, 3 * kf)  # (A, 1, 3 Kf)
     local = (torch.bmm(near.to(rot), stacked) - offset).unflatten(-1, (kf, 3))  # (A, M, Kf, 3)
+    half = hand.box_half[hand.__dict__["_finger_index"][hand.device][2]].to(local)  # (Kf, 3)
     # inside a box the depth is the least clearance to a face (-its signed distance); outside, 0
-    depth = (hand.box_half[on].to(local) - local.abs()).amin(-1).clamp_min(0).amax(1)  # (A, Kf)
-    out = torch.zeros(len(q), fingers, dtype=depth.dtype, device=depth.device)
-    return out.scatter_reduce(1, box_finger[on].expand(len(q), -1), depth, "amax")
+    depth = (half - local.abs()).amin(-1).clamp_min(0).amax(1)  # (A, Kf)
+    out = torch.zeros(a, fingers, dtype=depth.dtype, device=depth.device)
+    return out.scatter_reduce(1, finger.expand(a, -1), depth, "amax")
 
 
 @torch.no_grad()
@@ -418,13 +416,12 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     no level takes the last. A finger's boxes move with its own joints only, so one hand state per
     grasp and level settles all its fingers.
 
-    Two ways, as ``cull`` (:func:`hand_depth`) chooses: ``levels`` (the CPU's ``auto``) computes a
-    level only for the grasps with a finger still unsettled, each against the whole cloud (sparse
-    pairs, a few host syncs per level); ``dense`` (a GPU's ``auto``) computes every level of every
-    grasp against the grasp's ``clearance_neighbours`` observed points nearest its hand (the mean
-    of its box centres), in a fixed number of kernels and no host sync: exact while those
-    neighbours hold every point within the hand's reach. pose (G, 4, 4), joints (G, J) -> the same
-    pose, joints (G, J)."""
+    Two ways to the same joints, as ``cull`` (:func:`hand_depth`) chooses: ``levels`` (the CPU's
+    ``auto``) computes a level only for the grasps with a finger still unsettled, each against the
+    whole cloud (sparse pairs, a few host syncs per level); ``dense`` (a GPU's ``auto``) computes
+    every level of every grasp in one batch against the grasp's own points (all within the reach
+    of its finger boxes at any level; one host sync for their most). pose (G, 4, 4), joints (G, J)
+    -> the same pose, joints (G, J)."""
     cfg = config or PostConfig()
     if cfg.cull not in CULLS:
         raise ValueError(f"cull: expected one of {CULLS}, got {cfg.cull!r}")
@@ -444,11 +441,21 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         return torch.maximum(torch.minimum(q0[rows] - level * closing, hi), lo)
 
     if cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
-        _, ctr = hand.box_poses(hand(q0, pose_d, validate=False))
-        m = min(cfg.clearance_neighbours, len(cloud))
-        near = cloud[torch.cdist(ctr.mean(1), cloud).topk(m, largest=False).indices]  # (G, M, 3)
-        clear = torch.stack([_finger_depth_near(hand, at(v), pose_d, near, box_finger, fingers)
-                             for v in levels]) <= cfg.clearance_tolerance  # (L, G, F)  # fmt: skip
+        on = hand.__dict__["_finger_index"][hand.device][2]  # (Kf,) the finger boxes
+        q = torch.stack([at(v) for v in levels])  # (L, G, J)
+        rot, ctr = hand.box_poses(hand(q.flatten(0, 1), pose_d.repeat(len(levels), 1, 1), validate=False))
+        rot, ctr = rot[:, on].unflatten(0, (len(levels), g)), ctr[:, on].unflatten(0, (len(levels), g))  # (L, G, Kf, ...)
+        # each hand's points: every observed point that a finger box reaches at some level (its
+        # bounding sphere about the hand's centre), so the result is exact; M, the most any hand
+        # has, costs the one host sync
+        centre = ctr[0].mean(1)  # (G, 3)
+        radius = hand.box_half[on].norm(dim=-1).to(ctr)  # (Kf,)
+        reach = ((ctr - centre[None, :, None]).norm(dim=-1) + radius).amax(2).amax(0)  # (G,)
+        dist = torch.cdist(centre, cloud)  # (G, N)
+        m = max(1, int((dist <= reach[:, None]).sum(1).max()))
+        near = cloud[dist.topk(m, largest=False).indices]  # (G, M, 3)
+        clear = torch.stack([_finger_depth_near(hand, rot[i], ctr[i], near, box_finger[on], fingers)
+                             for i in range(len(levels))]) <= cfg.clearance_tolerance  # (L, G, F)  # fmt: skip
         level = torch.where(clear.any(0), clear.to(torch.int8).argmax(0), len(levels) - 1)  # (G, F)
     else:
         chunk = check_chunk(cfg.chunk, 1, hand.box_half.shape[0], len(cloud), dev)
