@@ -12,7 +12,8 @@
 #   bash bench/gpu_default_model.sh e2espeed # (before start) real training runs on composed scenes, one
 #                                            # per SPEED_RUNS spec, SPEED_STEPS steps each: steps/s,
 #                                            # samples/s, share of time waiting for data, GPU busy (~8 min)
-# Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers), WORKERS, BUDGET (seconds one call may wait),
+# Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers; the first also
+# with the planner's finger clearance at CLEARANCE m, default 0.001), WORKERS, BUDGET (seconds one call may wait),
 # MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
 # composed data, sharing the GPU: "name:override override|name2:..."; default one run "default:").
 # Each run gets $W/<name>/{run,packed,train.log,ladder.log}; collect returns every packed model.
@@ -129,7 +130,7 @@ $SL train --config config/train/default.yaml data.root="$W/train" data.val_root=
 echo ladder > "$R/stage"
 $PY bench/learning.py --run "$R/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \\
   --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers $LADDER --anchor-rows true \\
-  --no-oracle > "$R/ladder.log" 2>&1
+  --clearance ${CLEARANCE:-0.001} --no-oracle > "$R/ladder.log" 2>&1
 echo pack > "$R/stage"
 $SL model pack "$R/run/model" --out "$R/packed" --dtype float16 --max-shard-mb 15 > "$R/pack.log" 2>&1
 echo done > "$R/stage"; touch "$R/done"

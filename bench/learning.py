@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     ap.add_argument("--anchor-rows", default="uniform,true",
                     help="extra rows of anchored models with the first sampler and other anchors ('' = none)")
     ap.add_argument("--no-oracle", action="store_true", help="skip the oracle-denoiser rung")
+    ap.add_argument("--clearance", type=float, default=None, metavar="M",
+                    help="add a row per set: the first sampler with the planner's finger clearance at tolerance M (m)")  # fmt: skip
     ap.add_argument("--no-train-views", action="store_true", help="only the --held-out sets")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of every row")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -95,6 +97,10 @@ def main(argv=None) -> int:
         for sampler, steps in samplers:
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=sampler, steps=steps,
                                      num_grasps=args.grasps))  # fmt: skip
+            print(rows[-1].row(), flush=True)
+        if args.clearance is not None:  # the first sampler, then the planner's finger clearance
+            rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
+                                     num_grasps=args.grasps, clearance=args.clearance))  # fmt: skip
             print(rows[-1].row(), flush=True)
         for anchors in anchor_rows if model.anchored else ():  # the first sampler, other anchors
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],

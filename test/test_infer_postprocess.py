@@ -336,9 +336,10 @@ def test_finger_clearance_dense_and_levels_agree():
         assert ((q_levels - q).abs().amax(1) > 1e-6).sum() >= 3, "hands had a finger to open"
         for device in devices:
             h = hand if device == "cpu" else copy.deepcopy(hand).to(device)
-            dense = PostConfig(clearance_tolerance=0.001, cull="dense")
-            _, q_dense = finger_clearance(h, pose.to(device), q.to(device), cloud.to(device), dense)
-            torch.testing.assert_close(q_dense.cpu(), q_levels, atol=1e-6, rtol=0)
+            for chunk in (0, 5):  # one pass, or grasps in passes of 5
+                dense = PostConfig(clearance_tolerance=0.001, cull="dense", chunk=chunk)
+                _, q_dense = finger_clearance(h, pose.to(device), q.to(device), cloud.to(device), dense)
+                torch.testing.assert_close(q_dense.cpu(), q_levels, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="cull"):
         finger_clearance(hand, pose, q, cloud, PostConfig(cull="bvh"))
     with pytest.raises(ValueError, match="clearance"):

@@ -58,3 +58,17 @@ def test_small_model_fits_two_views_so_that_its_sampled_grasps_lift(fitted, samp
     assert res.lift >= min_lift, f"{sampler} {steps}: {res.lift:.0%} of 32 sampled grasps lifted"
     assert res.gap_blank > 0 and res.gap_foreign > 0, f"conditioning gap {res.gap_blank}, {res.gap_foreign}"
     assert res.penetration_mm < 5.0
+
+
+def test_finger_clearance_keeps_the_fitted_grasps_lifting(fitted):
+    """The ladder's clearance row: the same samples, each finger unflexed out of the view's cloud as
+    the planner does, still lift (and the row says what it measured)."""
+    from sceneleap_core.train.sim_validation import SimLiftEvaluator
+
+    module, ds = fitted
+    res = sampled_rung("train_views", module, ds, SimLiftEvaluator(SAMPLE, workers=1), [0, 1],
+                       sampler="dpmpp", steps=10, num_grasps=16, clearance=0.001)  # fmt: skip
+    print(res.row())
+    assert res.name == "train_views+clearance"
+    assert res.lift >= 0.25, f"{res.lift:.0%} of 32 sampled grasps lifted after finger clearance"
+    assert res.penetration_mm < 5.0

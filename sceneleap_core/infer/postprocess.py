@@ -64,7 +64,13 @@ class PostConfig:
             64 on the CPU, on a GPU as many as keep the dense (state box, point) distance matrix under
             ``2**28`` entries (1 GiB; at 2,048 points and 10 states, 184 grasps). Each chunk costs a
             few hundred kernel launches and a host sync (on an H200, 4 -> 2 chunks for 256 candidates
-            moved the filter by ~1 ms of its ~12: bench/RESULTS.md).
+            moved the filter by ~1 ms of its ~12: bench/RESULTS.md). Finger clearance takes it as its
+            grasps per pass too (0: the same automatic choice for its own matrices).
+        clearance: finger clearance (:func:`finger_clearance`): ``off``, ``candidates`` (every
+            candidate, before the collision filter) or ``returned`` (the ranked grasps only).
+        clearance_levels: unflexing steps (rad) tried in order, the first 0; clearance_tolerance:
+            depth (m) of an observed point inside a finger's boxes that still counts as clear;
+            clearance_points: observed points it uses (strided).
     """
 
     filter: bool = True
@@ -434,7 +440,7 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     lo, hi = hand.joint_lower.to(dev, dt), hand.joint_upper.to(dev, dt)
     q0, pose_d = joints.to(dev, dt), pose.to(dev, dt)
     box_finger, joint_finger = finger_index(hand)
-    fingers = int(box_finger.max()) + 1
+    fingers = len(hand.description.tip_frames())
     cloud = _cloud(points.to(dev, dt), cfg.clearance_points)
 
     def at(level, rows=slice(None)):  # the joints of ``rows`` unflexed by ``level``
@@ -444,7 +450,10 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         on = hand.__dict__["_finger_index"][hand.device][2]  # (Kf,) the finger boxes
         q = torch.stack([at(v) for v in levels])  # (L, G, J)
         rot, ctr = hand.box_poses(hand(q.flatten(0, 1), pose_d.repeat(len(levels), 1, 1), validate=False))
-        rot, ctr = rot[:, on].unflatten(0, (len(levels), g)), ctr[:, on].unflatten(0, (len(levels), g))  # (L, G, Kf, ...)
+        rot, ctr = (
+            rot[:, on].unflatten(0, (len(levels), g)),
+            ctr[:, on].unflatten(0, (len(levels), g)),
+        )  # (L, G, Kf, ...)
         # each hand's points: every observed point that a finger box reaches at some level (its
         # bounding sphere about the hand's centre), so the result is exact; M, the most any hand
         # has, costs the one host sync
@@ -454,8 +463,12 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         dist = torch.cdist(centre, cloud)  # (G, N)
         m = max(1, int((dist <= reach[:, None]).sum(1).max()))
         near = cloud[dist.topk(m, largest=False).indices]  # (G, M, 3)
-        clear = torch.stack([_finger_depth_near(hand, rot[i], ctr[i], near, box_finger[on], fingers)
-                             for i in range(len(levels))]) <= cfg.clearance_tolerance  # (L, G, F)  # fmt: skip
+        # grasps per pass: ``chunk``, or as many as keep (rows, M, Kf, 3) under 2**28 entries
+        rows = cfg.chunk if cfg.chunk > 0 else max(1, (1 << 28) // (m * len(on) * 3))
+        depth = torch.stack([torch.cat([_finger_depth_near(hand, rot[i, a : a + rows], ctr[i, a : a + rows],
+                                                           near[a : a + rows], box_finger[on], fingers)
+                                        for a in range(0, g, rows)]) for i in range(len(levels))])  # (L, G, F)  # fmt: skip
+        clear = depth <= cfg.clearance_tolerance
         level = torch.where(clear.any(0), clear.to(torch.int8).argmax(0), len(levels) - 1)  # (G, F)
     else:
         chunk = check_chunk(cfg.chunk, 1, hand.box_half.shape[0], len(cloud), dev)

@@ -118,6 +118,7 @@ def sampled_rung(
     gap_repeats: int = 4,
     seed: int = 0,
     anchors: str = "deployed",
+    clearance: float | None = None,
 ) -> RungResult:
     """Rungs 2-3: sample ``num_grasps`` grasps per view of ``indices`` with a trained
     :class:`GraspTrainingModule` (EMA weights swapped in by the caller), lift-test them, score
@@ -125,7 +126,9 @@ def sampled_rung(
     ``anchors`` (anchored generators): ``deployed`` (the planner's default: 4 x G candidates above
     the table kept by the learned anchor score), ``uniform`` (G drawn uniformly above the table) or
     ``true`` (the ground truth's anchors: separates "where" from "how"); rows other than
-    ``deployed`` are named ``<name>+<anchors>_anchors``."""
+    ``deployed`` are named ``<name>+<anchors>_anchors``. ``clearance`` (m): the planner's finger
+    clearance at that tolerance on each view's cloud before the lift test
+    (:func:`sceneleap_core.infer.postprocess.finger_clearance`; the row gets ``+clearance``)."""
     from sceneleap_core.train.diagnostics import conditioning_gap
 
     batch = view_batch(dataset, indices)
@@ -149,6 +152,13 @@ def sampled_rung(
         anchors=given,
         anchor_pool=1 if anchors == "uniform" else None,
     )
+    if clearance is not None:
+        from sceneleap_core.infer.postprocess import PostConfig, finger_clearance
+
+        name = f"{name}+clearance"
+        post = PostConfig(clearance_tolerance=float(clearance))
+        joints = torch.stack([finger_clearance(module.hand, pose[b], joints[b], batch["points"][b, :, :3], post)[1]
+                              for b in range(len(pose))])  # fmt: skip
     metrics = module.grasp_metrics(batch, pose, joints)
     evaluator.max_scenes, evaluator.max_grasps = len(indices), num_grasps
     res = evaluator(
