@@ -10,6 +10,7 @@ waiting cloud and counts the one it replaced as dropped); one worker thread plan
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import threading
 import time
@@ -238,9 +239,10 @@ class GraspNodeCore:
         up = self._up(frame_id, msg.header.stamp)
         start = time.perf_counter()
         with self._plan_lock:
+            post = None if not p.clearance else dataclasses.replace(self.planner.post, clearance=p.clearance)
             out = self.planner.plan(points, num_grasps or p.num_grasps, steps=p.steps, sampler=p.sampler or None,
                                     guidance_scale=p.guidance, seed=p.seed, up=up,
-                                    oversample=p.oversample or None)  # fmt: skip
+                                    oversample=p.oversample or None, post=post)  # fmt: skip
             ranked = rank_grasps(out, self.hand, points, score_threshold=p.score_threshold)
         elapsed = time.perf_counter() - start
         grasps_msg = grasps_to_msg(self.factory, ranked, frame_id=frame_id, stamp=cloud.stamp,

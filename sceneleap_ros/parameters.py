@@ -49,6 +49,10 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("steps", 10, "denoising steps", 1, 1000, dynamic=True),
     ParamSpec("oversample", 0.0, "candidates sampled per returned grasp (>= 1); 0 = the model's default (the bundled "
               "model's 8: best lift; 2 plans ~3x faster)", 0.0, 64.0, dynamic=True),
+    ParamSpec("clearance", "", "finger clearance: each finger that observed points lie inside unflexed just out of "
+              "them (sceneleap_core.infer.postprocess.finger_clearance): off, candidates (before the collision "
+              "filter), returned (the ranked grasps only); empty = the model's default (the bundled model's: "
+              "candidates; off plans faster)", choices=("", "off", "candidates", "returned"), dynamic=True),
     ParamSpec("guidance", 1.0, "classifier-free guidance scale (1 = off)", 0.0, 20.0, dynamic=True),
     ParamSpec("seed", 0, "sampling seed", 0, 2**31 - 1, dynamic=True),
     ParamSpec("num_points", 0, "points fed to the network; 0 = the checkpoint's", 0, 1_000_000),

@@ -267,7 +267,8 @@ def test_parameters_are_validated_with_clear_errors(tmp_path):
     assert p.updated({"guidance": 2}).guidance == 2.0
     assert p.updated({"workspace_min": array.array("d", [0.0, 0.0, 0.0])}).workspace_min == [0.0, 0.0, 0.0]  # rclpy
     bad = {"steps": 0, "mode": "sometimes", "num_grasps": "8", "guidance": float("nan"), "nope": 1,
-           "workspace_min": [0, 0], "gravity": "0 0 0", "sampler": "euler2", "oversample": 0.5}  # fmt: skip
+           "workspace_min": [0, 0], "gravity": "0 0 0", "sampler": "euler2", "oversample": 0.5,
+           "clearance": "always"}  # fmt: skip
     for key, value in bad.items():
         with pytest.raises(ValueError, match=key):
             p.updated({key: value})

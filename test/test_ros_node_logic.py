@@ -168,6 +168,17 @@ def test_sampling_parameters_change_at_run_time(setup):
     finally:
         del core.planner.plan
     assert asked == [None, 3.0]
+    posts = []
+    core.planner.plan = lambda *a, **k: posts.append(k["post"]) or plan(*a, **k)
+    try:
+        for value in ("", "off", "returned"):  # "" = the model's default (None to the planner), else that stage
+            assert core.set_params({"clearance": value}) == (True, "")
+            core.submit(_cloud(factory))
+            core.step(0)
+    finally:
+        del core.planner.plan
+    assert posts[0] is None and [p.clearance for p in posts[1:]] == ["off", "returned"]
+    assert posts[1].grasp_tolerance == core.planner.post.grasp_tolerance, "the rest of the planner's settings kept"
 
 
 def test_target_frame_and_gravity_frame_go_through_the_transform_lookup(setup):
