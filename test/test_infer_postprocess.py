@@ -344,3 +344,30 @@ def test_finger_clearance_dense_and_levels_agree():
         finger_clearance(hand, pose, q, cloud, PostConfig(cull="bvh"))
     with pytest.raises(ValueError, match="clearance"):
         PostConfig(clearance="always")
+
+
+def test_finish_grasps_clears_the_returned_grasps_and_their_pregrasps_follow():
+    """``clearance="returned"``: a returned grasp whose index finger holds observed points 2 mm deep
+    comes back with that finger opened, here past the open pose, and its pregrasp (the open hand)
+    is never more closed than the grasp as returned (the filter is off: the sweep would hit them)."""
+    from sceneleap_core.infer.planner import finish_grasps
+
+    hand = _hand()
+    closing = torch.as_tensor(hand.description.closing_direction, dtype=torch.float32)
+    q = (hand.open_pose.float() + 0.02 * closing)[None]  # nearly open: clearance opens it past the open pose
+    pose = torch.eye(4)[None]
+    rot, ctr = hand.box_poses(hand(q, pose, validate=False))
+    tip = hand.box_names.index("if_md_collision_5")
+    half = hand.box_half[tip].float()
+    torch.manual_seed(0)
+    local = (torch.rand(50, 3) - 0.5) * half  # inside the box's inner half, then pushed to 2 mm under a face
+    local[:, 0] = half[0] - 0.002
+    cloud = local @ rot[0, tip].T + ctr[0, tip]
+    cfg = PostConfig(clearance="returned", filter=False)
+    out = finish_grasps(hand, cloud.numpy(), None, pose, q, 1, cfg, vectors=torch.zeros(1, 25))
+    plain = finish_grasps(hand, cloud.numpy(), None, pose, q, 1, PostConfig(filter=False), vectors=torch.zeros(1, 25))
+    assert len(out) == 1 and len(plain) == 1
+    opened = ((q[0] - out.joints[0, 0]) * closing).clamp_min(0)
+    assert opened.max() > 0.02 and torch.allclose(plain.joints[0, 0], q[0]), "opened past the open pose"
+    flex = closing > 0
+    assert ((out.pregrasp_joints[0, 0] - out.joints[0, 0])[flex] <= 1e-6).all(), "pregrasp no more closed than the grasp"
