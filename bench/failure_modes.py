@@ -97,22 +97,18 @@ def main(argv=None) -> int:
     err_r = rotation_angle_deg(pose[..., :3, :3], m_pose[..., :3, :3])  # (B, G) deg
     err_q = (joints - m_joints).pow(2).mean(-1).sqrt()  # (B, G) rad
     err_kp = dist.min(-1).values * 1000  # (B, G) mm
-    closing_dir = torch.as_tensor(HandDescription.load().closing_direction, dtype=joints.dtype)
-    flex = closing_dir != 0
-    over_close = ((joints - m_joints) * closing_dir)[..., flex].mean(-1)  # (B, G) rad, > 0: closed further
+    desc = HandDescription.load()
+    closing = torch.as_tensor(desc.closing_direction, dtype=joints.dtype)  # (J,)
+    over_close = ((joints - m_joints) * closing)[..., closing != 0].mean(-1)  # (B, G) rad, > 0: closed further
 
     hybrid_t = pose.clone()
     hybrid_t[..., :3, 3] = m_pose[..., :3, 3]
-    gt_palm = m_pose
-    desc = HandDescription.load()
     approach = pose[..., :3, :3] @ torch.as_tensor(desc.approach_axis, dtype=pose.dtype)  # (B, G, 3)
 
     def backed_off(mm: float) -> torch.Tensor:
         out = pose.clone()
         out[..., :3, 3] -= mm / 1000 * approach
         return out
-
-    closing = torch.as_tensor(desc.closing_direction, dtype=joints.dtype)  # (J,)
 
     def opened(rad: float) -> torch.Tensor:
         return joints - rad * closing  # every closing joint unflexed by ``rad``
@@ -127,7 +123,7 @@ def main(argv=None) -> int:
     rows = {
         "sample": (pose, joints),
         "sample palm + GT joints": (pose, m_joints),
-        "GT palm + sample joints": (gt_palm, joints),
+        "GT palm + sample joints": (m_pose, joints),
         "sample + GT translation": (hybrid_t, joints),
         "nearest GT": (m_pose, m_joints),
         "backed off 3 mm": (backed_off(3), joints),

@@ -248,8 +248,9 @@ def test_finger_index_splits_boxes_and_joints_into_the_four_fingers():
     from sceneleap_core.infer.postprocess import finger_index
 
     hand = _hand()
-    box_finger, joint_finger = finger_index(hand)
+    box_finger, joint_finger, on = finger_index(hand)
     assert sorted(set(box_finger.tolist())) == [-1, 0, 1, 2, 3]
+    assert on.tolist() == [i for i, f in enumerate(box_finger.tolist()) if f >= 0], "the finger boxes, in order"
     assert all(name.startswith("palm") for name, f in zip(hand.box_names, box_finger.tolist()) if f < 0)
     assert all(not name.startswith("palm") for name, f in zip(hand.box_names, box_finger.tolist()) if f >= 0)
     # the LEAP hand: four joints per finger, in joint order (index, middle, ring, thumb)
@@ -264,7 +265,7 @@ def test_finger_clearance_unflexes_only_the_finger_that_points_lie_inside():
     from sceneleap_core.infer.postprocess import box_depth, finger_clearance, finger_index
 
     hand = _hand()
-    box_finger, joint_finger = finger_index(hand)
+    box_finger, joint_finger, _ = finger_index(hand)
     closing = torch.as_tensor(hand.description.closing_direction, dtype=torch.float32)
     q = (hand.open_pose.float() + 0.6 * closing)[None]  # fingers half closed
     pose = torch.eye(4)[None]
@@ -301,7 +302,7 @@ def test_finish_grasps_with_clearance_keeps_a_grasp_the_filter_would_reject():
     from sceneleap_core.infer.postprocess import finger_index
 
     hand = _hand()
-    _, joint_finger = finger_index(hand)
+    _, joint_finger, _ = finger_index(hand)
     closing = torch.as_tensor(hand.description.closing_direction, dtype=torch.float32)
     q = (hand.open_pose.float() + 0.6 * closing)[None]
     pose = torch.eye(4)[None]

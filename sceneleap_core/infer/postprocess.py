@@ -349,10 +349,11 @@ def diverse_topk(pose: torch.Tensor, scores: torch.Tensor, k: int, min_distance:
     return torch.as_tensor(kept, dtype=torch.long, device=scores.device)
 
 
-def finger_index(hand) -> tuple[torch.Tensor, torch.Tensor]:
-    """Finger of each collision box (K,) and of each joint (J,), -1 for the palm, on the hand's
-    device: a finger is the chain of links from one of the description's tip frames up to (not
-    including) the root link. Cached on the hand per device (a plan's checks need no host copy)."""
+def finger_index(hand) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Finger of each collision box (K,) and of each joint (J,), -1 for the palm, and the indices
+    (Kf,) of the boxes on a finger, on the hand's device: a finger is the chain of links from one of
+    the description's tip frames up to (not including) the root link. Cached on the hand per device
+    (a plan's checks need no host copy)."""
     cache = hand.__dict__.setdefault("_finger_index", {})
     if hand.device not in cache:
         desc = hand.description
@@ -370,7 +371,7 @@ def finger_index(hand) -> tuple[torch.Tensor, torch.Tensor]:
         box_finger = torch.tensor(link_finger)[hand.box_link.cpu()]
         cache[hand.device] = (box_finger.to(hand.device), torch.tensor(joint_finger, device=hand.device),
                               torch.nonzero(box_finger >= 0).squeeze(-1).to(hand.device))  # fmt: skip
-    return cache[hand.device][:2]
+    return cache[hand.device]
 
 
 def _finger_depth(
@@ -378,33 +379,33 @@ def _finger_depth(
     q: torch.Tensor,
     pose: torch.Tensor,
     cloud: torch.Tensor,
-    box_finger: torch.Tensor,
+    on: torch.Tensor,
+    finger: torch.Tensor,
     fingers: int,
     cull: str,
     chunk: int,
 ) -> torch.Tensor:
-    """(A, F) deepest observed point inside each finger's boxes, hands q (A, J) at pose (A, 4, 4)."""
+    """(A, F) deepest observed point inside each finger's boxes (``on`` (Kf,), their fingers
+    ``finger`` (Kf,)), hands q (A, J) at pose (A, 4, 4)."""
     depth = torch.cat([box_depth(hand, hand(q[a : a + chunk], pose[a : a + chunk], validate=False), cloud, cull)
                        for a in range(0, len(q), chunk)])  # (A, K)  # fmt: skip
-    on = box_finger >= 0
     out = torch.zeros(len(q), fingers, dtype=depth.dtype, device=depth.device)
-    return out.scatter_reduce(1, box_finger[on].expand(len(q), -1), depth[:, on], "amax")
+    return out.scatter_reduce(1, finger.expand(len(q), -1), depth[:, on], "amax")
 
 
-def _finger_depth_near(hand, rot: torch.Tensor, ctr: torch.Tensor, near: torch.Tensor, finger: torch.Tensor,
-                       fingers: int) -> torch.Tensor:  # fmt: skip
+def _finger_depth_near(rot: torch.Tensor, ctr: torch.Tensor, half: torch.Tensor, near: torch.Tensor,
+                       finger: torch.Tensor, fingers: int) -> torch.Tensor:  # fmt: skip
     """(A, F) deepest of each hand's own points ``near`` (A, M, 3) inside each finger's boxes, the
-    boxes given: rotations (A, Kf, 3, 3), centres (A, Kf, 3), their fingers ``finger`` (Kf,). Dense,
-    no host sync."""
+    boxes given: rotations (A, Kf, 3, 3), centres (A, Kf, 3), half extents (Kf, 3), their fingers
+    ``finger`` (Kf,). Dense, no host sync."""
     a, kf = ctr.shape[:2]
     # R^T (p - c) of every point and box as one (M, 3) x (3, 3 Kf) product per hand, as
     # hand.box_distances does (batched 3 x 3 products were 60 % of this on an H200)
     stacked = rot.permute(0, 2, 1, 3).reshape(a, 3, 3 * kf)  # (A, 3, 3 Kf)
     offset = (ctr[:, :, None, :] @ rot).reshape(a, 1, 3 * kf)  # (A, 1, 3 Kf)
     local = (torch.bmm(near.to(rot), stacked) - offset).unflatten(-1, (kf, 3))  # (A, M, Kf, 3)
-    half = hand.box_half[hand.__dict__["_finger_index"][hand.device][2]].to(local)  # (Kf, 3)
     # inside a box the depth is the least clearance to a face (-its signed distance); outside, 0
-    depth = (half - local.abs()).amin(-1).clamp_min(0).amax(1)  # (A, Kf)
+    depth = (half.to(local) - local.abs()).amin(-1).clamp_min(0).amax(1)  # (A, Kf)
     out = torch.zeros(a, fingers, dtype=depth.dtype, device=depth.device)
     return out.scatter_reduce(1, finger.expand(a, -1), depth, "amax")
 
@@ -440,7 +441,7 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev)  # (J,)
     lo, hi = hand.joint_lower.to(dev, dt), hand.joint_upper.to(dev, dt)
     q0, pose_d = joints.to(dev, dt), pose.to(dev, dt)
-    box_finger, joint_finger = finger_index(hand)
+    box_finger, joint_finger, on = finger_index(hand)  # on: (Kf,) the boxes on a finger
     fingers = len(hand.description.tip_frames())
     cloud = _cloud(points.to(dev, dt), cfg.clearance_points)
 
@@ -448,7 +449,6 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         return torch.maximum(torch.minimum(q0[rows] - level * closing, hi), lo)
 
     if cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
-        on = hand.__dict__["_finger_index"][hand.device][2]  # (Kf,) the finger boxes
         q = torch.stack([at(v) for v in levels])  # (L, G, J)
         rot, ctr = hand.box_poses(hand(q.flatten(0, 1), pose_d.repeat(len(levels), 1, 1), validate=False))
         rot, ctr = (
@@ -459,14 +459,15 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         # bounding sphere about the hand's centre), so the result is exact; M, the most any hand
         # has, costs the one host sync
         centre = ctr[0].mean(1)  # (G, 3)
-        radius = hand.box_half[on].norm(dim=-1).to(ctr)  # (Kf,)
+        half = hand.box_half[on]  # (Kf, 3)
+        radius = half.norm(dim=-1).to(ctr)  # (Kf,)
         reach = ((ctr - centre[None, :, None]).norm(dim=-1) + radius).amax(2).amax(0)  # (G,)
         dist = torch.cdist(centre, cloud)  # (G, N)
         m = max(1, int((dist <= reach[:, None]).sum(1).max()))
         near = cloud[dist.topk(m, largest=False).indices]  # (G, M, 3)
         # grasps per pass: ``chunk``, or as many as keep (rows, M, Kf, 3) under 2**28 entries
         rows = cfg.chunk if cfg.chunk > 0 else max(1, (1 << 28) // (m * len(on) * 3))
-        depth = torch.stack([torch.cat([_finger_depth_near(hand, rot[i, a : a + rows], ctr[i, a : a + rows],
+        depth = torch.stack([torch.cat([_finger_depth_near(rot[i, a : a + rows], ctr[i, a : a + rows], half,
                                                            near[a : a + rows], box_finger[on], fingers)
                                         for a in range(0, g, rows)]) for i in range(len(levels))])  # (L, G, F)  # fmt: skip
         clear = depth <= cfg.clearance_tolerance
@@ -480,7 +481,7 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
             if len(active) == 0:
                 break
             depth = _finger_depth(
-                hand, at(levels[li], active), pose_d[active], cloud, box_finger, fingers, cfg.cull, chunk
+                hand, at(levels[li], active), pose_d[active], cloud, on, box_finger[on], fingers, cfg.cull, chunk
             )
             newly = (depth <= cfg.clearance_tolerance) & ~settled[active]
             level[active] = torch.where(newly, li, level[active])
