@@ -13,10 +13,13 @@
 #                                            # per SPEED_RUNS spec, SPEED_STEPS steps each: steps/s,
 #                                            # samples/s, share of time waiting for data, GPU busy (~8 min)
 # Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers; the first also
-# with the planner's finger clearance at CLEARANCE m, default 0.001), WORKERS, BUDGET (seconds one call may wait),
-# MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
+# with the planner's finger clearance at CLEARANCE m, default 0.001; ANCHOR_ROWS: the ladder's
+# --anchor-rows, default true, empty = none), WORKERS, BUDGET (seconds one call may wait),
+# CONFIG (the training config, default config/train/default.yaml; config/train/finetune.yaml for
+# stage 2), MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
 # composed data, sharing the GPU: "name:override override|name2:..."; default one run "default:").
-# Each run gets $W/<name>/{run,packed,train.log,ladder.log}; collect returns every packed model.
+# Each run gets $W/<name>/{run,packed,train.log,ladder.log}; collect returns every packed model, or
+# only those named in KEEP (space-separated run names: the device returns at most 8 files).
 set -uo pipefail
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1  # (GNU nproc honours OMP_NUM_THREADS: NPROC uses --all)
 W=${W:-/tmp/dm}; SCENES=${SCENES:-2000}; STEPS=${STEPS:-14000}; MINUTES=${MINUTES:-15}; VIEWS=${VIEWS:-12}
@@ -124,12 +127,12 @@ for d in ('train', 'test'): write_manifest('$W/' + d, pattern='shard_*.h5')"
     cat > "$R/pipeline.sh" <<EOF
 . "$W/env.sh"; cd "$W/src"
 echo train > "$R/stage"
-$SL train --config config/train/default.yaml data.root="$W/train" data.val_root="$W/test" run_dir="$R/run" \\
+$SL train --config ${CONFIG:-config/train/default.yaml} data.root="$W/train" data.val_root="$W/test" run_dir="$R/run" \\
   trainer.max_steps=$STEPS trainer.max_minutes=$MINUTES trainer.progress_bar=false trainer.devices=1 \\
   data.num_workers=$nload val.every=$((STEPS / 4)) trainer.checkpoint_every=2000 $MODEL $EXTRA $over > "$R/train.log" 2>&1
 echo ladder > "$R/stage"
 $PY bench/learning.py --run "$R/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \\
-  --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers $LADDER --anchor-rows true \\
+  --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers $LADDER --anchor-rows "${ANCHOR_ROWS-true}" \\
   --clearance ${CLEARANCE:-0.001} --no-oracle > "$R/ladder.log" 2>&1
 echo pack > "$R/stage"
 $SL model pack "$R/run/model" --out "$R/packed" --dtype float16 --max-shard-mb 15 > "$R/pack.log" 2>&1
@@ -145,7 +148,7 @@ elif [ "$phase" = collect ]; then
   OUT=${OUT:-$W/out}; first=""; logs=()  # (the device returns at most 8 files: models + logs.tgz + latency.txt)
   for spec in "${RUN_SPECS[@]}"; do
     name=${spec%%:*}; R="$W/$name"; [ -n "$first" ] || first=$name
-    mkdir -p "$OUT/$name"; cp "$R"/packed/* "$OUT/$name/" 2>/dev/null
+    case " ${KEEP:-$name} " in *" $name "*) mkdir -p "$OUT/$name"; cp "$R"/packed/* "$OUT/$name/" 2>/dev/null;; esac
     for f in train.log ladder.log pack.log pipeline.log run/config.yaml run/ladder.json run/ladder.png \
       run/csv/version_0/metrics.csv; do [ -e "$R/$f" ] && logs+=("$name/$f"); done
     echo "=== $name"; grep -A 30 "^ladder of" "$R/ladder.log" || tail -n 30 "$R/ladder.log"

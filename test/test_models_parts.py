@@ -9,7 +9,7 @@ import torch
 
 from sceneleap_core.geometry.pointops import farthest_point_sample
 from sceneleap_core.geometry.rotations import make_transform, matrix_to_rot6d, random_rotation
-from sceneleap_core.hand import GraspNormalizer, pose_to_vector
+from sceneleap_core.hand import GraspNormalizer, pose_to_vector, vector_to_pose
 from sceneleap_core.models import GraspDiT, GraspUNet, LiteEncoder, PointNet2Encoder, PointTransformerEncoder
 from sceneleap_core.models import pointops as mp
 from sceneleap_core.models.losses import GraspLossConfig, GraspSetLoss, hungarian_match, pose_cost_matrix
@@ -183,6 +183,39 @@ def test_grasp_set_loss_terms(hand, grasp_setup):
     assert out["translation"] > 0 and out["rotation"] > 0 and out["chamfer"] > same["chamfer"]
     out["total"].backward()
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_grasp_set_loss_anchor_offsets_per_grasp_points_and_weights(hand, grasp_setup):
+    """Anchored grasps: offsets move both hands, points may be per grasp, weights pick grasps,
+    and ``penetration_over_target`` counts only depth beyond the target's own."""
+    normalizer, target, _ = grasp_setup
+    b, g = target.shape[:2]
+    offsets = torch.tensor([0.5, -0.2, 0.1]).expand(b, g, 3).contiguous()
+    pose, joints = vector_to_pose(normalizer.denormalize(target).flatten(0, 1), hand.dof)
+    pose[:, :3, 3] += offsets.flatten(0, 1)
+    _, centres = hand.box_poses(hand(joints, pose))  # (B G, K, 3): inside the offset hands
+    inside = centres.unflatten(0, (b, g))  # (B, G, K, 3) per-grasp points
+    pen = GraspSetLoss(hand, normalizer, GraspLossConfig(translation=0, rotation=0, joints=0, penetration=1.0))
+    assert pen(target, target, inside, offsets=offsets)["penetration"] > 1e-3
+    assert pen(target, target, inside)["penetration"].item() == 0.0  # without offsets the hands are elsewhere
+    # weights: only grasp 0 of scene 0 counted -> its own value
+    w = torch.zeros(b, g)
+    w[0, 0] = 1.0
+    alone = pen(target[:1, :1], target[:1, :1], inside[:1, :1], offsets=offsets[:1, :1])["penetration"]
+    torch.testing.assert_close(pen(target, target, inside, offsets=offsets, weight=w)["penetration"], alone)
+    # over the target: a prediction as deep as its target costs nothing, a deeper one does
+    over = GraspSetLoss(hand, normalizer, GraspLossConfig(translation=0, rotation=0, joints=0, penetration=1.0,
+                                                          penetration_over_target=True))  # fmt: skip
+    assert over(target, target, inside, offsets=offsets)["penetration"].item() == 0.0
+    far = target.clone()
+    far[..., :3] = normalizer.normalize(normalizer.denormalize(target) + torch.tensor([1.0] + [0.0] * 24))[..., :3]
+    assert over(target, far, inside, offsets=offsets)["penetration"] > 1e-3  # target moved away, pred stays in
+    with pytest.raises(ValueError, match="offsets"):
+        pen(target, target, inside, offsets=offsets[:, :1])
+    with pytest.raises(ValueError, match="weight"):
+        pen(target, target, inside, weight=torch.ones(b, g + 1))
+    with pytest.raises(ValueError, match="points"):
+        pen(target, target, inside[:, :1])
 
 
 def test_grasp_set_loss_hungarian_matching(grasp_setup):

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from sceneleap_core.cli import main
 from sceneleap_core.data.shards import ShardDataset
-from sceneleap_core.hand import GraspNormalizer
+from sceneleap_core.hand import GraspNormalizer, anchor_relative
 from sceneleap_core.models import GraspGenerator, build_generator
 from sceneleap_core.train.checkpoint import AtomicCheckpointIO, load_checkpoint
 from sceneleap_core.train.config import EMAConfig, OptimConfig, ValConfig, load_config
@@ -221,6 +221,65 @@ def test_auxiliary_grasp_losses_join_the_objective(toy_root):
     assert all(p.grad is not None for p in model.denoiser.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match=r"aux_loss\.chamfer: expected"):
         load_config(TINY, ["aux_loss.chamfer=-1"])
+
+
+def test_auxiliary_penetration_on_anchored_grasps(toy_root):
+    """Anchored generators: the x0 estimate gets its anchors back and meets the points nearest each
+    anchor; each sample weighs by its signal share (a pure-noise x0 estimate costs nothing)."""
+    from sceneleap_core.models.losses import GraspLossConfig
+
+    ds = GraspSceneDataset(ShardDataset(toy_root), num_points=128, num_grasps=4, augment=None)
+    batch = default_collate([ds[0], ds[1]])
+    norm = GraspNormalizer.fit(
+        torch.cat([anchor_relative(ds[i]["grasps"], ds[i]["anchors"]) for i in range(4)]).double()
+    )
+    torch.manual_seed(0)
+    model = build_generator("tiny", anchor="seed")
+    aux = GraspLossConfig(translation=0, rotation=0, joints=0, penetration=10.0, scene_points=32,
+                          penetration_over_target=True)  # fmt: skip
+    module = GraspTrainingModule(model, norm, aux_loss=aux, aux_weight=1.0)
+    gen = torch.Generator()
+    base = GraspTrainingModule(model, norm)._loss(batch, gen.manual_seed(1))
+    out = module._loss(batch, gen.manual_seed(1))
+    assert out["signal"].shape == (2,) and ((out["signal"] >= 0) & (out["signal"] <= 1)).all()
+    torch.testing.assert_close(out["loss"], base["loss"] + out["aux_total"])
+    # the same terms by hand: anchors added back, 32 nearest points per anchor, signal x mask weights
+    from sceneleap_core.geometry.pointops import gather_points, knn
+
+    pts = gather_points(batch["points"], knn(batch["anchors"], batch["points"], 32)[1])  # (B, G, 32, 3)
+    w = out["signal"][:, None] * batch["grasp_mask"].float()
+    manual = module.aux(out["pred_x0"].detach().float(), module.network_target(batch).float(), pts,
+                        offsets=batch["anchors"], weight=w)  # fmt: skip
+    torch.testing.assert_close(out["aux_penetration"], manual["penetration"])
+    out["loss"].backward()
+    assert all(p.grad is not None for p in model.denoiser.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match=r"aux_loss\.match"):
+        GraspTrainingModule(model, norm, aux_loss=GraspLossConfig(match=True), aux_weight=1.0)
+
+
+def test_fine_tuning_starts_from_a_pretrained_model(toy_root, tmp_path):
+    """``init_from``: the run starts from the pretrained weights and keeps their normalization;
+    another architecture or a missing directory is refused by name."""
+    base = [f"data.root={toy_root}", "data.num_points=64", "val.every=0", "logger=none", "trainer.max_steps=2"]
+    first = train(load_config(TINY, [*base, f"run_dir={tmp_path / 'a'}"]), **QUIET)
+    pre, pre_norm, _ = GraspGenerator.load_pretrained(first)
+    seen = {}
+
+    class _Start(L.Callback):
+        def on_train_start(self, trainer, module):
+            seen.update({k: v.detach().clone() for k, v in module.model.state_dict().items()})
+
+    train(load_config(TINY, [*base, f"run_dir={tmp_path / 'b'}", f"init_from={first}"]), callbacks=[_Start()], **QUIET)
+    for key, value in pre.state_dict().items():
+        torch.testing.assert_close(seen[key], value, msg=key)
+    x = torch.randn(5, pre_norm.dim, dtype=torch.float64)
+    torch.testing.assert_close(
+        GraspNormalizer.load(tmp_path / "b" / "normalizer.json").normalize(x), pre_norm.normalize(x)
+    )
+    with pytest.raises(ValueError, match=r"init_from: .*another model config \(depth: 2 there, 3 here\)"):
+        train(load_config(TINY, [*base, f"run_dir={tmp_path / 'c'}", f"init_from={first}", "model.depth=3"]))
+    with pytest.raises(ValueError, match=r"init_from: expected '' or a pretrained model directory"):
+        load_config(TINY, [*base, f"init_from={tmp_path / 'nothing'}"])
 
 
 def test_fused_adamw_with_bf16_mixed_and_clipping_trains(toy_root, tmp_path):

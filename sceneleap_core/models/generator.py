@@ -547,8 +547,9 @@ class GraspGenerator(nn.Module):
                 score; its binary cross-entropy (``anchor_bce``) is added with ``anchor_score_weight``.
 
         Returns:
-            dict with ``loss`` (scalar), ``pred_x0`` (B, G, D), ``cond_dropped`` (B,) bool, ``t``
-            (B,) model time, and the objective's named terms (detached).
+            dict with ``loss`` (scalar), ``pred_x0`` (B, G, D), ``signal`` (B,) the signal share of
+            x_t (abar_t: ~1 at the last denoising steps, ~0 at pure noise), ``cond_dropped`` (B,)
+            bool, ``t`` (B,) model time, and the objective's named terms (detached).
         """
         _check_points(points)
         if grasps.dim() != 3 or grasps.shape[-1] != self.grasp_dim or grasps.shape[0] != points.shape[0]:

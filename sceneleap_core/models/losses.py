@@ -47,8 +47,12 @@ class GraspLossConfig:
         joint_limits: radians outside the joint limits.
         match: Hungarian-match predictions to targets per scene first.
         chamfer_points: P surface points used for chamfer (strided subset of the template).
-        scene_points: at most this many scene points for penetration/contact (strided subset).
+        scene_points: at most this many scene points for penetration/contact (strided subset;
+            for anchored grasps the training module takes this many nearest points per anchor).
         translation_loss: ``l2`` (squared) or ``l1``.
+        penetration_over_target: penetration counts only the depth beyond the target grasp's own
+            in the same points (jittered or noisy clouds put points a few millimetres inside the
+            fingers of ground-truth grasps; those are not the model's error).
     """
 
     translation: float = 1.0
@@ -64,6 +68,7 @@ class GraspLossConfig:
     scene_points: int = 1024
     contact_k: int = 8
     translation_loss: str = "l2"
+    penetration_over_target: bool = False
 
     TERMS = (
         "translation",
@@ -84,6 +89,10 @@ class GraspLossConfig:
         for key in ("chamfer_points", "scene_points", "contact_k"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(f"GraspLossConfig.{key}: expected a positive int, got {getattr(self, key)!r}")
+        if not isinstance(self.penetration_over_target, bool):
+            raise ValueError(
+                f"GraspLossConfig.penetration_over_target: expected a bool, got {self.penetration_over_target!r}"
+            )
         if self.translation_loss not in ("l1", "l2"):
             raise ValueError(f"GraspLossConfig.translation_loss: expected 'l1' or 'l2', got {self.translation_loss!r}")
         return self
@@ -101,10 +110,13 @@ class GraspPair:
     """Predicted and target grasps of one batch, with lazily computed physical quantities.
 
     Attributes:
-        pred, target: (B, G, D) normalized vectors.  points: (B, N, 3) scene cloud or None.
+        pred, target: (B, G, D) normalized vectors.  points: (B, N, 3) scene cloud shared by the
+        grasps of a scene, (B, G, N, 3) points per grasp, or None.  offsets: (B, G, 3) metres added
+        to both sets' denormalized translations (anchor-relative grasps -> the cloud's frame) or None.
     """
 
-    def __init__(self, hand: HandModel | None, normalizer: GraspNormalizer, pred, target, points, dof: int):
+    def __init__(self, hand: HandModel | None, normalizer: GraspNormalizer, pred, target, points, dof: int,
+                 offsets: torch.Tensor | None = None):  # fmt: skip
         self.hand, self.normalizer, self.pred, self.target, self.points, self.dof = (
             hand,
             normalizer,
@@ -113,6 +125,7 @@ class GraspPair:
             points,
             dof,
         )
+        self.offsets = offsets
         self._cache: dict = {}
 
     @property
@@ -123,8 +136,10 @@ class GraspPair:
         """Palm pose (B G, 4, 4) and joints (B G, J) of ``pred`` or ``target``."""
         key = ("phys", which)
         if key not in self._cache:
-            vec = self.normalizer.denormalize(getattr(self, which)).flatten(0, 1)  # (B G, D)
-            self._cache[key] = vector_to_pose(vec, self.dof)
+            vec = self.normalizer.denormalize(getattr(self, which))  # (B, G, D)
+            if self.offsets is not None:
+                vec = torch.cat([vec[..., :3] + self.offsets.to(vec.dtype), vec[..., 3:]], dim=-1)
+            self._cache[key] = vector_to_pose(vec.flatten(0, 1), self.dof)
         return self._cache[key]
 
     def state(self, which: str) -> HandState:
@@ -137,9 +152,12 @@ class GraspPair:
         return self._cache[key]
 
     def scene_per_grasp(self, max_points: int) -> torch.Tensor:
-        """(B G, N', 3) the scene cloud (strided to at most ``max_points``) repeated per grasp."""
+        """(B G, N', 3) the scene cloud (strided to at most ``max_points``) repeated per grasp, or
+        each grasp's own points (strided likewise)."""
         if self.points is None:
             raise ValueError("loss term: expected scene points (B, N, 3) for scene terms, got None")
+        if self.points.dim() == 4:
+            return self.points[:, :, :: max(1, -(-self.points.shape[2] // max_points))].flatten(0, 1)
         g = self.shape[1]
         pts = self.points[:, :: max(1, -(-self.points.shape[1] // max_points))]  # (B, N', 3)
         return pts[:, None].expand(-1, g, -1, -1).flatten(0, 1)  # (B G, N', 3)
@@ -199,15 +217,21 @@ class HandChamferLoss(nn.Module):
 
 
 class PenetrationLoss(nn.Module):
-    """Sum over scene points of their depth inside the predicted hand (metres)."""
+    """Sum over scene points of their depth inside the predicted hand (metres); with
+    ``over_target``, only what exceeds the same sum for the target grasp."""
 
-    def __init__(self, max_points: int = 1024):
+    def __init__(self, max_points: int = 1024, over_target: bool = False):
         super().__init__()
-        self.max_points = max_points
+        self.max_points, self.over_target = max_points, over_target
 
     def forward(self, pair: GraspPair) -> torch.Tensor:
         pts = pair.scene_per_grasp(self.max_points)
-        return pair.hand.penetration_depth(pair.state("pred"), pts).sum(-1).reshape(pair.shape)  # (B, G)
+        depth = pair.hand.penetration_depth(pair.state("pred"), pts).sum(-1)  # (B G,)
+        if self.over_target:
+            with torch.no_grad():
+                own = pair.hand.penetration_depth(pair.state("target"), pts).sum(-1)  # (B G,)
+            depth = (depth - own).clamp_min(0.0)
+        return depth.reshape(pair.shape)  # (B, G)
 
 
 class SelfPenetrationLoss(nn.Module):
@@ -289,7 +313,7 @@ class GraspSetLoss(nn.Module):
             "rotation": RotationLoss(),
             "joints": JointLoss(),
             "chamfer": HandChamferLoss(self.config.chamfer_points),
-            "penetration": PenetrationLoss(self.config.scene_points),
+            "penetration": PenetrationLoss(self.config.scene_points, self.config.penetration_over_target),
             "self_penetration": SelfPenetrationLoss(),
             "contact": ContactLoss(self.config.contact_k, self.config.scene_points),
             "joint_limits": JointLimitLoss(),
@@ -304,10 +328,21 @@ class GraspSetLoss(nn.Module):
             raise ValueError(f"GraspSetLoss: expected a normalizer of width 3 + {hand.dof} + 6, got {normalizer.dim}")
 
     def forward(
-        self, pred: torch.Tensor, target: torch.Tensor, points: torch.Tensor | None = None
+        self,
+        pred: torch.Tensor,
+        target: torch.Tensor,
+        points: torch.Tensor | None = None,
+        *,
+        offsets: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """pred (B, G1, D), target (B, G2, D) normalized (G1 == G2 unless matching; G1 <= G2 when
-        matching), points (B, N, 3) or None -> {term: scalar mean over grasps, "total": weighted sum}."""
+        matching), points (B, N, 3), (B, G1, N, 3) per grasp, or None -> {term: scalar mean over
+        grasps, "total": weighted sum}.
+
+        ``offsets`` (B, G1, 3) metres are added to both sets' denormalized translations (grasps
+        relative to anchors; no matching then); ``weight`` (B,) or (B, G1) >= 0 turns each term's
+        mean over grasps into a weighted mean (timestep weights, padding masks)."""
         d = self.normalizer.dim
         if pred.dim() != 3 or pred.shape[-1] != d or target.dim() != 3 or target.shape[::2] != pred.shape[::2]:
             raise ValueError(
@@ -317,16 +352,29 @@ class GraspSetLoss(nn.Module):
             raise ValueError(
                 f"pred/target: expected equal G without matching, got {pred.shape[1]} and {target.shape[1]}"
             )
-        if points is not None and (points.dim() != 3 or points.shape[-1] != 3 or points.shape[0] != pred.shape[0]):
-            raise ValueError(f"points: expected shape ({pred.shape[0]}, N, 3), got {tuple(points.shape)}")
+        b, g = pred.shape[:2]
+        if points is not None:
+            shared = points.dim() == 3 and points.shape[0] == b
+            per_grasp = points.dim() == 4 and tuple(points.shape[:2]) == (b, g)
+            if not (shared or per_grasp) or points.shape[-1] != 3:
+                raise ValueError(f"points: expected shape ({b}, N, 3) or ({b}, {g}, N, 3), got {tuple(points.shape)}")
+        if offsets is not None and (offsets.shape != (b, g, 3) or self.config.match):
+            raise ValueError(f"offsets: expected shape ({b}, {g}, 3) and match=False, got {tuple(offsets.shape)} "
+                             f"and match={self.config.match}")  # fmt: skip
+        if weight is not None:
+            weight = weight[:, None] if weight.dim() == 1 else weight
+            if weight.shape not in ((b, 1), (b, g)):
+                raise ValueError(f"weight: expected shape ({b},) or ({b}, {g}), got {tuple(weight.shape)}")
+            weight = weight.float().expand(b, g)
         if self.config.match:
             cols = hungarian_match(pose_cost_matrix(pred, target, self.dof))  # (B, G1)
             target = torch.gather(target, 1, cols[..., None].expand(-1, -1, d))  # (B, G1, D)
-        pair = GraspPair(self.hand, self.normalizer, pred, target, points, self.dof)
+        pair = GraspPair(self.hand, self.normalizer, pred, target, points, self.dof, offsets)
         out: dict[str, torch.Tensor] = {}
         total = pred.new_zeros(())
         for name, term in self.terms.items():
-            value = term(pair).mean()
+            per = term(pair)  # (B, G)
+            value = per.mean() if weight is None else (per * weight).sum() / weight.sum().clamp_min(1e-8)
             out[name] = value
             total = total + getattr(self.config, name) * value
         out["total"] = total

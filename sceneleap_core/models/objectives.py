@@ -84,7 +84,8 @@ class DiffusionObjective(nn.Module):
 
     Recipe of ``prepare``: t ~ U{0..T-1}; eps ~ N(0, I); x_t = alpha_t x_0 + sigma_t eps;
     target = eps | x_0 | v = alpha_t eps - sigma_t x_0. ``loss`` = MSE(out, target) and returns
-    the implied x_0 estimate (for auxiliary losses).
+    the implied x_0 estimate and ``signal`` = abar_t (B,), the share of x_t's variance that is
+    signal (auxiliary losses on the x_0 estimate weight by it).
 
     Args:
         num_train_timesteps: T.  schedule: ``linear`` / ``cosine``.  prediction: ``eps`` / ``x0`` / ``v``.
@@ -138,7 +139,8 @@ class DiffusionObjective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """``loss``: the MSE with per-dimension ``weight`` (D,) if given; ``mse``: unweighted."""
         loss, mse = weighted_mse(out, batch.target, mask, weight)
-        return {"loss": loss, "mse": mse.detach(), "pred_x0": self.pred_x0(out, batch)}
+        signal = batch.extras["alpha"].flatten().float().square()  # abar_t (B,)
+        return {"loss": loss, "mse": mse.detach(), "pred_x0": self.pred_x0(out, batch), "signal": signal}
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
         """Scheduler ``name`` in ``samplers`` configured with this objective's schedule."""
@@ -200,7 +202,14 @@ class FlowMatchingObjective(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """``loss``: the MSE with per-dimension ``weight`` (D,) if given; ``mse``: unweighted."""
         loss, mse = weighted_mse(out, batch.target, mask, weight)
-        return {"loss": loss, "mse": mse.detach(), "pred_x0": flow_x0(batch.x_in, out, batch.extras["t"])}
+        t = batch.extras["t"].flatten().float()
+        signal = (1 - t).square() / ((1 - t).square() + t.square())  # the signal's share of x_t's variance (B,)
+        return {
+            "loss": loss,
+            "mse": mse.detach(),
+            "pred_x0": flow_x0(batch.x_in, out, batch.extras["t"]),
+            "signal": signal,
+        }
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
         if name not in self.samplers:
@@ -265,7 +274,9 @@ class CVAEObjective(nn.Module):
         rec = masked_mse(out, batch.target, mask, weight)
         kl_per = (-0.5 * (1 + logvar - mu.square() - logvar.exp())).float()  # (B, G, Z)
         kl = _masked_mean(kl_per, mask)
-        return {"loss": rec + self.kl_weight * kl, "recon": rec.detach(), "kl": kl.detach(), "pred_x0": out}
+        signal = torch.ones(out.shape[0], device=out.device)  # the decoder sees no noise
+        return {"loss": rec + self.kl_weight * kl, "recon": rec.detach(), "kl": kl.detach(), "pred_x0": out,
+                "signal": signal}  # fmt: skip
 
     def make_scheduler(self, name: str, *, eta: float = 0.0):
         if name not in self.samplers:

@@ -288,6 +288,9 @@ class TrainConfig:
         aux_weight: weight of the auxiliary grasp losses on the denoiser's x0 estimate
             (``GraspSetLoss`` of ``sceneleap_core.models.losses``); 0 trains the diffusion loss alone.
         aux_loss: the auxiliary terms' weights and settings (``GraspLossConfig``).
+        init_from: a pretrained model directory (``save_pretrained`` / ``sceneleap model pack``
+            output) whose weights and grasp normalization start this run (fine-tuning); its
+            generator config must equal ``model``. Empty = train from scratch.
     """
 
     run_dir: str = "runs/default"
@@ -303,6 +306,7 @@ class TrainConfig:
     model: Any = None
     aux_weight: float = 0.0
     aux_loss: Any = None
+    init_from: str = ""
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -554,6 +558,8 @@ def validate_config(cfg: TrainConfig) -> None:
             prefix = type(cfg.model).__name__ + "."
             raise ValueError("model." + msg[len(prefix) :] if msg.startswith(prefix) else f"model: {msg}") from None
     _check(cfg.aux_weight >= 0, "aux_weight", "a weight >= 0 (0 disables)", cfg.aux_weight)
+    _check(not cfg.init_from or (Path(cfg.init_from) / "config.json").is_file(), "init_from",
+           "'' or a pretrained model directory (with config.json)", cfg.init_from)  # fmt: skip
     if hasattr(cfg.aux_loss, "validate"):
         try:
             cfg.aux_loss.validate()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sceneleap_core.geometry.pointops import gather_points, knn
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_relative, vector_to_pose
 from sceneleap_core.infer.planner import GraspPlanner
 from sceneleap_core.train.config import EMAConfig, OptimConfig, ValConfig
@@ -112,11 +113,10 @@ class GraspTrainingModule(L.LightningModule):
         self.aux_weight = float(aux_weight)
         self.aux = None
         if aux_loss is not None and self.aux_weight > 0:
-            if getattr(model, "anchored", False):
-                raise ValueError(
-                    "aux_weight: the auxiliary losses need absolute grasps; set aux_weight=0 with model.anchor=seed"
-                )
             from sceneleap_core.models.losses import GraspSetLoss
+
+            if getattr(model, "anchored", False) and aux_loss.match:
+                raise ValueError("aux_loss.match: anchored grasps keep their anchors; expected match=false")
 
             self.aux = GraspSetLoss(HandModel.load(hand, surface_points=aux_loss.chamfer_points), normalizer, aux_loss)
 
@@ -164,10 +164,27 @@ class GraspTrainingModule(L.LightningModule):
             raise ValueError(f"model.training_loss: expected a dict with 'loss', got keys {sorted(out)}")
         if self.aux is not None:
             with torch.autocast(self.device.type, enabled=False):
-                terms = self.aux(out["pred_x0"].float(), target.float(), batch["points"].float())
+                terms = self._aux_terms(batch, out, target)
             out["loss"] = out["loss"] + self.aux_weight * terms["total"]
             out.update({f"aux_{k}": v.detach() for k, v in terms.items()})
         return out
+
+    def _aux_terms(self, batch: dict, out: dict, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The auxiliary terms on the x0 estimate, weighted per sample by its signal share abar_t
+        (the estimate from near-pure noise is a blur, not a grasp) and per grasp by the padding
+        mask. Anchored grasps get their anchors back (metres, the cloud's frame) and are scored
+        against the ``aux_loss.scene_points`` cloud points nearest their anchor (the hand's
+        neighbourhood at full density, not a strided whole scene)."""
+        points = batch["points"].float()  # (B, N, 3)
+        weight = out["signal"].float() if "signal" in out else torch.ones(points.shape[0], device=points.device)
+        weight = weight[:, None] * batch.get("grasp_mask", torch.ones_like(target[..., 0], dtype=torch.bool)).float()
+        offsets = None
+        if self.anchored:
+            offsets = batch["anchors"].float()  # (B, G, 3)
+            k = min(self.aux.config.scene_points, points.shape[1])
+            _, idx = knn(offsets, points, k)  # (B, G, k)
+            points = gather_points(points, idx)  # (B, G, k, 3)
+        return self.aux(out["pred_x0"].float(), target.float(), points, offsets=offsets, weight=weight)
 
     @staticmethod
     def _scalars(out: dict) -> dict[str, torch.Tensor]:

@@ -202,6 +202,35 @@ class _null:
         return False
 
 
+# generator config fields that do not shape the weights (a fine-tuned run may differ in them)
+_NON_ARCHITECTURE_FIELDS = ("sampler", "tags", "grad_checkpointing", "p_uncond", "anchor_score_weight",
+                            "pose_loss_weight", "cvae_kl_weight")  # fmt: skip
+
+
+def load_initial_weights(model: nn.Module, directory: str | Path, *, load_weights: bool = True) -> GraspNormalizer:
+    """Start ``model`` from the pretrained directory ``directory`` (``init_from``): check that its
+    generator config matches (every field that shapes the weights), copy its weights into ``model``
+    unless ``load_weights`` is False, and return its grasp normalizer (the fine-tuned model must
+    keep the units its weights were trained in)."""
+    from dataclasses import asdict
+
+    from sceneleap_core.models import GraspGenerator
+
+    pre, normalizer, _ = GraspGenerator.load_pretrained(directory)
+    if normalizer is None:
+        raise ValueError(f"init_from: expected a model with its grasp normalization in {directory}, got none")
+    ours, theirs = asdict(model.config), asdict(pre.config)
+    differ = sorted(k for k in ours if k not in _NON_ARCHITECTURE_FIELDS and ours[k] != theirs.get(k))
+    if differ:
+        pairs = ", ".join(f"{k}: {theirs.get(k)!r} there, {ours[k]!r} here" for k in differ)
+        raise ValueError(f"init_from: {directory} was trained with another model config ({pairs}); "
+                         "set model.* to match it")  # fmt: skip
+    if load_weights:
+        model.load_state_dict(pre.state_dict(), strict=True)
+        log.info("initialized the model from %s", directory)
+    return normalizer
+
+
 def train(
     cfg: TrainConfig, *, resume: str | Path | None = None, callbacks: list | None = None, **trainer_overrides
 ) -> Path:
@@ -227,6 +256,9 @@ def train(
     # 1. everything that can fail on the config fails before any heavy work
     L.seed_everything(cfg.seed, workers=False, verbose=False)
     model = build_model(cfg)
+    init_normalizer = None
+    if cfg.init_from:  # fine-tuning: the weights (unless a resumed checkpoint holds newer) and statistics
+        init_normalizer = load_initial_weights(model, cfg.init_from, load_weights=ckpt is None)
     if cfg.trainer.compile:
         compile_model(model)
     evaluator = None
@@ -240,6 +272,8 @@ def train(
     norm_path = run / "normalizer.json"
     if norm_path.is_file():
         normalizer = GraspNormalizer.load(norm_path)
+    elif init_normalizer is not None:
+        normalizer = init_normalizer
     else:
         log.info("fitting grasp normalization on %d training samples", cfg.data.normalizer_samples)
         normalizer = dm.fit_normalizer(anchored=bool(getattr(model, "anchored", False)))
