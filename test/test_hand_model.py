@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -170,3 +171,27 @@ def test_model_moves_with_to_and_builds_from_description():
     state = hand(torch.zeros(3, 16, dtype=torch.float64))
     assert hand.surface_points(state).dtype == torch.float64
     assert abs(len(hand.surface_local) - 256) <= 8
+
+
+def test_open_joints_unflex_closing_joints_only_and_agree_with_the_simulator(hand64):
+    """The open hand of a grasp: flexion joints no further closed than the open pose, sideways
+    joints kept, any batch shape; the same rule as the evaluator's (numpy) GraspSim.open_joints."""
+    from sceneleap_core.sim.simulator import GraspSim
+
+    q = random_joints(hand64, 12, seed=3).reshape(3, 4, hand64.dof)
+    opened = hand64.open_joints(q)
+    closing, open_pose = hand64.joint_closing, hand64.open_pose
+    assert opened.shape == q.shape
+    assert torch.equal(opened[..., closing == 0], q[..., closing == 0])
+    torch.testing.assert_close(opened[..., closing > 0], torch.minimum(q, open_pose)[..., closing > 0])
+    assert (opened[..., closing > 0] < q[..., closing > 0]).any()  # some grasps were more closed
+    sim = SimpleNamespace(desc=hand64.description, closing=hand64.description.closing_direction)
+    for row in q.reshape(-1, hand64.dof):  # GraspSim.open_joints reads only these two fields
+        np.testing.assert_allclose(hand64.open_joints(row).numpy(), GraspSim.open_joints(sim, row.numpy()))
+    flipped = hand64.joint_closing.clone()
+    flipped[1] = -1.0  # an extension joint opens the other way
+    hand64.joint_closing = flipped
+    try:
+        assert torch.equal(hand64.open_joints(q)[..., 1], torch.maximum(q[..., 1], open_pose[1]))
+    finally:
+        hand64.joint_closing = closing

@@ -48,18 +48,15 @@ def sweep_states(
     """Palm poses (G, S, 4, 4) and joints (G, S, J) of the checked hand states,
     S = sweep_steps + close_steps + 2.
 
-    States 0..sweep_steps: the open hand (closing joints unflexed to the open pose, never past the
-    grasp, as the simulator's ``open_joints``) from the pregrasp (0) to the grasp palm pose
+    States 0..sweep_steps: the open hand (``HandModel.open_joints``: closing joints unflexed to the
+    open pose, never past the grasp, as the simulator's) from the pregrasp (0) to the grasp palm pose
     (sweep_steps); then ``close_steps`` states at the grasp palm pose with the joints evenly
     between open and grasp (a curling finger sweeps beyond both ends: the simulator's close
     phase); state S - 1: the grasp with its joints.
     """
     g, j = joints.shape
     dt = pose.dtype
-    closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=pose.device)
-    open_pose = hand.open_pose.to(dtype=dt, device=pose.device)
-    q_open = torch.where(closing > 0, torch.minimum(joints, open_pose), joints)
-    q_open = torch.where(closing < 0, torch.maximum(q_open, open_pose), q_open)
+    q_open = hand.open_joints(joints)
     axis = pose[:, :3, :3] @ hand.approach_axis.to(dtype=dt, device=pose.device)  # (G, 3)
     back = pregrasp_distance * (1 - torch.linspace(0, 1, sweep_steps + 1, dtype=dt, device=pose.device))
     poses = pose[:, None].repeat(1, sweep_steps + 2, 1, 1)  # (G, S, 4, 4)

@@ -169,8 +169,6 @@ def filter_scene_grasps(
         (scene.poses[i][:3, :3] @ surface_samples(spec, 384, seed=spec.id).T).T + scene.poses[i][:3, 3]
         for i, spec in enumerate(scene.objects)
     ]
-    open_pose = hand.open_pose
-    flex = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev) > 0
     axis = hand.approach_axis
     out_pose, out_joints, out_obj = [], [], []
     for i, spec in enumerate(scene.objects):
@@ -179,7 +177,7 @@ def filter_scene_grasps(
         pose_o, joints = grasps[spec.id]
         pose_w = torch.as_tensor(scene.poses[i] @ pose_o, dtype=dt, device=dev)  # (G, 4, 4)
         q = torch.as_tensor(joints, dtype=dt, device=dev)
-        q_open = torch.where(flex, torch.minimum(q, open_pose), q)
+        q_open = hand.open_joints(q)
         pre = pose_w.clone()
         pre[:, :3, 3] -= pregrasp_distance * (pose_w[:, :3, :3] @ axis)
         keep = torch.ones(len(q), dtype=torch.bool, device=dev)

@@ -585,29 +585,19 @@ def _fields(terms: EnergyTerms) -> tuple[torch.Tensor, ...]:
     return (terms.total, terms.fc, terms.dis, terms.pen, terms.spen, terms.joint)
 
 
-def open_joints(hand: HandModel, joints: torch.Tensor) -> torch.Tensor:
-    """The open hand (B, J) of grasps ``joints`` (B, J), as the evaluator opens it for the
-    pregrasp (``sim.simulator.GraspSim.open_joints``): flexion joints unflexed to the open pose
-    (never past the grasp), extension joints the other way, sideways joints kept."""
-    closing = torch.as_tensor(hand.description.closing_direction, dtype=joints.dtype, device=joints.device)
-    open_pose = torch.as_tensor(hand.description.open_pose, dtype=joints.dtype, device=joints.device)
-    out = torch.where(closing > 0, torch.minimum(joints, open_pose), joints)
-    return torch.where(closing < 0, torch.maximum(joints, open_pose), out)
-
-
 def pregrasp_state(hand: HandModel, pose: torch.Tensor, joints: torch.Tensor, distance: float = 0.10):
     """The hand state of the evaluator's pregrasp of grasps pose (B, 4, 4), joints (B, J): the
-    open hand (:func:`open_joints`) backed off ``distance`` against the approach axis."""
+    open hand (``HandModel.open_joints``) backed off ``distance`` against the approach axis."""
     pre = pose.clone()
     pre[:, :3, 3] -= distance * (pose[:, :3, :3] @ hand.approach_axis.to(pose.dtype))
-    return hand(open_joints(hand, joints), pre, validate=False)
+    return hand(hand.open_joints(joints), pre, validate=False)
 
 
 def pregrasp_penetration(
     hand: HandModel, pose: torch.Tensor, joints: torch.Tensor, obj: ObjectGeometry, *, distance: float = 0.10
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Depths (B,), (B,) of the evaluator's pregrasp of grasps pose (B, 4, 4), joints (B, J): the
-    open hand (:func:`open_joints`) backed off ``distance`` (the evaluator's ``pregrasp_distance``)
+    open hand (``HandModel.open_joints``) backed off ``distance`` (the evaluator's ``pregrasp_distance``)
     against the approach axis, into the table plane (box corners below it; 0 without a table)
     and into the object (object samples inside the boxes, box corners inside the object).
     The evaluator fails a grasp whose pregrasp penetrates anything by more than 1 mm before it

@@ -131,6 +131,8 @@ class HandModel(nn.Module):
         self.register_buffer("joint_lower", torch.tensor(desc.lower_limits, dtype=f64), persistent=False)
         self.register_buffer("joint_upper", torch.tensor(desc.upper_limits, dtype=f64), persistent=False)
         self.register_buffer("open_pose", torch.tensor(desc.open_pose, dtype=f64), persistent=False)
+        closing = torch.tensor(desc.closing_direction, dtype=f64)
+        self.register_buffer("joint_closing", closing, persistent=False)
         self.register_buffer("approach_axis", torch.tensor(desc.approach_axis, dtype=f64), persistent=False)
 
         # 2. Collision boxes.
@@ -314,6 +316,15 @@ class HandModel(nn.Module):
         first, second = self.keypoint_pairs  # (S,), (S,): only the pairs that may collide
         dist = (pts[:, first] - pts[:, second]).square().sum(-1).clamp_min(1e-12).sqrt()  # (B, S)
         return (radius[first] + radius[second] - dist).clamp_min(0.0).sum(-1)
+
+    def open_joints(self, joints: torch.Tensor) -> torch.Tensor:
+        """The open hand (..., J) of grasps ``joints`` (..., J), as the evaluator opens it for the
+        pregrasp (``sim.simulator.GraspSim.open_joints``): flexion joints unflexed to the open pose
+        (never past the grasp), extension joints the other way, sideways joints kept."""
+        closing = self.joint_closing.to(dtype=joints.dtype, device=joints.device)
+        open_pose = self.open_pose.to(dtype=joints.dtype, device=joints.device)
+        out = torch.where(closing > 0, torch.minimum(joints, open_pose), joints)
+        return torch.where(closing < 0, torch.maximum(joints, open_pose), out)
 
     def joint_limit_violation(self, joints: torch.Tensor) -> torch.Tensor:
         """Sum (B,) over joints of how far each of (B, J) lies outside its limits (radians)."""

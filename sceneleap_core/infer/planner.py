@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from sceneleap_core.data.synthesis import open_joints
 from sceneleap_core.geometry.anchors import grasp_centres, pick_scored, select_anchors
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
 from sceneleap_core.infer.postprocess import (
@@ -280,7 +279,7 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
         joints = joints.clone()
         joints[order] = finger_clearance(hand, pose[order], joints[order], cloud_t, config)[1]
         check = {**check, "pregrasp_joints": check["pregrasp_joints"].clone()}
-        check["pregrasp_joints"][order] = open_joints(hand, joints[order])  # the open hand of the grasp as returned
+        check["pregrasp_joints"][order] = hand.open_joints(joints[order])  # the open hand of the grasp as returned
     rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
     rank[keep] = scores
     if anchors is not None:
