@@ -278,8 +278,11 @@ def test_fine_tuning_starts_from_a_pretrained_model(toy_root, tmp_path):
     )
     with pytest.raises(ValueError, match=r"init_from: .*another model config \(depth: 2 there, 3 here\)"):
         train(load_config(TINY, [*base, f"run_dir={tmp_path / 'c'}", f"init_from={first}", "model.depth=3"]))
-    with pytest.raises(ValueError, match=r"init_from: expected '' or a pretrained model directory"):
+    with pytest.raises(ValueError, match=r"init_from: expected '', 'bundled' or a pretrained model directory"):
         load_config(TINY, [*base, f"init_from={tmp_path / 'nothing'}"])
+    # "bundled" names the shipped model from any working directory; the tiny config is not its architecture
+    with pytest.raises(ValueError, match=r"init_from: .*default_model was trained with another model config"):
+        train(load_config(TINY, [*base, f"run_dir={tmp_path / 'd'}", "init_from=bundled"]))
 
 
 def test_fused_adamw_with_bf16_mixed_and_clipping_trains(toy_root, tmp_path):

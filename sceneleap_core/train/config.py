@@ -289,8 +289,9 @@ class TrainConfig:
             (``GraspSetLoss`` of ``sceneleap_core.models.losses``); 0 trains the diffusion loss alone.
         aux_loss: the auxiliary terms' weights and settings (``GraspLossConfig``).
         init_from: a pretrained model directory (``save_pretrained`` / ``sceneleap model pack``
-            output) whose weights and grasp normalization start this run (fine-tuning); its
-            generator config must equal ``model``. Empty = train from scratch.
+            output) whose weights and grasp normalization start this run (fine-tuning), or
+            ``bundled`` (the model shipped in ``sceneleap_core/assets``); its generator config must
+            equal ``model``. Empty = train from scratch.
     """
 
     run_dir: str = "runs/default"
@@ -463,6 +464,15 @@ def save_config(cfg: TrainConfig, path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------- validation
+def init_from_dir(init_from: str) -> Path:
+    """The model directory ``init_from`` names: ``bundled`` is the model shipped with the package."""
+    if init_from == "bundled":
+        from sceneleap_core.assets import DEFAULT_MODEL_DIR
+
+        return DEFAULT_MODEL_DIR
+    return Path(init_from)
+
+
 def _check(ok: bool, key: str, expected: str, got: Any) -> None:
     if not ok:
         raise ValueError(f"{key}: expected {expected}, got {got!r}")
@@ -558,8 +568,8 @@ def validate_config(cfg: TrainConfig) -> None:
             prefix = type(cfg.model).__name__ + "."
             raise ValueError("model." + msg[len(prefix) :] if msg.startswith(prefix) else f"model: {msg}") from None
     _check(cfg.aux_weight >= 0, "aux_weight", "a weight >= 0 (0 disables)", cfg.aux_weight)
-    _check(not cfg.init_from or (Path(cfg.init_from) / "config.json").is_file(), "init_from",
-           "'' or a pretrained model directory (with config.json)", cfg.init_from)  # fmt: skip
+    _check(not cfg.init_from or (init_from_dir(cfg.init_from) / "config.json").is_file(), "init_from",
+           "'', 'bundled' or a pretrained model directory (with config.json)", cfg.init_from)  # fmt: skip
     if hasattr(cfg.aux_loss, "validate"):
         try:
             cfg.aux_loss.validate()

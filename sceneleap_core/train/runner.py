@@ -22,7 +22,7 @@ from torch import nn
 
 from sceneleap_core.hand import GraspNormalizer
 from sceneleap_core.train.checkpoint import AtomicCheckpointIO
-from sceneleap_core.train.config import TrainConfig, config_to_dict, save_config
+from sceneleap_core.train.config import TrainConfig, config_to_dict, init_from_dir, save_config
 from sceneleap_core.train.data import GraspDataModule
 from sceneleap_core.train.module import GraspTrainingModule, compile_model
 from sceneleap_core.train.throughput import ThroughputMonitor
@@ -258,7 +258,7 @@ def train(
     model = build_model(cfg)
     init_normalizer = None
     if cfg.init_from:  # fine-tuning: the weights (unless a resumed checkpoint holds newer) and statistics
-        init_normalizer = load_initial_weights(model, cfg.init_from, load_weights=ckpt is None)
+        init_normalizer = load_initial_weights(model, init_from_dir(cfg.init_from), load_weights=ckpt is None)
     if cfg.trainer.compile:
         compile_model(model)
     evaluator = None
