@@ -29,11 +29,17 @@ def load_ladder(spec: str) -> tuple[str, dict[tuple[str, str, int], dict]]:
     return name, {(r["name"], r.get("sampler") or "-", int(r.get("steps") or 0)): r for r in rows}
 
 
-def table(ladders: list[tuple[str, dict]]) -> list[str]:
-    """The side-by-side text table, one line per rung."""
+def rung_keys(ladders: list[tuple[str, dict]]) -> list[tuple[str, str, int]]:
+    """Every (rung, sampler, steps) of the ladders, in first-seen order."""
     keys: list[tuple[str, str, int]] = []
     for _, rows in ladders:
         keys += [k for k in rows if k not in keys]
+    return keys
+
+
+def table(ladders: list[tuple[str, dict]]) -> list[str]:
+    """The side-by-side text table, one line per rung."""
+    keys = rung_keys(ladders)
     names = [n for n, _ in ladders]
     lines = [f"{'rung':28s} {'sampler':>10s}  " + "  ".join(f"{n + ' lift/pen/gap':>24s}" for n in names)]
     for key in keys:
@@ -59,9 +65,7 @@ def plot(ladders: list[tuple[str, dict]], path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    keys: list[tuple[str, str, int]] = []
-    for _, rows in ladders:
-        keys += [k for k in rows if k not in keys and rows[k].get("sampler")]
+    keys = [k for k in rung_keys(ladders) if any(rows.get(k, {}).get("sampler") for _, rows in ladders)]
     x = np.arange(len(keys))
     width = 0.8 / max(1, len(ladders))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(keys)), 3.8))

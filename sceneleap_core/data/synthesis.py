@@ -295,8 +295,7 @@ class GraspSynthesizer:
         self._contact_sets = (
             (every[is_thumb], every[~is_thumb]) if is_thumb.any() and not is_thumb.all() else (every, every)
         )
-        flex = torch.tensor(hand.description.closing_direction, dtype=hand.dtype, device=hand.device)
-        self._noise_scale = torch.where(flex != 0, 1.0, 0.6)
+        self._noise_scale = torch.where(hand.joint_closing != 0, 1.0, 0.6)
 
     # ------------------------------------------------------------------ initialization
     def initialize(self, obj: ObjectGeometry, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
@@ -344,7 +343,7 @@ class GraspSynthesizer:
         target = u * (obj.support(u.to(obj.surface.dtype)).to(dt) + gap)[:, None]
         # 4. joints
         noise = torch.randn(b, hand.dof, generator=generator, dtype=dt).to(dev) * self.joint_noise * self._noise_scale
-        closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev)
+        closing = hand.joint_closing.to(dev, dt)
         shape = self.preshape + torch.where(power[:, None], self.power_close * closing.clamp_min(0), 0.0)  # (B, J)
         q = torch.minimum(torch.maximum(shape + noise, hand.joint_lower), hand.joint_upper)
         if obj.table is not None and self.roll_candidates > 1:  # 2b. a roll whose pregrasp clears the table
@@ -514,7 +513,7 @@ def finger_masks(hand: HandModel) -> tuple[torch.Tensor, torch.Tensor]:
     """Per finger F of the description: its collision boxes (F, K) and its flexion joints (F, J)
     (joints of the finger's links with a positive closing direction), as bool masks."""
     desc = hand.description
-    closing = torch.tensor(desc.closing_direction, device=hand.device) > 0
+    closing = hand.joint_closing > 0
     boxes, joints = [], []
     for spec in desc.fingers.values():
         links = {desc.link_index(name) for name in spec["links"]}
@@ -565,7 +564,7 @@ def close_fingers(
     finger that stops short never presses. Returns the new joints (B, J), clamped to the limits.
     """
     box_mask, joint_mask = finger_masks(hand)  # (F, K), (F, J)
-    closing = torch.tensor(hand.description.closing_direction, dtype=joints.dtype, device=joints.device)
+    closing = hand.joint_closing.to(joints)
     grid = torch.arange(-open_by, close_by + 1e-9, resolution, dtype=joints.dtype, device=joints.device)  # (D,)
     with torch.no_grad():
         depth = []

@@ -131,8 +131,8 @@ class HandModel(nn.Module):
         self.register_buffer("joint_lower", torch.tensor(desc.lower_limits, dtype=f64), persistent=False)
         self.register_buffer("joint_upper", torch.tensor(desc.upper_limits, dtype=f64), persistent=False)
         self.register_buffer("open_pose", torch.tensor(desc.open_pose, dtype=f64), persistent=False)
-        closing = torch.tensor(desc.closing_direction, dtype=f64)
-        self.register_buffer("joint_closing", closing, persistent=False)
+        # +1 a joint closes the hand as it grows, -1 as it shrinks, 0 sideways (description order)
+        self.register_buffer("joint_closing", torch.tensor(desc.closing_direction, dtype=f64), persistent=False)
         self.register_buffer("approach_axis", torch.tensor(desc.approach_axis, dtype=f64), persistent=False)
 
         # 2. Collision boxes.

@@ -438,7 +438,7 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     dt, dev = hand.dtype, hand.device
     g = joints.shape[0]
     levels = torch.as_tensor(cfg.clearance_levels, dtype=dt, device=dev)  # (L,)
-    closing = torch.as_tensor(hand.description.closing_direction, dtype=dt, device=dev)  # (J,)
+    closing = hand.joint_closing.to(dev, dt)  # (J,)
     lo, hi = hand.joint_lower.to(dev, dt), hand.joint_upper.to(dev, dt)
     q0, pose_d = joints.to(dev, dt), pose.to(dev, dt)
     box_finger, joint_finger, on = finger_index(hand)  # on: (Kf,) the boxes on a finger
