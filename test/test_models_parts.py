@@ -210,6 +210,14 @@ def test_grasp_set_loss_anchor_offsets_per_grasp_points_and_weights(hand, grasp_
     far = target.clone()
     far[..., :3] = normalizer.normalize(normalizer.denormalize(target) + torch.tensor([1.0] + [0.0] * 24))[..., :3]
     assert over(target, far, inside, offsets=offsets)["penetration"] > 1e-3  # target moved away, pred stays in
+    # contact over the target: as close as the target costs nothing, farther away does, closer is free
+    cfg = dict(translation=0, rotation=0, joints=0, contact=1.0, contact_over_target=True)
+    touch = GraspSetLoss(hand, normalizer, GraspLossConfig(**cfg))
+    plain = GraspSetLoss(hand, normalizer, GraspLossConfig(**{**cfg, "contact_over_target": False}))
+    assert plain(target, target, inside, offsets=offsets)["contact"] > 0  # the candidates are off the box centres
+    assert touch(target, target, inside, offsets=offsets)["contact"].item() == 0.0
+    assert touch(far, target, inside, offsets=offsets)["contact"] > 0.5  # pred 1 m away from its points
+    assert touch(target, far, inside, offsets=offsets)["contact"].item() == 0.0
     with pytest.raises(ValueError, match="offsets"):
         pen(target, target, inside, offsets=offsets[:, :1])
     with pytest.raises(ValueError, match="weight"):

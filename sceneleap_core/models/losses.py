@@ -53,6 +53,9 @@ class GraspLossConfig:
         penetration_over_target: penetration counts only the depth beyond the target grasp's own
             in the same points (jittered or noisy clouds put points a few millimetres inside the
             fingers of ground-truth grasps; those are not the model's error).
+        contact_over_target: contact counts only the distance beyond the target grasp's own in
+            the same points (a ground-truth grasp's closest candidates sit a few millimetres off
+            the cloud; pulling past that would push the hand into its object).
     """
 
     translation: float = 1.0
@@ -69,6 +72,7 @@ class GraspLossConfig:
     contact_k: int = 8
     translation_loss: str = "l2"
     penetration_over_target: bool = False
+    contact_over_target: bool = False
 
     TERMS = (
         "translation",
@@ -89,10 +93,9 @@ class GraspLossConfig:
         for key in ("chamfer_points", "scene_points", "contact_k"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 raise ValueError(f"GraspLossConfig.{key}: expected a positive int, got {getattr(self, key)!r}")
-        if not isinstance(self.penetration_over_target, bool):
-            raise ValueError(
-                f"GraspLossConfig.penetration_over_target: expected a bool, got {self.penetration_over_target!r}"
-            )
+        for key in ("penetration_over_target", "contact_over_target"):
+            if not isinstance(getattr(self, key), bool):
+                raise ValueError(f"GraspLossConfig.{key}: expected a bool, got {getattr(self, key)!r}")
         if self.translation_loss not in ("l1", "l2"):
             raise ValueError(f"GraspLossConfig.translation_loss: expected 'l1' or 'l2', got {self.translation_loss!r}")
         return self
@@ -242,16 +245,25 @@ class SelfPenetrationLoss(nn.Module):
 
 
 class ContactLoss(nn.Module):
-    """Mean distance (metres) of the k contact candidates closest to the cloud."""
+    """Mean distance (metres) of the k contact candidates closest to the cloud; with
+    ``over_target``, only what exceeds the same mean for the target grasp."""
 
-    def __init__(self, k: int = 8, max_points: int = 1024):
+    def __init__(self, k: int = 8, max_points: int = 1024, over_target: bool = False):
         super().__init__()
-        self.k, self.max_points = k, max_points
+        self.k, self.max_points, self.over_target = k, max_points, over_target
+
+    def _mean_closest(self, pair: GraspPair, which: str, pts: torch.Tensor) -> torch.Tensor:
+        dist = pair.hand.contact_distance(pair.state(which), pts)  # (B G, C)
+        return dist.topk(min(self.k, dist.shape[-1]), dim=-1, largest=False).values.mean(-1)  # (B G,)
 
     def forward(self, pair: GraspPair) -> torch.Tensor:
-        dist = pair.hand.contact_distance(pair.state("pred"), pair.scene_per_grasp(self.max_points))  # (B G, C)
-        k = min(self.k, dist.shape[-1])
-        return dist.topk(k, dim=-1, largest=False).values.mean(-1).reshape(pair.shape)  # (B, G)
+        pts = pair.scene_per_grasp(self.max_points)
+        dist = self._mean_closest(pair, "pred", pts)
+        if self.over_target:
+            with torch.no_grad():
+                own = self._mean_closest(pair, "target", pts)
+            dist = (dist - own).clamp_min(0.0)
+        return dist.reshape(pair.shape)  # (B, G)
 
 
 class JointLimitLoss(nn.Module):
@@ -315,7 +327,7 @@ class GraspSetLoss(nn.Module):
             "chamfer": HandChamferLoss(self.config.chamfer_points),
             "penetration": PenetrationLoss(self.config.scene_points, self.config.penetration_over_target),
             "self_penetration": SelfPenetrationLoss(),
-            "contact": ContactLoss(self.config.contact_k, self.config.scene_points),
+            "contact": ContactLoss(self.config.contact_k, self.config.scene_points, self.config.contact_over_target),
             "joint_limits": JointLimitLoss(),
         }
         self.terms = nn.ModuleDict({k: m for k, m in modules.items() if getattr(self.config, k) > 0})
