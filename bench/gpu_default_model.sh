@@ -13,7 +13,8 @@
 #                                            # per SPEED_RUNS spec, SPEED_STEPS steps each: steps/s,
 #                                            # samples/s, share of time waiting for data, GPU busy (~8 min)
 # Env: W (work dir), SCENES, STEPS, MINUTES, VIEWS, GRASPS, LADDER (the ladder's samplers; the first also
-# with the planner's finger clearance at CLEARANCE m, default 0.001; ANCHOR_ROWS: the ladder's
+# with the planner's finger clearance at CLEARANCE m, default 0.001, and at each initial-noise scale of
+# TEMPS, e.g. "0.5"; ANCHOR_ROWS: the ladder's
 # --anchor-rows, default true, empty = none), WORKERS, BUDGET (seconds one call may wait),
 # CONFIG (the training config, default config/train/default.yaml; config/train/finetune.yaml for
 # stage 2), MODEL / EXTRA (training config overrides of every run), RUNS (runs trained side by side on the same
@@ -133,7 +134,7 @@ $SL train --config ${CONFIG:-config/train/default.yaml} data.root="$W/train" dat
 echo ladder > "$R/stage"
 $PY bench/learning.py --run "$R/run" --held-out unseen_objects="$W/test" --views $VIEWS --grasps $GRASPS \\
   --workers $(( WORKERS / NRUNS > 0 ? WORKERS / NRUNS : 1 )) --samplers $LADDER --anchor-rows "${ANCHOR_ROWS-true}" \\
-  --clearance ${CLEARANCE:-0.001} --no-oracle > "$R/ladder.log" 2>&1
+  --clearance ${CLEARANCE:-0.001} --temperatures "${TEMPS:-}" --no-oracle > "$R/ladder.log" 2>&1
 echo pack > "$R/stage"
 $SL model pack "$R/run/model" --out "$R/packed" --dtype float16 --max-shard-mb 15 > "$R/pack.log" 2>&1
 echo done > "$R/stage"; touch "$R/done"

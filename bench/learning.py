@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--clearance", type=float, default=None, metavar="M",
                     help="add a row per set: the first sampler with the planner's finger clearance at tolerance M (m)")  # fmt: skip
     ap.add_argument("--no-train-views", action="store_true", help="only the --held-out sets")
+    ap.add_argument("--temperatures", default="", metavar="T,T",
+                    help="more rows: the first sampler at these initial-noise scales (rows named @t<T>)")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of every row")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
@@ -75,6 +77,10 @@ def main(argv=None) -> int:
             ap.error(f"--held-out: expected NAME=ROOT, got {spec!r}")
         sets.append((name, root))
     rows = []
+    try:
+        temperatures = [float(t) for t in args.temperatures.split(",") if t.strip()]
+    except ValueError:
+        ap.error(f"--temperatures: expected comma-separated numbers, got {args.temperatures!r}")
     anchor_rows = [a for a in args.anchor_rows.split(",") if a]
     unknown = sorted(set(anchor_rows) - {"uniform", "true"})
     if unknown:
@@ -101,6 +107,10 @@ def main(argv=None) -> int:
         if args.clearance is not None:  # the first sampler, then the planner's finger clearance
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
                                      num_grasps=args.grasps, clearance=args.clearance))  # fmt: skip
+            print(rows[-1].row(), flush=True)
+        for temp in temperatures:  # the first sampler, sharper or broader initial noise
+            rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],
+                                     num_grasps=args.grasps, temperature=temp))  # fmt: skip
             print(rows[-1].row(), flush=True)
         for anchors in anchor_rows if model.anchored else ():  # the first sampler, other anchors
             rows.append(sampled_rung(name, module, ds, evaluator, views, sampler=samplers[0][0], steps=samplers[0][1],

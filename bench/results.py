@@ -75,15 +75,17 @@ COLUMNS = (  # (json key, header, format); percentages x100
 
 @dataclass(frozen=True)
 class Method:
-    """One row: ``name`` as given (``ddim:10``, ``ddim:10x4``, ``cvae:1@runs/cvae/model`` or
-    ``baseline``), the sampler and its steps (learned), candidates per returned grasp (None = the
-    planner's ``oversample``) and its own model directory (None = ``--model``)."""
+    """One row: ``name`` as given (``ddim:10``, ``ddim:10x4``, ``ddim:10t0.5``,
+    ``cvae:1@runs/cvae/model`` or ``baseline``), the sampler and its steps (learned), candidates per
+    returned grasp (None = the planner's ``oversample``), its own model directory (None =
+    ``--model``) and the sampler temperature (None = the planner's)."""
 
     name: str
     sampler: str | None = None
     steps: int = 0
     model: str | None = None
     oversample: float | None = None
+    temperature: float | None = None
 
     @property
     def learned(self) -> bool:
@@ -94,7 +96,8 @@ def parse_methods(spec: str) -> list[Method]:
     """``"ddpm:100,ddim:10,baseline"`` -> methods, in order; ValueError naming a bad entry.
     ``SAMPLER:STEPS@DIR`` plans with the model in DIR instead of ``--model`` (e.g. a CVAE beside
     the diffusion model, ``cvae:1@runs/cvae/model``); ``SAMPLER:STEPSxK`` samples K candidates per
-    returned grasp (the planner's ``oversample``; e.g. ``ddim:10x4``)."""
+    returned grasp (the planner's ``oversample``; e.g. ``ddim:10x4``); ``tT`` after them sets the
+    initial noise's scale (the planner's ``temperature``; e.g. ``ddim:10t0.5``, ``ddim:10x4t0.5``)."""
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -104,14 +107,17 @@ def parse_methods(spec: str) -> list[Method]:
             continue
         spec, at, model = item.partition("@")
         sampler, _, steps = spec.partition(":")
+        steps, t, temp = steps.partition("t")
         steps, x, over = steps.partition("x")
         over_ok = not x or (over.replace(".", "", 1).isdigit() and float(over) >= 1)
-        if not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model) or not over_ok:
+        temp_ok = not t or temp.replace(".", "", 1).isdigit()
+        if not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model) or not over_ok or not temp_ok:
             raise ValueError(
-                f"--methods: expected SAMPLER:STEPS[xOVERSAMPLE][@MODEL_DIR] (e.g. ddim:10, ddim:10x4) or "
-                f"'{BASELINE}', got {item!r}"
+                f"--methods: expected SAMPLER:STEPS[xOVERSAMPLE][tTEMPERATURE][@MODEL_DIR] (e.g. ddim:10, "
+                f"ddim:10x4, ddim:10t0.5) or '{BASELINE}', got {item!r}"
             )
-        out.append(Method(item, sampler, int(steps), model or None, float(over) if x else None))
+        out.append(Method(item, sampler, int(steps), model or None, float(over) if x else None,
+                          float(temp) if t else None))  # fmt: skip
     if not out:
         raise ValueError("--methods: expected at least one method, got none")
     if len({m.name for m in out}) != len(out):
@@ -377,7 +383,7 @@ class Planners:
         if method.learned:
             planner = self.learned[method.model or self.model]
             return planner.plan(points, num_grasps, steps=method.steps, sampler=method.sampler, seed=seed, up=up,
-                                oversample=method.oversample)
+                                oversample=method.oversample, temperature=method.temperature)
         return self.baseline.plan(points, num_grasps, seed=seed, up=up)
 
 

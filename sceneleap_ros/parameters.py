@@ -54,6 +54,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "filter), returned (the ranked grasps only); empty = the model's default (the bundled model's: "
               "candidates; off plans faster)", choices=("", "off", "candidates", "returned"), dynamic=True),
     ParamSpec("guidance", 1.0, "classifier-free guidance scale (1 = off)", 0.0, 20.0, dynamic=True),
+    ParamSpec("temperature", -1.0, "sampler temperature, the initial noise's scale (0 = one grasp per anchor, "
+              "1 = the trained prior); -1 = the model's default (the bundled model's 0.5)", -1.0, 4.0, dynamic=True),
     ParamSpec("seed", 0, "sampling seed", 0, 2**31 - 1, dynamic=True),
     ParamSpec("num_points", 0, "points fed to the network; 0 = the checkpoint's", 0, 1_000_000),
     ParamSpec("workspace_min", [-10.0, -10.0, -10.0], "workspace box lower corner (m, output frame)", dynamic=True),
@@ -102,6 +104,8 @@ class NodeParams:
                 f"workspace_min: expected below workspace_max on every axis, got {lo.tolist()} vs {hi.tolist()}"
             )
         parse_gravity(values["gravity"])
+        if -1.0 < values["temperature"] < 0.0:
+            raise ValueError(f"temperature: expected -1 (the model's default) or >= 0, got {values['temperature']!r}")
         if 0.0 < values["oversample"] < 1.0:
             raise ValueError(f"oversample: expected 0 (the model's default) or >= 1, got {values['oversample']!r}")
         return NodeParams(values)

@@ -67,6 +67,14 @@ def test_model_pack_records_the_planners_oversampling_and_the_planner_reads_it(t
     capsys.readouterr()
     assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--oversample", "0.5"]) == 2
     assert "--oversample: expected >= 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert GraspPlanner.from_pretrained(run).temperature == 1.0  # the trained prior unless recorded
+    assert main(["model", "pack", str(tmp_path / "x4"), "--out", str(tmp_path / "t05"), "--temperature", "0.5"]) == 0
+    packed = GraspPlanner.from_pretrained(tmp_path / "t05")
+    assert (packed.temperature, packed.oversample) == (0.5, 4.0)  # both recorded
+    assert GraspPlanner.from_pretrained(tmp_path / "t05", temperature=1.0).temperature == 1.0
+    capsys.readouterr()
+    assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--temperature", "-1"]) == 2
+    assert "temperature" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_model_pack_records_post_processing_defaults_and_the_planner_reads_them(tmp_path, capsys):

@@ -81,6 +81,38 @@ def test_the_backend_sampling_path_matches_the_model_with_guidance():
         torch.testing.assert_close(z, ref)
 
 
+def test_sampler_temperature_scales_the_start_alike_on_every_path_and_zero_forgets_the_seed():
+    """The planner's backend path and the model's ``sample`` start from the same scaled noise; at
+    temperature 0 every seed gives the same grasps (the start is the prior's centre), at 1 they differ."""
+    torch.manual_seed(1)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    planner = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", temperature=0.5)
+    pts = torch.rand(1, 128, 3) - 0.5
+    anchors = pts[:, :5]
+
+    def sample(seed, temperature):
+        return model.sample(pts, steps=3, sampler="ddim", generator=torch.Generator().manual_seed(seed),
+                            anchors=anchors, temperature=temperature)  # fmt: skip
+
+    planner.backend, planner._networks, planner._denoiser = "compile", None, model.denoiser  # the path, uncompiled
+    z = planner._sample_backend(pts, 5, 3, "ddim", 1.0, torch.Generator().manual_seed(3), anchors, temperature=0.5)
+    torch.testing.assert_close(z, sample(3, 0.5))
+    assert not torch.allclose(sample(3, 0.5), sample(3, 1.0), atol=1e-3)
+    torch.testing.assert_close(sample(3, 0.0), sample(4, 0.0))
+    assert not torch.allclose(sample(3, 1.0), sample(4, 1.0), atol=1e-3)
+    eager = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", temperature=0.0)
+    a = eager.sample_network(pts, anchors=anchors, steps=3, sampler="ddim", seed=1)
+    b = eager.sample_network(pts, anchors=anchors, steps=3, sampler="ddim", seed=2)
+    torch.testing.assert_close(a.vectors, b.vectors)  # the planner's own temperature is used
+    c = eager.sample_network(pts, anchors=anchors, steps=3, sampler="ddim", seed=2, temperature=1.0)
+    assert not torch.allclose(a.vectors, c.vectors, atol=1e-3)  # and a caller's wins
+    for bad in (-0.1, float("nan"), float("inf"), "warm"):
+        with pytest.raises(ValueError, match="temperature"):
+            GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", temperature=bad)
+    with pytest.raises(ValueError, match="temperature"):
+        sample(3, -1.0)
+
+
 def test_engine_cache_key_changes_with_model_library_gpu_and_precision():
     base = engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]})
     assert base == engine_cache_key(b"onnx-bytes", "10.9.0", "NVIDIA H200", "fp16", {"x": [[1, 1, 25], [1, 32, 25]]})

@@ -72,3 +72,19 @@ def test_finger_clearance_keeps_the_fitted_grasps_lifting(fitted):
     assert res.name == "train_views+clearance"
     assert res.lift >= 0.25, f"{res.lift:.0%} of 32 sampled grasps lifted after finger clearance"
     assert res.penetration_mm < 5.0
+
+
+def test_a_sharper_sampler_temperature_keeps_the_fitted_grasps_lifting(fitted):
+    """The ladder's temperature row: the start drawn at half the prior's scale (the shipped planner's
+    default) still lifts the fitted grasps, and the row is named for it."""
+    from sceneleap_core.train.sim_validation import SimLiftEvaluator
+
+    module, ds = fitted
+    res = sampled_rung("train_views", module, ds, SimLiftEvaluator(SAMPLE, workers=1), [0, 1],
+                       sampler="dpmpp", steps=10, num_grasps=16, temperature=0.5)  # fmt: skip
+    print(res.row())
+    assert res.name == "train_views@t0.5"
+    # (this tiny model lifted 28 % at 0.5 vs 41 % at 1 on the build machine: 32 grasps are ~8 points
+    # of noise, and a two-view fit is not the shipped model, which gains 6-8 points: bench/RESULTS.md)
+    assert res.lift >= 0.15, f"{res.lift:.0%} of 32 sampled grasps lifted at temperature 0.5"
+    assert res.penetration_mm < 5.0

@@ -94,7 +94,22 @@ def test_methods_views_and_diversity():
     assert [(m.sampler, m.steps, m.model) for m in other] == [("ddim", 10, None), ("cvae", 1, "runs/cvae/model")]
     over = r.parse_methods("ddim:10x4,ddim:10x1.5@m,ddim:10")  # candidates per returned grasp
     assert [(m.steps, m.oversample, m.model) for m in over] == [(10, 4.0, None), (10, 1.5, "m"), (10, None, None)]
-    for bad in ("ddim", "ddim:0", "ddim:x", "", "ddim:2,ddim:2", "cvae:1@", "ddim:10x", "ddim:10x0.5", "ddim:10xa"):
+    temps = r.parse_methods("ddim:10t0.5,ddim:10x4t0,dpmpp:5")  # sampler temperatures
+    assert [(m.steps, m.oversample, m.temperature) for m in temps] == [(10, None, 0.5), (10, 4.0, 0.0), (5, None, None)]
+    for bad in (
+        "ddim",
+        "ddim:0",
+        "ddim:x",
+        "",
+        "ddim:2,ddim:2",
+        "cvae:1@",
+        "ddim:10x",
+        "ddim:10x0.5",
+        "ddim:10xa",
+        "ddim:10t",
+        "ddim:10t-1",
+        "ddim:10ta",
+    ):
         with pytest.raises(ValueError):
             r.parse_methods(bad)
     v = r.pick_views(100, 8, seed=1)

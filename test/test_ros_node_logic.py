@@ -168,6 +168,18 @@ def test_sampling_parameters_change_at_run_time(setup):
     finally:
         del core.planner.plan
     assert asked == [None, 3.0]
+    temps = []
+    core.planner.plan = lambda *a, **k: temps.append(k["temperature"]) or plan(*a, **k)
+    try:
+        for value in (-1.0, 0.0, 0.5):  # -1 = the model's default (None to the planner), else passed on
+            assert core.set_params({"temperature": value}) == (True, "")
+            core.submit(_cloud(factory))
+            core.step(0)
+    finally:
+        del core.planner.plan
+    assert temps == [None, 0.0, 0.5]
+    ok, reason = core.set_params({"temperature": -0.5})
+    assert not ok and "temperature" in reason
     posts = []
     core.planner.plan = lambda *a, **k: posts.append(k["post"]) or plan(*a, **k)
     try:

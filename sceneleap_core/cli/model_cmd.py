@@ -1,7 +1,8 @@
 """``sceneleap model``: inspect and pack a trained model directory.
 
     sceneleap model info DIR
-    sceneleap model pack DIR --out OUT [--dtype float16] [--max-shard-mb 15]
+    sceneleap model pack DIR --out OUT [--dtype float16] [--max-shard-mb 15] [--sampler S] [--oversample K]
+                         [--temperature T] [--post KEY=VALUE ...]
 
 ``pack`` re-writes a ``save_pretrained`` directory (a run's ``model/``) for shipping: floating-point
 weights in a smaller dtype, split into safetensors files of at most ``--max-shard-mb`` MiB, the
@@ -50,6 +51,10 @@ def _pack(args: argparse.Namespace) -> int:
         raise ValueError("--out: expected a directory other than the source")
     if args.oversample is not None and not args.oversample >= 1:
         raise ValueError(f"--oversample: expected >= 1 candidates per returned grasp, got {args.oversample}")
+    if args.temperature is not None:
+        from sceneleap_core.models.objectives import check_temperature
+
+        check_temperature(args.temperature)
     post = None
     if args.post:  # validated against PostConfig now, not at the first plan
         from dataclasses import asdict
@@ -63,8 +68,9 @@ def _pack(args: argparse.Namespace) -> int:
     if post is not None:  # post-processing defaults, read back by GraspPlanner.from_pretrained
         planner = (extra or {}).get("planner", {})
         extra = {**(extra or {}), "planner": {**planner, "post": {**planner.get("post", {}), **post}}}
-    if args.oversample is not None:  # the planner's default, read back by GraspPlanner.from_pretrained
-        extra = {**(extra or {}), "planner": {**(extra or {}).get("planner", {}), "oversample": float(args.oversample)}}
+    for key in ("oversample", "temperature"):  # the planner's defaults, read back by GraspPlanner.from_pretrained
+        if getattr(args, key) is not None:
+            extra = {**(extra or {}), "planner": {**(extra or {}).get("planner", {}), key: float(getattr(args, key))}}
     if args.sampler is not None:  # the deployed sampler, recorded in the config (validated there)
         model.config = model.config.replace(sampler=args.sampler)
     out = model.save_pretrained(
@@ -108,6 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="record the planner's candidates per returned grasp (extra.planner.oversample); default: keep the source's",
+    )
+    q.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="record the planner's sampler temperature (initial noise scale, extra.planner.temperature); "
+        "default: keep the source's",
     )
     q.add_argument(
         "--post",

@@ -38,7 +38,8 @@ def _run(args: argparse.Namespace) -> int:
     up = None if args.up is None else np.asarray(args.up, float)
     grasps = planner.plan(cloud, args.num_grasps, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
                           seed=args.seed, up=up, workspace=workspace, voxel_size=args.voxel,
-                          refine_steps=args.refine_steps, filter=not args.no_filter)  # fmt: skip
+                          refine_steps=args.refine_steps, filter=not args.no_filter,
+                          temperature=args.temperature)  # fmt: skip
     records = grasps_to_records(grasps)
     evaluation = None
     if args.eval and records:
@@ -113,6 +114,12 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--sampler", default=None, help="ddim, dpmpp, ddpm, euler, heun (default: the model's)")
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sampler temperature: the initial noise's scale (default: the model's; the bundled model's 0.5)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default="eager", choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt"))

@@ -29,6 +29,7 @@ from sceneleap_core.infer.postprocess import (
     refine,
 )
 from sceneleap_core.models.denoisers import SceneCache
+from sceneleap_core.models.objectives import check_temperature, initial_noise
 
 BACKENDS = ("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")
 
@@ -349,12 +350,16 @@ class GraspPlanner:
             fp32 / tf32 / bf16 lifted 82.8 / 82.7 / 83.1 % of grasps (top-1 90.6 / 90.6 / 93.8 %)
             with sampling at 17.8 / 14.2 / 15.3 ms: the same seed takes another trajectory (palms
             13-15 cm apart), not a worse one (bench/RESULTS.md).
+        temperature: scale of the sampler's initial noise
+            (:func:`sceneleap_core.models.objectives.initial_noise`; 1 = the trained prior, below 1
+            sharper samples); :meth:`from_pretrained` reads ``extra.planner.temperature``.
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int | None = None,
                  voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
-                 backend: str = "eager", onnx_dir=None, ranker=None, graph_precision: str = "tf32"):  # fmt: skip
+                 backend: str = "eager", onnx_dir=None, ranker=None, graph_precision: str = "tf32",
+                 temperature: float = 1.0):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -367,6 +372,7 @@ class GraspPlanner:
         self.anchor_pool = int(anchor_pool)
         self.voxel_size = float(voxel_size)
         self.oversample = float(oversample)
+        self.temperature = check_temperature(temperature)
         self.post = post or PostConfig()
         if ranker is not None and "anchor_logit" in ranker.features and not (
             getattr(model, "anchored", False) and self.anchor_pool > 1
@@ -426,7 +432,8 @@ class GraspPlanner:
             self._denoiser = self._networks.denoise
 
     @torch.no_grad()
-    def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors, scene=None):
+    def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors, scene=None,
+                        temperature: float = 1.0):  # fmt: skip
         """The model's ``sample`` with the network calls of the backend (compiled / ONNX / TensorRT);
         ``scene``: the torch encoder's (tokens, xyz) of ``points`` if already computed."""
         from sceneleap_core.models.denoising_loop import DenoisingLoop
@@ -453,7 +460,8 @@ class GraspPlanner:
             if points.shape[0] != 1:
                 raise ValueError(f"points: the {self.backend} backend takes one cloud, got {points.shape[0]}")
             cache = self._networks.encode(points, anchors)
-        x_init = m.objective.initial_noise((points.shape[0], num_grasps, m.grasp_dim), cache.cond, generator)
+        x_init = initial_noise(m.objective, (points.shape[0], num_grasps, m.grasp_dim), cache.cond, generator,
+                               temperature)  # fmt: skip
         if self._loop is not None and scheduler is not None and not scheduler.draws_noise:
             return self._loop(sampler or m.default_sampler, steps, cache, x_init, guidance_scale=guidance_scale,
                               null_cache=null)  # fmt: skip
@@ -482,9 +490,9 @@ class GraspPlanner:
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
-        (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample`` and
-        ``extra.planner.post``, PostConfig fields, recorded by ``sceneleap model pack --oversample`` /
-        ``--post``) are used unless given, and its learned ranking unless
+        (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample``,
+        ``extra.planner.temperature`` and ``extra.planner.post``, PostConfig fields, recorded by
+        ``sceneleap model pack --oversample`` / ``--temperature`` / ``--post``) are used unless given, and its learned ranking unless
         ``ranker`` is given (None = rank by -energy): the grasp critic (``critic.json`` +
         ``critic.safetensors``) when present, else the logistic ``ranker.json``."""
         from pathlib import Path
@@ -501,8 +509,9 @@ class GraspPlanner:
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
         defaults = extra.get("planner", {}) if isinstance(extra, dict) else {}
-        if "oversample" in defaults and "oversample" not in kwargs:
-            kwargs["oversample"] = float(defaults["oversample"])
+        for key in ("oversample", "temperature"):
+            if key in defaults and key not in kwargs:
+                kwargs[key] = float(defaults[key])
         if defaults.get("post") and "post" not in kwargs:
             kwargs["post"] = PostConfig.from_dict(defaults["post"])
         if "ranker" not in kwargs and (Path(directory) / CRITIC_NAME).is_file():
@@ -551,13 +560,15 @@ class GraspPlanner:
     @torch.no_grad()
     def sample_network(self, points: torch.Tensor, num_grasps: int = 32, *, steps: int = 10,
                        sampler: str | None = None, guidance_scale: float = 1.0, seed: int = 0,
-                       up: torch.Tensor | None = None, anchors: torch.Tensor | None = None) -> GraspSet:  # fmt: skip
+                       up: torch.Tensor | None = None, anchors: torch.Tensor | None = None,
+                       temperature: float | None = None) -> GraspSet:  # fmt: skip
         """Network-frame clouds (B, N, 3) -> grasps in the network frame (no preprocessing).
 
         Anchored generators condition each grasp on an anchor: ``anchors`` (B, G, 3) when given,
         else G of ``anchor_pool x G`` points drawn on the objects above the support plane, kept by
         the model's anchor score (``up`` (B, 3) or (3,): world up in the network frame; +z, the
-        gravity frame's, when None)."""
+        gravity frame's, when None). ``temperature``: the initial noise's scale (None: the planner's)."""
+        temperature = self.temperature if temperature is None else check_temperature(temperature)
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
         anchor_logit = scene = None
         if getattr(self.model, "anchored", False) and anchors is None:
@@ -574,9 +585,11 @@ class GraspPlanner:
         kwargs = {"anchors": anchors} if anchors is not None else {}
         if self.backend == "eager":
             z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
-                                  guidance_scale=guidance_scale, generator=gen, scene=scene, **kwargs)  # fmt: skip
+                                  guidance_scale=guidance_scale, generator=gen, scene=scene, temperature=temperature,
+                                  **kwargs)  # fmt: skip
         else:
-            z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors, scene)
+            z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors, scene,
+                                     temperature)  # fmt: skip
         pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
         terms = {} if anchor_logit is None else {"anchor_logit": anchor_logit.float()}
         return GraspSet(pose, joints, z, anchors, terms=terms)
@@ -585,7 +598,8 @@ class GraspPlanner:
              guidance_scale: float = 1.0, seed: int | None = 0, up: np.ndarray | None = None,
              guidance: float | None = None, workspace=None, voxel_size: float | None = None,
              oversample: float | None = None, refine_steps: int | None = None, filter: bool | None = None,
-             diversity: float | None = None, post: PostConfig | dict | None = None) -> GraspSet:  # fmt: skip
+             diversity: float | None = None, post: PostConfig | dict | None = None,
+             temperature: float | None = None) -> GraspSet:  # fmt: skip
         """One raw cloud -> up to ``num_grasps`` ranked, filtered grasps (1, G, ...) in the cloud's frame.
 
         Args:
@@ -599,6 +613,7 @@ class GraspPlanner:
             voxel_size: voxel downsampling (m) before sampling the network's points.
             oversample: candidates sampled per returned grasp (``self.oversample`` when None).
             refine_steps, filter, diversity: overrides of ``post`` (:class:`PostConfig`).
+            temperature: the sampler's initial noise scale (``self.temperature`` when None).
 
         Recipe: prepare -> sample ``ceil(oversample G)`` candidates -> decode -> refine (optional)
         -> reject collisions with the cloud / table / approach sweep -> score (-energy) -> diverse top-k.
@@ -612,7 +627,8 @@ class GraspPlanner:
         prep = self.prepare(points, seed, up, workspace=workspace, voxel_size=voxel_size)
         watch.lap("prepare")
         out = self.sample_network(prep.points, candidates, steps=steps, sampler=sampler,
-                                  guidance_scale=guidance_scale, seed=seed, up=prep.up_net)  # fmt: skip
+                                  guidance_scale=guidance_scale, seed=seed, up=prep.up_net,
+                                  temperature=temperature)  # fmt: skip
         watch.lap("sample")
         frame = prep.frame
         pose = to_input_frame(frame, out.palm_pose)[0]  # (C, 4, 4)

@@ -39,7 +39,13 @@ from sceneleap_core.models.encoders import (
     PointNet2Encoder,
     PointTransformerEncoder,
 )
-from sceneleap_core.models.objectives import OBJECTIVES, CVAEObjective, DiffusionObjective, FlowMatchingObjective
+from sceneleap_core.models.objectives import (
+    OBJECTIVES,
+    CVAEObjective,
+    DiffusionObjective,
+    FlowMatchingObjective,
+    initial_noise,
+)
 from sceneleap_core.models.pointops import POINT_SAMPLERS
 from sceneleap_core.models.schedulers import BETA_SCHEDULES, PREDICTION_TYPES
 
@@ -613,6 +619,7 @@ class GraspGenerator(nn.Module):
         batched_guidance: bool = True,
         anchors: torch.Tensor | None = None,
         scene: tuple[torch.Tensor, torch.Tensor] | None = None,
+        temperature: float = 1.0,
     ) -> torch.Tensor:
         """Sample G grasps per scene. Call ``model.eval()`` first (dropout-free).
 
@@ -629,6 +636,8 @@ class GraspGenerator(nn.Module):
                 is ignored): the samples' translations are relative to them.
             scene: the encoder's (tokens (B, M, C), xyz (B, M, 3)) of ``points`` when the caller
                 already has them (e.g. from scoring anchors); None encodes the clouds here.
+            temperature: scale of the initial noise (:func:`initial_noise`); below 1 the samples
+                move toward the modes of the learned distribution (fewer, surer grasps per anchor).
 
         Returns:
             (B, G, D) normalized grasp vectors (denormalize with the checkpoint's normalizer).
@@ -643,7 +652,8 @@ class GraspGenerator(nn.Module):
         tokens, xyz = self.encoder(points, deterministic=True) if scene is None else scene  # once per cloud
         cache = self._cache(points, tokens, xyz, None, anchors)
         null = self._cache(points, tokens, xyz, True, anchors) if guidance_scale != 1.0 else None
-        x_init = self.objective.initial_noise((points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator)
+        x_init = initial_noise(self.objective, (points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator,
+                               temperature)  # fmt: skip
         runner = DenoisingLoop(
             self.denoiser, self.objective, scheduler, guidance_scale=guidance_scale, batched_guidance=batched_guidance
         )

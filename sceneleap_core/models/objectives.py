@@ -79,6 +79,28 @@ def _randn(shape, like: torch.Tensor, generator):
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
+def check_temperature(temperature) -> float:
+    """The sampler temperature as a float; ValueError unless a finite number >= 0."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}") from None
+    if not (0.0 <= t < float("inf")):
+        raise ValueError(f"temperature: expected a finite value >= 0, got {temperature!r}")
+    return t
+
+
+def initial_noise(objective, shape, like: torch.Tensor, generator=None, temperature: float = 1.0) -> torch.Tensor:
+    """The sampler's starting point (shape, e.g. (B, G, D)) of ``objective`` scaled by ``temperature``:
+    1 draws from the prior the model was trained from; below 1 the reverse process starts nearer
+    the prior's centre and lands nearer the modes of the learned distribution (sharper, less
+    diverse samples; 0 = one grasp per condition). For DDIM / DPM-Solver++ / the flow ODE the
+    whole trajectory follows from it; DDPM still adds its per-step noise at full scale."""
+    t = check_temperature(temperature)
+    x = objective.initial_noise(shape, like, generator)
+    return x if t == 1.0 else x * t
+
+
 class DiffusionObjective(nn.Module):
     """DDPM (Ho et al. 2020) with eps, x0 or v targets, linear or cosine schedule.
 

@@ -202,6 +202,7 @@ class ValConfig:
         steps: sampler steps.
         sampler: sampler name passed to ``model.sample``.
         guidance_scale: classifier-free guidance scale passed to ``model.sample``.
+        temperature: the sampler's initial noise scale (the planner's ``temperature``; 1 = the prior).
         metric_points: cloud points used for the penetration metric (subsampled, bounded cost).
         evaluator: optional evaluator: a name of ``EVALUATORS`` (``"sim_lift"``) or a
             ``"sceneleap_core.module:factory"`` (nothing outside this package is imported);
@@ -224,6 +225,7 @@ class ValConfig:
     steps: int = 10
     sampler: str = "ddim"
     guidance_scale: float = 1.0
+    temperature: float = 1.0
     metric_points: int = 1024
     evaluator: str | None = None
     evaluator_every: int = 5

@@ -362,13 +362,15 @@ class GraspTrainingModule(L.LightningModule):
         up: torch.Tensor | None = None,
         anchors: torch.Tensor | None = None,
         anchor_pool: int | None = None,
+        temperature: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample grasps for (B, N, 3) network-frame clouds -> palm poses (B, G, 4, 4), joints (B, G, J),
         through the inference path (:class:`sceneleap_core.infer.GraspPlanner`). ``sampler`` and
         ``steps`` default to the validation config; ``up`` (B, 3): world up in the network frame
         (where anchored generators draw their anchors) or ``anchors`` (B, G, 3) given (e.g. the
         ground truth's, a diagnostic); ``anchor_pool``: candidates drawn per kept anchor (None = the
-        planner's default; 1 = draw uniformly; > 1 keeps the best-scored). Seeded by ``seed``, never the global RNG."""
+        planner's default; 1 = draw uniformly; > 1 keeps the best-scored); ``temperature``: the initial
+        noise's scale (None = the validation config's). Seeded by ``seed``, never the global RNG."""
         v = self.val_cfg
         kwargs = {} if anchor_pool is None else {"anchor_pool": anchor_pool}
         planner = GraspPlanner(self.model, self.normalizer, self.hand, **kwargs)
@@ -381,6 +383,7 @@ class GraspTrainingModule(L.LightningModule):
             seed=derived_seed(self.seed, 424242, self.global_rank, seed),
             up=up,
             anchors=anchors,
+            temperature=v.temperature if temperature is None else temperature,
         )
         return out.palm_pose, out.joints
 
