@@ -52,7 +52,7 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("clearance", "", "finger clearance: each finger that observed points lie inside unflexed just out of "
               "them (sceneleap_core.infer.postprocess.finger_clearance): off, candidates (before the collision "
               "filter), returned (the ranked grasps only); empty = the model's default (the bundled model's: "
-              "candidates; off plans faster)", choices=("", "off", "candidates", "returned"), dynamic=True),
+              "returned; candidates costs 16 ms more on an H200)", choices=("", "off", "candidates", "returned"), dynamic=True),
     ParamSpec("guidance", 1.0, "classifier-free guidance scale (1 = off)", 0.0, 20.0, dynamic=True),
     ParamSpec("temperature", -1.0, "sampler temperature, the initial noise's scale (0 = one grasp per anchor, "
               "1 = the trained prior); -1 = the model's default (the bundled model's 0.5)", -1.0, 4.0, dynamic=True),
