@@ -49,11 +49,14 @@ def main(argv=None) -> int:
     ap.add_argument("--temperatures", default="", metavar="T,T",
                     help="more rows: the first sampler at these initial-noise scales (rows named @t<T>)")
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale of every row")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampler temperature of every row (initial noise scale)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = ap.parse_args(argv)
     if bool(args.config) == bool(args.run):
         ap.error("give exactly one of --config (train, then evaluate) or --run (evaluate a finished run)")
+    if not args.temperature >= 0:
+        ap.error(f"--temperature: expected a number >= 0, got {args.temperature}")
     t0 = time.perf_counter()
     if args.config:
         cfg = load_config(args.config, args.overrides)
@@ -65,7 +68,8 @@ def main(argv=None) -> int:
         model_dir = run / "model"
     t_train = time.perf_counter() - t0
     model, normalizer, _ = GraspGenerator.load_pretrained(model_dir, device=args.device)
-    module = GraspTrainingModule(model, normalizer, val=ValConfig(guidance_scale=args.guidance), seed=cfg.seed).to(args.device)
+    val = ValConfig(guidance_scale=args.guidance, temperature=args.temperature)
+    module = GraspTrainingModule(model, normalizer, val=val, seed=cfg.seed).to(args.device)
     module.eval()
     samplers = [(s.split(":")[0], int(s.split(":")[1])) for s in args.samplers.split(",")]
     common = dict(num_points=cfg.data.num_points, num_grasps=cfg.data.num_grasps, center=cfg.data.center,
@@ -117,7 +121,7 @@ def main(argv=None) -> int:
                                      num_grasps=args.grasps, anchors=anchors))  # fmt: skip
             print(rows[-1].row(), flush=True)
     print(f"\nladder of {run} ({cfg.model_preset}, frame {cfg.data.frame}, prediction {model.config.prediction}, "
-          f"guidance {args.guidance:g}, "
+          f"guidance {args.guidance:g}, temperature {args.temperature:g}, "
           f"{cfg.trainer.max_steps} steps, train {t_train:.0f} s, device {args.device}"
           f"{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''})")  # fmt: skip
     print(HEADER)

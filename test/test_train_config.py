@@ -49,6 +49,7 @@ def test_yaml_files_compose_with_overrides():
         ("aux_weight=inf", r"aux_weight: expected a finite number, got inf"),
         ("data.augment.jitter_sigma=nan", r"data\.augment\.jitter_sigma: expected a finite number, got nan"),
         ("seed=-1", r"seed: expected an int >= 0, got -1"),
+        ("val.temperature=-0.5", r"val\.temperature: expected a number >= 0"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):

@@ -542,6 +542,7 @@ def validate_config(cfg: TrainConfig) -> None:
     _check(v.batches >= 0, "val.batches", "an int >= 0", v.batches)
     _check(v.num_grasps >= 1, "val.num_grasps", "an int >= 1", v.num_grasps)
     _check(v.steps >= 1, "val.steps", "an int >= 1", v.steps)
+    _check(v.temperature >= 0, "val.temperature", "a number >= 0 (the initial noise's scale)", v.temperature)
     _check(v.metric_points >= 1, "val.metric_points", "an int >= 1", v.metric_points)
     if v.evaluator is not None:
         evaluator_target(v.evaluator)

@@ -119,7 +119,7 @@ def sampled_rung(
     seed: int = 0,
     anchors: str = "deployed",
     clearance: float | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
 ) -> RungResult:
     """Rungs 2-3: sample ``num_grasps`` grasps per view of ``indices`` with a trained
     :class:`GraspTrainingModule` (EMA weights swapped in by the caller), lift-test them, score
@@ -130,7 +130,8 @@ def sampled_rung(
     ``deployed`` are named ``<name>+<anchors>_anchors``. ``clearance`` (m): the planner's finger
     clearance at that tolerance on each view's cloud before the lift test
     (:func:`sceneleap_core.infer.postprocess.finger_clearance`; the row gets ``+clearance``).
-    ``temperature``: the sampler's initial noise scale (rows other than 1 get ``@t<value>``)."""
+    ``temperature``: the sampler's initial noise scale (None: the module's validation setting,
+    ``val.temperature``; rows at other than 1 get ``@t<value>``)."""
     from sceneleap_core.train.diagnostics import conditioning_gap
 
     batch = view_batch(dataset, indices)
@@ -155,6 +156,8 @@ def sampled_rung(
         anchor_pool=1 if anchors == "uniform" else None,
         temperature=temperature,
     )
+    if temperature is None:
+        temperature = module.val_cfg.temperature
     if float(temperature) != 1.0:
         name = f"{name}@t{float(temperature):g}"
     if clearance is not None:
