@@ -78,7 +78,7 @@ class Method:
     """One row: ``name`` as given (``ddim:10``, ``ddim:10x4``, ``ddim:10t0.5``,
     ``cvae:1@runs/cvae/model`` or ``baseline``), the sampler and its steps (learned), candidates per
     returned grasp (None = the planner's ``oversample``), its own model directory (None =
-    ``--model``) and the sampler temperature (None = the planner's)."""
+    ``--model``), the sampler temperature and classifier-free guidance scale (None = the planner's)."""
 
     name: str
     sampler: str | None = None
@@ -86,6 +86,7 @@ class Method:
     model: str | None = None
     oversample: float | None = None
     temperature: float | None = None
+    guidance: float | None = None
 
     @property
     def learned(self) -> bool:
@@ -97,7 +98,8 @@ def parse_methods(spec: str) -> list[Method]:
     ``SAMPLER:STEPS@DIR`` plans with the model in DIR instead of ``--model`` (e.g. a CVAE beside
     the diffusion model, ``cvae:1@runs/cvae/model``); ``SAMPLER:STEPSxK`` samples K candidates per
     returned grasp (the planner's ``oversample``; e.g. ``ddim:10x4``); ``tT`` after them sets the
-    initial noise's scale (the planner's ``temperature``; e.g. ``ddim:10t0.5``, ``ddim:10x4t0.5``)."""
+    initial noise's scale (the planner's ``temperature``; e.g. ``ddim:10t0.5``, ``ddim:10x4t0.5``) and
+    ``gW`` after those the classifier-free guidance scale (e.g. ``ddim:10g1.3``, ``ddim:10t0.5g1.3``)."""
     out = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
@@ -107,17 +109,20 @@ def parse_methods(spec: str) -> list[Method]:
             continue
         spec, at, model = item.partition("@")
         sampler, _, steps = spec.partition(":")
+        steps, g, guide = steps.partition("g")
         steps, t, temp = steps.partition("t")
         steps, x, over = steps.partition("x")
         over_ok = not x or (over.replace(".", "", 1).isdigit() and float(over) >= 1)
         temp_ok = not t or temp.replace(".", "", 1).isdigit()
-        if not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model) or not over_ok or not temp_ok:
+        guide_ok = not g or guide.replace(".", "", 1).isdigit()
+        if (not sampler or not steps.isdigit() or int(steps) < 1 or (at and not model) or not over_ok or not temp_ok
+                or not guide_ok):  # fmt: skip
             raise ValueError(
-                f"--methods: expected SAMPLER:STEPS[xOVERSAMPLE][tTEMPERATURE][@MODEL_DIR] (e.g. ddim:10, "
-                f"ddim:10x4, ddim:10t0.5) or '{BASELINE}', got {item!r}"
+                f"--methods: expected SAMPLER:STEPS[xOVERSAMPLE][tTEMPERATURE][gGUIDANCE][@MODEL_DIR] (e.g. "
+                f"ddim:10, ddim:10x4, ddim:10t0.5g1.3) or '{BASELINE}', got {item!r}"
             )
         out.append(Method(item, sampler, int(steps), model or None, float(over) if x else None,
-                          float(temp) if t else None))  # fmt: skip
+                          float(temp) if t else None, float(guide) if g else None))  # fmt: skip
     if not out:
         raise ValueError("--methods: expected at least one method, got none")
     if len({m.name for m in out}) != len(out):
@@ -383,7 +388,8 @@ class Planners:
         if method.learned:
             planner = self.learned[method.model or self.model]
             return planner.plan(points, num_grasps, steps=method.steps, sampler=method.sampler, seed=seed, up=up,
-                                oversample=method.oversample, temperature=method.temperature)
+                                oversample=method.oversample, temperature=method.temperature,
+                                guidance_scale=method.guidance)  # fmt: skip
         return self.baseline.plan(points, num_grasps, seed=seed, up=up)
 
 

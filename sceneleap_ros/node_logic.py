@@ -241,7 +241,7 @@ class GraspNodeCore:
         with self._plan_lock:
             post = None if not p.clearance else dataclasses.replace(self.planner.post, clearance=p.clearance)
             out = self.planner.plan(points, num_grasps or p.num_grasps, steps=p.steps, sampler=p.sampler or None,
-                                    guidance_scale=p.guidance, seed=p.seed, up=up,
+                                    guidance_scale=None if p.guidance < 0 else p.guidance, seed=p.seed, up=up,
                                     oversample=p.oversample or None, post=post,
                                     temperature=None if p.temperature < 0 else p.temperature)  # fmt: skip
             ranked = rank_grasps(out, self.hand, points, score_threshold=p.score_threshold)

@@ -53,7 +53,8 @@ SCHEMA: tuple[ParamSpec, ...] = (
               "them (sceneleap_core.infer.postprocess.finger_clearance): off, candidates (before the collision "
               "filter), returned (the ranked grasps only); empty = the model's default (the bundled model's: "
               "returned; candidates costs 16 ms more on an H200)", choices=("", "off", "candidates", "returned"), dynamic=True),
-    ParamSpec("guidance", 1.0, "classifier-free guidance scale (1 = off)", 0.0, 20.0, dynamic=True),
+    ParamSpec("guidance", -1.0, "classifier-free guidance scale (1 = off; above 1 a second network pass per "
+              "step); -1 = the model's default (the bundled model's 1)", -1.0, 20.0, dynamic=True),
     ParamSpec("temperature", -1.0, "sampler temperature, the initial noise's scale (0 = one grasp per anchor, "
               "1 = the trained prior); -1 = the model's default (the bundled model's 0.5)", -1.0, 4.0, dynamic=True),
     ParamSpec("seed", 0, "sampling seed", 0, 2**31 - 1, dynamic=True),
@@ -104,6 +105,8 @@ class NodeParams:
                 f"workspace_min: expected below workspace_max on every axis, got {lo.tolist()} vs {hi.tolist()}"
             )
         parse_gravity(values["gravity"])
+        if -1.0 < values["guidance"] < 0.0:
+            raise ValueError(f"guidance: expected -1 (the model's default) or >= 0, got {values['guidance']!r}")
         if -1.0 < values["temperature"] < 0.0:
             raise ValueError(f"temperature: expected -1 (the model's default) or >= 0, got {values['temperature']!r}")
         if 0.0 < values["oversample"] < 1.0:

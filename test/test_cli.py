@@ -52,7 +52,7 @@ def test_model_pack_records_the_deployed_sampler_and_rejects_an_unknown_one(tmp_
     assert "sampler" in capsys.readouterr().err and not (tmp_path / "bad" / "config.json").exists()
 
 
-def test_model_pack_records_the_planners_oversampling_and_the_planner_reads_it(tmp_path, capsys):
+def test_model_pack_records_the_planners_oversampling_and_the_planner_reads_it(tmp_path, capsys, caplog):
     from _infer_common import save_tiny
 
     from sceneleap_core.infer import GraspPlanner
@@ -75,6 +75,17 @@ def test_model_pack_records_the_planners_oversampling_and_the_planner_reads_it(t
     capsys.readouterr()
     assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--temperature", "-1"]) == 2
     assert "temperature" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert GraspPlanner.from_pretrained(run).guidance == 1.0  # conditional only unless recorded
+    assert main(["model", "pack", str(tmp_path / "t05"), "--out", str(tmp_path / "g13"), "--guidance", "1.3"]) == 0
+    packed = GraspPlanner.from_pretrained(tmp_path / "g13")
+    assert (packed.guidance, packed.temperature, packed.oversample) == (1.3, 0.5, 4.0)
+    assert GraspPlanner.from_pretrained(tmp_path / "g13", guidance=1.0).guidance == 1.0
+    with caplog.at_level("WARNING", logger="sceneleap_core.infer.planner"):  # ONNX: the conditional network only
+        assert GraspPlanner.from_pretrained(tmp_path / "g13", backend="onnx").guidance == 1.0
+    assert "conditional network only" in caplog.text
+    capsys.readouterr()
+    assert main(["model", "pack", str(run), "--out", str(tmp_path / "bad"), "--guidance", "nan"]) == 2
+    assert "guidance" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_model_pack_records_post_processing_defaults_and_the_planner_reads_them(tmp_path, capsys):

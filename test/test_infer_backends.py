@@ -11,7 +11,7 @@ from _infer_common import hand as _hand
 from _infer_common import normalizer, randomize, tabletop
 
 from sceneleap_core.infer.export import OnnxNetworks, engine_cache_key, export_onnx, trt_available
-from sceneleap_core.infer.planner import GraspPlanner
+from sceneleap_core.infer.planner import GraspPlanner, check_guidance
 from sceneleap_core.models import build_generator
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -79,6 +79,29 @@ def test_the_backend_sampling_path_matches_the_model_with_guidance():
         ref = model.sample(pts, steps=3, sampler="ddim", guidance_scale=w, generator=torch.Generator().manual_seed(3),
                            anchors=anchors)  # fmt: skip
         torch.testing.assert_close(z, ref)
+
+
+def test_the_planner_guidance_is_the_default_and_a_caller_s_wins():
+    torch.manual_seed(1)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    pts = torch.rand(1, 128, 3) - 0.5
+    anchors = pts[:, :5]
+    guided = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", guidance=2.5)
+    plain = GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity")
+
+    def sample(planner, **kwargs):
+        return planner.sample_network(pts, anchors=anchors, steps=3, sampler="ddim", seed=3, **kwargs).vectors
+
+    ref = model.sample(pts, steps=3, sampler="ddim", guidance_scale=2.5, generator=torch.Generator().manual_seed(3),
+                       anchors=anchors)  # fmt: skip
+    torch.testing.assert_close(sample(guided), ref)  # the planner's own scale is used
+    torch.testing.assert_close(sample(guided, guidance_scale=1.0), sample(plain))  # and a caller's wins
+    assert not torch.allclose(sample(guided), sample(plain), atol=1e-3)
+    for bad in (-0.5, float("nan"), float("inf"), "strong", None):
+        with pytest.raises(ValueError, match="guidance"):
+            check_guidance(bad)
+    with pytest.raises(ValueError, match="guidance"):
+        GraspPlanner(model, normalizer(), _hand(), num_points=128, frame="gravity", guidance=-1.0)
 
 
 def test_sampler_temperature_scales_the_start_alike_on_every_path_and_zero_forgets_the_seed():

@@ -96,6 +96,9 @@ def test_methods_views_and_diversity():
     assert [(m.steps, m.oversample, m.model) for m in over] == [(10, 4.0, None), (10, 1.5, "m"), (10, None, None)]
     temps = r.parse_methods("ddim:10t0.5,ddim:10x4t0,dpmpp:5")  # sampler temperatures
     assert [(m.steps, m.oversample, m.temperature) for m in temps] == [(10, None, 0.5), (10, 4.0, 0.0), (5, None, None)]
+    guided = r.parse_methods("ddim:10g1.3,ddim:10x4t0.5g2@m,ddim:10t0.5")  # classifier-free guidance scales
+    assert [(m.oversample, m.temperature, m.guidance, m.model) for m in guided] == [
+        (None, None, 1.3, None), (4.0, 0.5, 2.0, "m"), (None, 0.5, None, None)]  # fmt: skip
     for bad in (
         "ddim",
         "ddim:0",
@@ -107,6 +110,10 @@ def test_methods_views_and_diversity():
         "ddim:10x0.5",
         "ddim:10xa",
         "ddim:10t",
+        "ddim:10g",
+        "ddim:10ga",
+        "ddim:10g-1",
+        "ddim:10g1.3t0.5",
         "ddim:10t-1",
         "ddim:10ta",
     ):

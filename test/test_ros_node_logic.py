@@ -180,6 +180,18 @@ def test_sampling_parameters_change_at_run_time(setup):
     assert temps == [None, 0.0, 0.5]
     ok, reason = core.set_params({"temperature": -0.5})
     assert not ok and "temperature" in reason
+    scales = []
+    core.planner.plan = lambda *a, **k: scales.append(k["guidance_scale"]) or plan(*a, **k)
+    try:
+        for value in (-1.0, 1.0, 1.5):  # -1 = the model's default (None to the planner), else passed on
+            assert core.set_params({"guidance": value}) == (True, "")
+            core.submit(_cloud(factory))
+            core.step(0)
+    finally:
+        del core.planner.plan
+    assert scales == [None, 1.0, 1.5]
+    ok, reason = core.set_params({"guidance": -0.5})
+    assert not ok and "guidance" in reason
     posts = []
     core.planner.plan = lambda *a, **k: posts.append(k["post"]) or plan(*a, **k)
     try:

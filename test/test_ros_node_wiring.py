@@ -146,7 +146,7 @@ def test_node_wiring(node):
     factory = RosbagsFactory(ts)
     assert set(n.params) == {s.name for s in SCHEMA} and n.params["num_grasps"] == 3
     assert n.descriptors["steps"].integer_range[0].to_value == 1000 and n.descriptors["model"].read_only
-    assert n.descriptors["guidance"].floating_point_range[0].from_value == 0.0
+    assert n.descriptors["guidance"].floating_point_range[0].from_value == -1.0
     msg_type, callback, qos = n.subs["points"]
     assert msg_type == "PointCloud2" and qos.depth == 1
     assert {"grasps", "grasp_markers"} <= set(n.pubs) and ("/diagnostics" in n.pubs) == diagnostics

@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
     console = Console() if Console().is_terminal else Console(width=160)
     planner = GraspPlanner.from_pretrained(model_dir, device=args.device)
     sampler = args.sampler or planner.model.default_sampler
-    settings = {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": sampler, "guidance": 1.0,
+    settings = {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": sampler, "guidance": planner.guidance,
+                "temperature": planner.temperature,
                 "seed": args.seed, "backend": "eager", "device": args.device, "up": "from the camera pose",
                 "repeats": args.repeats, "torch_threads": torch.get_num_threads()}  # fmt: skip
     out = Path(args.out)

@@ -2,7 +2,7 @@
 
     sceneleap model info DIR
     sceneleap model pack DIR --out OUT [--dtype float16] [--max-shard-mb 15] [--sampler S] [--oversample K]
-                         [--temperature T] [--post KEY=VALUE ...]
+                         [--temperature T] [--guidance W] [--post KEY=VALUE ...]
 
 ``pack`` re-writes a ``save_pretrained`` directory (a run's ``model/``) for shipping: floating-point
 weights in a smaller dtype, split into safetensors files of at most ``--max-shard-mb`` MiB, the
@@ -55,6 +55,10 @@ def _pack(args: argparse.Namespace) -> int:
         from sceneleap_core.models.objectives import check_temperature
 
         check_temperature(args.temperature)
+    if args.guidance is not None:
+        from sceneleap_core.infer.planner import check_guidance
+
+        check_guidance(args.guidance)
     post = None
     if args.post:  # validated against PostConfig now, not at the first plan
         from dataclasses import asdict
@@ -68,7 +72,11 @@ def _pack(args: argparse.Namespace) -> int:
     if post is not None:  # post-processing defaults, read back by GraspPlanner.from_pretrained
         planner = (extra or {}).get("planner", {})
         extra = {**(extra or {}), "planner": {**planner, "post": {**planner.get("post", {}), **post}}}
-    for key in ("oversample", "temperature"):  # the planner's defaults, read back by GraspPlanner.from_pretrained
+    for key in (
+        "oversample",
+        "temperature",
+        "guidance",
+    ):  # the planner's defaults, read back by GraspPlanner.from_pretrained
         if getattr(args, key) is not None:
             extra = {**(extra or {}), "planner": {**(extra or {}).get("planner", {}), key: float(getattr(args, key))}}
     if args.sampler is not None:  # the deployed sampler, recorded in the config (validated there)
@@ -120,6 +128,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="record the planner's sampler temperature (initial noise scale, extra.planner.temperature); "
+        "default: keep the source's",
+    )
+    q.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="record the planner's classifier-free guidance scale (extra.planner.guidance; 1 = off); "
         "default: keep the source's",
     )
     q.add_argument(

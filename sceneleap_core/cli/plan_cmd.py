@@ -63,7 +63,9 @@ def _run(args: argparse.Namespace) -> int:
         table.add_row(*cells)
     console.print(table)
     console.print("timings ms: " + ", ".join(f"{k} {v:.1f}" for k, v in grasps.timings.items()))
-    settings = {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": args.sampler, "guidance": args.guidance,
+    settings = {"num_grasps": args.num_grasps, "steps": args.steps, "sampler": args.sampler,
+                "guidance": planner.guidance if args.guidance is None else args.guidance,
+                "temperature": planner.temperature if args.temperature is None else args.temperature,
                 "seed": args.seed, "backend": args.backend, "graph_precision": args.graph_precision,
                 "device": args.device}  # fmt: skip
     report = plan_report(grasps, cloud=args.cloud, model=args.model, frame="the cloud's frame", settings=settings,
@@ -113,7 +115,9 @@ def register(sub) -> None:
     p.add_argument("--num-grasps", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--sampler", default=None, help="ddim, dpmpp, ddpm, euler, heun (default: the model's)")
-    p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="classifier-free guidance scale (1 = off; default: the model's)"
+    )
     p.add_argument(
         "--temperature",
         type=float,

@@ -11,6 +11,7 @@ Shapes: B clouds, N points, G grasps, J joints, D = 3 + J + 6.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -32,6 +33,19 @@ from sceneleap_core.models.denoisers import SceneCache
 from sceneleap_core.models.objectives import check_temperature, initial_noise
 
 BACKENDS = ("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")
+CONDITIONAL_ONLY_BACKENDS = ("aoti", "onnx", "tensorrt")  # export the conditional network: guidance 1 only
+log = logging.getLogger(__name__)
+
+
+def check_guidance(scale) -> float:
+    """A classifier-free guidance scale as a float; ValueError unless a finite number >= 0."""
+    try:
+        w = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"guidance: expected a number >= 0, got {scale!r}") from None
+    if not (0.0 <= w < float("inf")):
+        raise ValueError(f"guidance: expected a finite scale >= 0, got {scale!r}")
+    return w
 
 
 @dataclass
@@ -353,13 +367,16 @@ class GraspPlanner:
         temperature: scale of the sampler's initial noise
             (:func:`sceneleap_core.models.objectives.initial_noise`; 1 = the trained prior, below 1
             sharper samples); :meth:`from_pretrained` reads ``extra.planner.temperature``.
+        guidance: the classifier-free guidance scale ``plan`` and ``sample_network`` use unless
+            given (1 = conditional only, one network pass; above 1 a second, unconditional pass per
+            step); :meth:`from_pretrained` reads ``extra.planner.guidance``.
     """
 
     def __init__(self, model, normalizer: GraspNormalizer, hand: HandModel | None = None, *,
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int | None = None,
                  voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
                  backend: str = "eager", onnx_dir=None, ranker=None, graph_precision: str = "tf32",
-                 temperature: float = 1.0):  # fmt: skip
+                 temperature: float = 1.0, guidance: float = 1.0):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -373,6 +390,7 @@ class GraspPlanner:
         self.voxel_size = float(voxel_size)
         self.oversample = float(oversample)
         self.temperature = check_temperature(temperature)
+        self.guidance = check_guidance(guidance)
         self.post = post or PostConfig()
         if ranker is not None and "anchor_logit" in ranker.features and not (
             getattr(model, "anchored", False) and self.anchor_pool > 1
@@ -491,8 +509,10 @@ class GraspPlanner:
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
         """Load a ``save_pretrained`` directory (safetensors + JSON); its ``extra`` data settings
         (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample``,
-        ``extra.planner.temperature`` and ``extra.planner.post``, PostConfig fields, recorded by
-        ``sceneleap model pack --oversample`` / ``--temperature`` / ``--post``) are used unless given, and its learned ranking unless
+        ``temperature``, ``guidance`` and ``post`` (PostConfig fields), recorded by ``sceneleap model
+        pack --oversample`` / ``--temperature`` / ``--guidance`` / ``--post``) are used unless given
+        (a recorded guidance above 1 is dropped, with a warning, on the backends that export the
+        conditional network only: aoti, onnx, tensorrt), and its learned ranking unless
         ``ranker`` is given (None = rank by -energy): the grasp critic (``critic.json`` +
         ``critic.safetensors``) when present, else the logistic ``ranker.json``."""
         from pathlib import Path
@@ -509,9 +529,13 @@ class GraspPlanner:
             if key in data and key not in kwargs:
                 kwargs[key] = data[key]
         defaults = extra.get("planner", {}) if isinstance(extra, dict) else {}
-        for key in ("oversample", "temperature"):
+        for key in ("oversample", "temperature", "guidance"):
             if key in defaults and key not in kwargs:
                 kwargs[key] = float(defaults[key])
+                if key == "guidance" and backend in CONDITIONAL_ONLY_BACKENDS and kwargs[key] != 1.0:
+                    log.warning("%s: the %s backend runs the conditional network only; planning without the "
+                                "recorded guidance %s", directory, backend, kwargs[key])  # fmt: skip
+                    kwargs[key] = 1.0
         if defaults.get("post") and "post" not in kwargs:
             kwargs["post"] = PostConfig.from_dict(defaults["post"])
         if "ranker" not in kwargs and (Path(directory) / CRITIC_NAME).is_file():
@@ -559,7 +583,7 @@ class GraspPlanner:
 
     @torch.no_grad()
     def sample_network(self, points: torch.Tensor, num_grasps: int = 32, *, steps: int = 10,
-                       sampler: str | None = None, guidance_scale: float = 1.0, seed: int = 0,
+                       sampler: str | None = None, guidance_scale: float | None = None, seed: int = 0,
                        up: torch.Tensor | None = None, anchors: torch.Tensor | None = None,
                        temperature: float | None = None) -> GraspSet:  # fmt: skip
         """Network-frame clouds (B, N, 3) -> grasps in the network frame (no preprocessing).
@@ -567,8 +591,10 @@ class GraspPlanner:
         Anchored generators condition each grasp on an anchor: ``anchors`` (B, G, 3) when given,
         else G of ``anchor_pool x G`` points drawn on the objects above the support plane, kept by
         the model's anchor score (``up`` (B, 3) or (3,): world up in the network frame; +z, the
-        gravity frame's, when None). ``temperature``: the initial noise's scale (None: the planner's)."""
+        gravity frame's, when None). ``temperature``: the initial noise's scale, ``guidance_scale``:
+        classifier-free guidance (None: the planner's)."""
         temperature = self.temperature if temperature is None else check_temperature(temperature)
+        guidance_scale = self.guidance if guidance_scale is None else check_guidance(guidance_scale)
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
         anchor_logit = scene = None
         if getattr(self.model, "anchored", False) and anchors is None:
@@ -595,7 +621,7 @@ class GraspPlanner:
         return GraspSet(pose, joints, z, anchors, terms=terms)
 
     def plan(self, points, num_grasps: int = 32, *, steps: int = 10, sampler: str | None = None,
-             guidance_scale: float = 1.0, seed: int | None = 0, up: np.ndarray | None = None,
+             guidance_scale: float | None = None, seed: int | None = 0, up: np.ndarray | None = None,
              guidance: float | None = None, workspace=None, voxel_size: float | None = None,
              oversample: float | None = None, refine_steps: int | None = None, filter: bool | None = None,
              diversity: float | None = None, post: PostConfig | dict | None = None,
@@ -606,7 +632,8 @@ class GraspPlanner:
             points: (N, 3), (N, 3 + C) or organized (H, W, 3 + C); NaN/inf rows are dropped.
             num_grasps: grasps returned at most (fewer when filtering leaves fewer).
             steps, sampler: the sampler (``ddim``, ``dpmpp``, ``ddpm``, ...) and its steps.
-            guidance_scale (alias ``guidance``): classifier-free guidance w (1 = off).
+            guidance_scale (alias ``guidance``): classifier-free guidance w (1 = off; None: the
+                planner's ``guidance``).
             seed: sampling seed (None = fresh entropy).
             up: world up in the cloud's frame (estimated from the table when None).
             workspace: ((xmin, ymin, zmin), (xmax, ymax, zmax)) crop in the cloud's frame.
