@@ -1,4 +1,5 @@
-"""``sceneleap data generate|stats|show|export``: make, summarize, picture and export grasp datasets.
+"""``sceneleap data generate|stats|show|export|distill``: make, summarize, picture and export grasp
+datasets, and distill a model's lift-verified grasps into one (:mod:`sceneleap_core.data.distill`).
 
 The committed sample dataset (``sceneleap_core/data/sample``: 2 shards, 8 samples of 4 scenes,
 112 lift-validated scene grasps, 0.5 MB) is made by::
@@ -52,6 +53,27 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--objects-per-scene: expected 1 <= MIN <= MAX <= 8, got {args.objects_per_scene}")
     report = generate(args.out, cfg, shard=shard, progress=not args.quiet)
     print(json.dumps(report, indent=1))
+    return 0
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from sceneleap_core.data.distill import DistillConfig, distill
+    from sceneleap_core.data.pipeline import parse_shard
+    from sceneleap_core.infer.planner import GraspPlanner
+
+    for name in ("grasps", "views_per_shard", "steps", "workers"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')}: expected >= 1, got {getattr(args, name)}")
+    if args.views is not None and args.views < 1:
+        raise ValueError(f"--views: expected >= 1, got {args.views}")
+    shard = parse_shard(args.shard)
+    config = DistillConfig(views=args.views, num_grasps=args.grasps, seed=args.seed,
+                           keep_ground_truth=args.keep_ground_truth, views_per_shard=args.views_per_shard,
+                           steps=args.steps, sampler=args.sampler)  # fmt: skip
+    planner = GraspPlanner.from_pretrained(args.model, device=args.device, backend=args.backend)
+    stats = distill(planner, args.root, args.out, config, workers=args.workers, model_name=str(args.model),
+                    shard=shard, progress=not args.quiet)  # fmt: skip
+    print(json.dumps(stats))
     return 0
 
 
@@ -129,3 +151,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--scene", default="scene.json", help="output scene JSON (world frame, table)")
     export.add_argument("--grasps", default="grasps.npz", help="output grasps NPZ (world frame, targets)")
     export.set_defaults(func=_export)
+    dist = data_sub.add_parser(
+        "distill", help="plan grasps on a dataset's views with a model, lift-test them, keep those that lift"
+    )
+    dist.add_argument("root", help="source dataset directory (its views are planned on)")
+    dist.add_argument("--model", required=True, help="save_pretrained directory (the planner's defaults apply)")
+    dist.add_argument("--out", required=True, help="distilled dataset directory (a re-run resumes)")
+    dist.add_argument("--views", type=int, default=None, help="views used, a seeded random choice (default: all)")
+    dist.add_argument("--grasps", type=int, default=32, help="grasps planned per view")
+    dist.add_argument("--seed", type=int, default=0, help="seed of the view choice; view i plans with seed + i")
+    dist.add_argument("--keep-ground-truth", action="store_true", help="keep each view's own grasps too")
+    dist.add_argument("--views-per-shard", type=int, default=64, help="views per written shard (the unit of resume)")
+    dist.add_argument("--steps", type=int, default=10, help="denoising steps")
+    dist.add_argument("--sampler", default=None, help="ddim, dpmpp, ddpm, ... (default: the model's)")
+    dist.add_argument("--workers", type=int, default=1, help="simulation processes")
+    dist.add_argument("--device", default="cpu", help="torch device of the planner (cpu, cuda)")
+    dist.add_argument("--backend", default="eager", help="planner backend (eager, cuda_graph, ...)")
+    dist.add_argument("--shard", default="0/1", help="'i/n': this process writes shards k with k %% n == i")
+    dist.add_argument("--quiet", action="store_true", help="no progress bar")
+    dist.set_defaults(func=_distill)
