@@ -72,11 +72,8 @@ def _pack(args: argparse.Namespace) -> int:
     if post is not None:  # post-processing defaults, read back by GraspPlanner.from_pretrained
         planner = (extra or {}).get("planner", {})
         extra = {**(extra or {}), "planner": {**planner, "post": {**planner.get("post", {}), **post}}}
-    for key in (
-        "oversample",
-        "temperature",
-        "guidance",
-    ):  # the planner's defaults, read back by GraspPlanner.from_pretrained
+    # the planner's defaults, read back by GraspPlanner.from_pretrained
+    for key in ("oversample", "temperature", "guidance"):
         if getattr(args, key) is not None:
             extra = {**(extra or {}), "planner": {**(extra or {}).get("planner", {}), key: float(getattr(args, key))}}
     if args.sampler is not None:  # the deployed sampler, recorded in the config (validated there)

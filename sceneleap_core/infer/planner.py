@@ -511,8 +511,8 @@ class GraspPlanner:
         (``num_points``, ``center``, ``frame``) and planner defaults (``extra.planner.oversample``,
         ``temperature``, ``guidance`` and ``post`` (PostConfig fields), recorded by ``sceneleap model
         pack --oversample`` / ``--temperature`` / ``--guidance`` / ``--post``) are used unless given
-        (a recorded guidance above 1 is dropped, with a warning, on the backends that export the
-        conditional network only: aoti, onnx, tensorrt), and its learned ranking unless
+        (a recorded guidance other than 1 is dropped, with a warning, on the backends that export
+        the conditional network only: aoti, onnx, tensorrt), and its learned ranking unless
         ``ranker`` is given (None = rank by -energy): the grasp critic (``critic.json`` +
         ``critic.safetensors``) when present, else the logistic ``ranker.json``."""
         from pathlib import Path
