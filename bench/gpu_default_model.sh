@@ -108,19 +108,7 @@ EOF
   . "$W/env.sh"; cd "$W/src"
   ntest=$(( NPROC / 8 > 0 ? NPROC / 8 : 1 )); ntrain=$(( NPROC - ntest ))
   echo compose > "$W/stage"
-  for i in $(seq 0 $((ntrain - 1))); do
-    timeout -k 5 300 $SL scenes compose --library $LIB --split train --num-scenes "$SCENES" --views 4 \
-      --scenes-per-shard 8 --seed 0 --device cpu --out "$W/train" --shard "$i/$ntrain" > "$W/ctrain.$i.log" 2>&1 &
-  done
-  for i in $(seq 0 $((ntest - 1))); do
-    timeout -k 5 300 $SL scenes compose --library $LIB --split test --num-scenes 48 --views 4 \
-      --scenes-per-shard 8 --seed 101 --device cpu --out "$W/test" --shard "$i/$ntest" > "$W/ctest.$i.log" 2>&1 &
-  done
-  wait
-  $PY -c "
-from sceneleap_core.data.shards import write_manifest
-for d in ('train', 'test'): write_manifest('$W/' + d, pattern='shard_*.h5')"
-  $SL data stats "$W/train" | head -3; $SL data stats "$W/test" | head -3
+  . bench/compose_sets.sh; compose_train_and_dev "$W" "$SCENES" "$ntrain" "$ntest"
   echo "compose: $(( $(date +%s) - T0 )) s"
   nload=$(( (NPROC - 2) / NRUNS > 1 ? (NPROC - 2) / NRUNS : 1 ))  # data workers per run
   for spec in "${RUN_SPECS[@]}"; do
