@@ -105,10 +105,9 @@ class NodeParams:
                 f"workspace_min: expected below workspace_max on every axis, got {lo.tolist()} vs {hi.tolist()}"
             )
         parse_gravity(values["gravity"])
-        if -1.0 < values["guidance"] < 0.0:
-            raise ValueError(f"guidance: expected -1 (the model's default) or >= 0, got {values['guidance']!r}")
-        if -1.0 < values["temperature"] < 0.0:
-            raise ValueError(f"temperature: expected -1 (the model's default) or >= 0, got {values['temperature']!r}")
+        for name in ("guidance", "temperature"):  # -1 = the model's recorded default
+            if -1.0 < values[name] < 0.0:
+                raise ValueError(f"{name}: expected -1 (the model's default) or >= 0, got {values[name]!r}")
         if 0.0 < values["oversample"] < 1.0:
             raise ValueError(f"oversample: expected 0 (the model's default) or >= 1, got {values['oversample']!r}")
         return NodeParams(values)

@@ -11,8 +11,9 @@ from _infer_common import hand as _hand
 from _infer_common import normalizer, randomize, tabletop
 
 from sceneleap_core.infer.export import OnnxNetworks, engine_cache_key, export_onnx, trt_available
-from sceneleap_core.infer.planner import GraspPlanner, check_guidance
+from sceneleap_core.infer.planner import GraspPlanner
 from sceneleap_core.models import build_generator
+from sceneleap_core.models.objectives import check_guidance
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

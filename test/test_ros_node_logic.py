@@ -157,50 +157,29 @@ def test_sampling_parameters_change_at_run_time(setup):
     assert not ok and "cannot change" in reason
     ok, reason = core.set_params({"steps": 0, "num_grasps": 5})
     assert not ok and "steps" in reason and core.params.num_grasps == 3  # all or nothing
-    asked = []
-    plan = core.planner.plan
-    core.planner.plan = lambda *a, **k: asked.append(k["oversample"]) or plan(*a, **k)
-    try:
-        for value in (0, 3):  # 0 = the model's default (None to the planner), else passed on
-            assert core.set_params({"oversample": value}) == (True, "")
-            core.submit(_cloud(factory))
-            core.step(0)
-    finally:
-        del core.planner.plan
-    assert asked == [None, 3.0]
-    temps = []
-    core.planner.plan = lambda *a, **k: temps.append(k["temperature"]) or plan(*a, **k)
-    try:
-        for value in (-1.0, 0.0, 0.5):  # -1 = the model's default (None to the planner), else passed on
-            assert core.set_params({"temperature": value}) == (True, "")
-            core.submit(_cloud(factory))
-            core.step(0)
-    finally:
-        del core.planner.plan
-    assert temps == [None, 0.0, 0.5]
+
+    def passed_to_plan(param: str, keyword: str, values) -> list:
+        """Set ``param`` to each value, plan once each; the planner's ``keyword`` argument each time."""
+        seen, plan = [], core.planner.plan
+        core.planner.plan = lambda *a, **k: seen.append(k[keyword]) or plan(*a, **k)
+        try:
+            for value in values:
+                assert core.set_params({param: value}) == (True, "")
+                core.submit(_cloud(factory))
+                core.step(0)
+        finally:
+            del core.planner.plan
+        return seen
+
+    # 0 / -1 = the model's default (None to the planner), else passed on
+    assert passed_to_plan("oversample", "oversample", (0, 3)) == [None, 3.0]
+    assert passed_to_plan("temperature", "temperature", (-1.0, 0.0, 0.5)) == [None, 0.0, 0.5]
     ok, reason = core.set_params({"temperature": -0.5})
     assert not ok and "temperature" in reason
-    scales = []
-    core.planner.plan = lambda *a, **k: scales.append(k["guidance_scale"]) or plan(*a, **k)
-    try:
-        for value in (-1.0, 1.0, 1.5):  # -1 = the model's default (None to the planner), else passed on
-            assert core.set_params({"guidance": value}) == (True, "")
-            core.submit(_cloud(factory))
-            core.step(0)
-    finally:
-        del core.planner.plan
-    assert scales == [None, 1.0, 1.5]
+    assert passed_to_plan("guidance", "guidance_scale", (-1.0, 1.0, 1.5)) == [None, 1.0, 1.5]
     ok, reason = core.set_params({"guidance": -0.5})
     assert not ok and "guidance" in reason
-    posts = []
-    core.planner.plan = lambda *a, **k: posts.append(k["post"]) or plan(*a, **k)
-    try:
-        for value in ("", "off", "returned"):  # "" = the model's default (None to the planner), else that stage
-            assert core.set_params({"clearance": value}) == (True, "")
-            core.submit(_cloud(factory))
-            core.step(0)
-    finally:
-        del core.planner.plan
+    posts = passed_to_plan("clearance", "post", ("", "off", "returned"))  # "" = the model's, else that stage
     assert posts[0] is None and [p.clearance for p in posts[1:]] == ["off", "returned"]
     assert posts[1].grasp_tolerance == core.planner.post.grasp_tolerance, "the rest of the planner's settings kept"
 

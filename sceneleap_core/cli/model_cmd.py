@@ -51,13 +51,11 @@ def _pack(args: argparse.Namespace) -> int:
         raise ValueError("--out: expected a directory other than the source")
     if args.oversample is not None and not args.oversample >= 1:
         raise ValueError(f"--oversample: expected >= 1 candidates per returned grasp, got {args.oversample}")
-    if args.temperature is not None:
-        from sceneleap_core.models.objectives import check_temperature
+    from sceneleap_core.models.objectives import check_guidance, check_temperature
 
+    if args.temperature is not None:
         check_temperature(args.temperature)
     if args.guidance is not None:
-        from sceneleap_core.infer.planner import check_guidance
-
         check_guidance(args.guidance)
     post = None
     if args.post:  # validated against PostConfig now, not at the first plan

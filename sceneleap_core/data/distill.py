@@ -160,6 +160,7 @@ def distill(planner, source: str | Path, out: str | Path, config: DistillConfig 
         object_table = source / OBJECT_TABLE_NAME
         if object_table.is_file() and not (out / OBJECT_TABLE_NAME).is_file():
             shutil.copyfile(object_table, out / OBJECT_TABLE_NAME)
+        lower, upper = evaluator.hand.joint_lower.numpy(), evaluator.hand.joint_upper.numpy()  # (J,) stored clipped
         first = dataset.readers[0]  # the source's hand, joints and table metadata carry over
         metadata = {**first.metadata, "distilled": settings}
         chunks = [views[i : i + config.views_per_shard] for i in range(0, len(views), config.views_per_shard)]
@@ -197,7 +198,6 @@ def distill(planner, source: str | Path, out: str | Path, config: DistillConfig 
                 stats["views"] += 1
                 stats["planned"] += len(pose)
                 stats["lifted"] += int(np.sum(lifted))
-                lower, upper = evaluator.hand.joint_lower.numpy(), evaluator.hand.joint_upper.numpy()
                 kept = distilled_sample(sample, pose, np.clip(q, lower, upper), lifted, target,
                                         keep_ground_truth=config.keep_ground_truth)  # fmt: skip
                 if kept is None:

@@ -30,22 +30,11 @@ from sceneleap_core.infer.postprocess import (
     refine,
 )
 from sceneleap_core.models.denoisers import SceneCache
-from sceneleap_core.models.objectives import check_temperature, initial_noise
+from sceneleap_core.models.objectives import check_guidance, check_temperature, initial_noise
 
 BACKENDS = ("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")
 CONDITIONAL_ONLY_BACKENDS = ("aoti", "onnx", "tensorrt")  # export the conditional network: guidance 1 only
 log = logging.getLogger(__name__)
-
-
-def check_guidance(scale) -> float:
-    """A classifier-free guidance scale as a float; ValueError unless a finite number >= 0."""
-    try:
-        w = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance: expected a number >= 0, got {scale!r}") from None
-    if not (0.0 <= w < float("inf")):
-        raise ValueError(f"guidance: expected a finite scale >= 0, got {scale!r}")
-    return w
 
 
 @dataclass

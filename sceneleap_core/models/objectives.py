@@ -79,15 +79,25 @@ def _randn(shape, like: torch.Tensor, generator):
     return torch.randn(shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
+def _finite_nonnegative(value, name: str) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless a finite number >= 0."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number >= 0, got {value!r}") from None
+    if not (0.0 <= x < float("inf")):
+        raise ValueError(f"{name}: expected a finite value >= 0, got {value!r}")
+    return x
+
+
 def check_temperature(temperature) -> float:
     """The sampler temperature as a float; ValueError unless a finite number >= 0."""
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature: expected a number >= 0, got {temperature!r}") from None
-    if not (0.0 <= t < float("inf")):
-        raise ValueError(f"temperature: expected a finite value >= 0, got {temperature!r}")
-    return t
+    return _finite_nonnegative(temperature, "temperature")
+
+
+def check_guidance(scale) -> float:
+    """A classifier-free guidance scale as a float; ValueError unless a finite number >= 0."""
+    return _finite_nonnegative(scale, "guidance")
 
 
 def initial_noise(objective, shape, like: torch.Tensor, generator=None, temperature: float = 1.0) -> torch.Tensor:
