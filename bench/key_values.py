@@ -10,6 +10,14 @@ __all__ = ["backend_spec", "parse_key_values"]
 
 def backend_spec(spec: str) -> tuple[str, dict]:
     """A bench script's backend name -> (``GraspPlanner`` backend, its extra keyword arguments):
-    ``cuda_graph:tf32`` -> ``("cuda_graph", {"graph_precision": "tf32"})``, ``eager`` -> ``("eager", {})``."""
-    name, _, precision = spec.partition(":")
-    return name, ({"graph_precision": precision} if precision else {})
+    ``cuda_graph:tf32`` -> ``("cuda_graph", {"graph_precision": "tf32"})``, ``eager`` -> ``("eager", {})``;
+    further fields are flags: ``eager-post`` keeps the filter and ranking out of the graphs
+    (``graph_post=False``), ``compile`` captures a compiled denoiser (``graph_compile=True``)."""
+    parts = spec.split(":")
+    name, precision, flags = parts[0], (parts[1] if len(parts) > 1 else ""), parts[2:]
+    known = {"eager-post": ("graph_post", False), "compile": ("graph_compile", True)}
+    bad = [f for f in flags if f not in known]
+    if bad:
+        raise ValueError(f"{spec}: unknown backend flag {bad[0]!r}; expected some of {sorted(known)}")
+    extra = {"graph_precision": precision} if precision else {}
+    return name, {**extra, **dict(known[f] for f in flags)}

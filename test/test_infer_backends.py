@@ -262,10 +262,12 @@ def test_graph_precision_is_checked_and_tf32_bf16_graphs_stay_near_fp32():
         x = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(0)).to(device)
         loops = {k: GraphedLoop(model.denoiser, model.objective, model.make_scheduler, precision=k)
                  for k in ("fp32", "tf32", "bf16")}  # fmt: skip
+        # a compiled denoiser captured in the graph (off CUDA: the eager one, nothing compiled)
+        loops["compiled"] = GraphedLoop(model.denoiser, model.objective, model.make_scheduler, compile=True)
         out = {k: loop("ddim", 4, cache, x) for k, loop in loops.items()}
-        for k in ("tf32", "bf16"):
+        for k in ("tf32", "bf16", "compiled"):
             assert torch.isfinite(out[k]).all() and out[k].dtype == torch.float32
-            tol = 0 if device == "cpu" else 0.1
+            tol = 0 if device == "cpu" else (1e-3 if k == "compiled" else 0.1)
             assert (out[k] - out["fp32"]).abs().max() <= tol, f"{k} on {device}"
         if device == "cuda":
             assert all(len(next(iter(loop._calls.values()))._graphs) == 1 for loop in loops.values())
@@ -295,10 +297,17 @@ def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
             assert set(b.terms) == set(a.terms)
             if anchor != "none":
                 torch.testing.assert_close(b.terms["anchor_logit"], a.terms["anchor_logit"], atol=1e-4, rtol=1e-4)
+            # the filter and ranking (one graph on CUDA) return the eager plan's grasps
+            assert len(b) == len(a) and b.rejected == a.rejected
+            torch.testing.assert_close(b.palm_pose, a.palm_pose, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(b.joints, a.joints, atol=1e-4, rtol=1e-4)
+            assert ("post" in b.timings) == (device == "cuda")
         if device == "cuda":
             assert len(graph._graphed["encode"]._graphs) == 1 and len(graph._graphed["cache"]._graphs) == 1
             (loop,) = graph._loop._calls.values()  # DDIM: the whole reverse process as one graph
             assert len(loop._graphs) == 1 and not loop._eager
+            ((post, _),) = graph._post._calls.values()  # captured once, replayed by the second plan
+            assert len(post._graphs) == 1 and not post._eager
 
 
 def test_graphed_call_runs_through_off_cuda_and_eagerly_what_it_cannot_capture():

@@ -372,3 +372,128 @@ def test_finish_grasps_clears_the_returned_grasps_and_their_pregrasps_follow():
     assert opened.max() > 0.02 and torch.allclose(plain.joints[0, 0], q[0]), "opened past the open pose"
     flex = closing > 0
     assert ((out.pregrasp_joints[0, 0] - out.joints[0, 0])[flex] <= 1e-6).all(), "pregrasp no more closed than the grasp"
+
+
+def _greedy_on_host(pose, scores, k, min_distance):
+    """The host loop diverse_topk used to be: score order, skip near a kept one, fill from the skipped."""
+    from sceneleap_core.infer.postprocess import pose_distance
+
+    near = (pose_distance(pose) < min_distance).numpy()
+    kept, skipped = [], []
+    for i in torch.argsort(scores, descending=True).tolist():
+        if len(kept) == k:
+            break
+        (skipped if kept and near[i, kept].any() else kept).append(i)
+    return kept + skipped[: k - len(kept)]
+
+
+def test_diverse_select_is_the_host_greedy_at_fixed_shapes():
+    """The device greedy of diverse_select picks what the host loop picks, over the valid grasps only,
+    in (k,) distinct indices whose first ``count`` are the selection."""
+    from sceneleap_core.geometry.rotations import axis_angle_to_matrix
+    from sceneleap_core.infer.postprocess import diverse_select
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(60):
+        c, k = int(torch.randint(1, 30, (1,), generator=g)), int(torch.randint(1, 36, (1,), generator=g))
+        pose = torch.eye(4).repeat(c, 1, 1)
+        pose[:, :3, 3] = torch.rand(c, 3, generator=g) * 0.06
+        axis = torch.nn.functional.normalize(torch.randn(c, 3, generator=g), dim=-1)
+        pose[:, :3, :3] = axis_angle_to_matrix(axis, torch.rand(c, generator=g) * 0.5)
+        scores = torch.randn(c, generator=g)
+        valid = torch.rand(c, generator=g) < 0.7
+        spacing = float(torch.rand(1, generator=g)) * 0.05
+        order, count = diverse_select(pose, scores, valid, k, spacing)
+        rows = valid.nonzero().squeeze(-1)
+        expected = rows[_greedy_on_host(pose[rows], scores[rows], k, spacing)].tolist() if len(rows) else []
+        assert order[: int(count)].tolist() == expected
+        assert len(order) == min(k, c) and len(set(order.tolist())) == len(order), "fixed length, no repeats"
+        assert diverse_topk(pose, scores, k, spacing).tolist() == _greedy_on_host(pose, scores, k, spacing)
+
+
+def test_pair_budget_keeps_its_size_marks_padding_and_flags_overflow():
+    from sceneleap_core.infer.postprocess import PairBudget
+
+    near = torch.zeros(6, 5, dtype=torch.bool)
+    near[1, 2] = near[4, 0] = near[5, 4] = True
+    budget = PairBudget("cpu", pairs_per_state=1, min_pairs=4)
+    row, col, live = budget.pairs(near, states=2)
+    assert len(row) == 4 and live.tolist() == [True, True, True, False]
+    assert list(zip(row[live].tolist(), col[live].tolist())) == [(1, 2), (4, 0), (5, 4)]
+    assert not budget.overflow
+    small = PairBudget("cpu", pairs_per_state=1, min_pairs=2)
+    small.pairs(near, states=1)
+    assert small.overflow, "3 pairs in a budget of 2"
+    with pytest.raises(ValueError, match="sizes >= 1"):
+        PairBudget("cpu", points=0)
+
+
+def _candidates(hand, n=24, seed=0):
+    """Candidate grasps scattered over the tabletop cube (some in it, some in the table, some free)."""
+    g = torch.Generator().manual_seed(seed)
+    pose = torch.eye(4).repeat(n, 1, 1)
+    pose[:, :3, 3] = torch.tensor([0.05, 0.0, -0.42]) + (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor(
+        [0.2, 0.2, 0.12]
+    )
+    lo, hi = hand.joint_lower.float(), hand.joint_upper.float()
+    joints = lo + (hi - lo) * torch.rand(n, len(lo), generator=g) * 0.5
+    return pose, joints
+
+
+@pytest.mark.parametrize("clearance", ["off", "returned"])
+def test_select_grasps_with_a_budget_equals_the_dynamic_search(clearance):
+    """Fixed shapes (every candidate scored, rejected ones masked, pair searches of fixed size) choose
+    the same grasps, scores, terms and rejections as the kept-only path; a budget too small says so."""
+    from sceneleap_core.infer.planner import select_grasps
+    from sceneleap_core.infer.postprocess import PairBudget
+
+    hand = _hand()
+    pts, _ = tabletop(n_table=600, n_box=400)
+    cloud = torch.tensor(pts, dtype=torch.float32)
+    pose, joints = _candidates(hand)
+    cfg = PostConfig(clearance=clearance)
+    terms = {"anchor_logit": torch.linspace(-1, 1, len(pose))}
+    args = (hand, cloud, TABLE, pose, joints, 6, cfg)
+    ref = select_grasps(*args, terms=terms)
+    default = PairBudget("cpu")
+    select_grasps(*args, terms=terms, budget=default)
+    assert default.overflow, "palms inside a dense cube: ~160 pairs per hand state, over the default 32"
+    got = select_grasps(*args, terms=terms, budget=PairBudget("cpu", pairs_per_state=2048))
+    n = int(ref["count"])
+    assert 0 < n == int(got["count"]) and not got["overflow"]
+    a, b = ref["order"][:n], got["order"][:n]
+    assert a.tolist() == b.tolist()
+    assert torch.equal(ref["rejected"], got["rejected"]) and int(ref["rejected"].sum()) > 0, "some rejected"
+    for key in ("joints", "pose", "pregrasp_joints", "scores"):
+        torch.testing.assert_close(ref[key][a], got[key][b])
+    for name in ref["terms"]:
+        torch.testing.assert_close(ref["terms"][name][a], got["terms"][name][b], msg=name)
+    tight = select_grasps(*args, terms=terms, budget=PairBudget("cpu", pairs_per_state=1, min_pairs=1, points=1))
+    assert tight["overflow"]
+
+
+def test_finish_grasps_through_graphed_post_matches_and_redoes_an_overflow(caplog):
+    """finish_grasps with a GraphedPost (eager off CUDA) returns the grasps it returns without one,
+    timed as one ``post`` stage; a budget that overflows is redone exactly, with a log line."""
+    import logging
+
+    from sceneleap_core.infer.cuda_graph import GraphedPost
+    from sceneleap_core.infer.planner import finish_grasps
+
+    hand = _hand()
+    pts, _ = tabletop(n_table=600, n_box=400)
+    pose, joints = _candidates(hand, seed=1)
+    cfg = PostConfig(clearance="returned")
+    plain = finish_grasps(hand, pts, TABLE, pose, joints, 5, cfg, vectors=torch.zeros(len(pose), 25))
+    graphed = finish_grasps(hand, pts, TABLE, pose, joints, 5, cfg, vectors=torch.zeros(len(pose), 25),
+                            graphs=GraphedPost({"pairs_per_state": 2048}))  # fmt: skip
+    assert len(plain) > 0 and "post" in graphed.timings and "filter" not in graphed.timings
+    with caplog.at_level(logging.INFO, logger="sceneleap_core.infer.planner"):
+        redone = finish_grasps(hand, pts, TABLE, pose, joints, 5, cfg, vectors=torch.zeros(len(pose), 25),
+                               graphs=GraphedPost({"pairs_per_state": 1, "min_pairs": 1}))  # fmt: skip
+    assert "outgrew its budget" in caplog.text and "filter" in redone.timings
+    for out in (graphed, redone):
+        torch.testing.assert_close(out.palm_pose, plain.palm_pose)
+        torch.testing.assert_close(out.joints, plain.joints)
+        torch.testing.assert_close(out.scores, plain.scores)
+        assert out.rejected == plain.rejected

@@ -142,6 +142,17 @@ def test_key_values_typed_by_a_schema_or_by_their_look():
 
     assert backend_spec("cuda_graph:tf32") == ("cuda_graph", {"graph_precision": "tf32"})
     assert backend_spec("eager") == ("eager", {})
+    assert backend_spec("cuda_graph:tf32:eager-post") == (
+        "cuda_graph",
+        {"graph_precision": "tf32", "graph_post": False},
+    )
+    assert backend_spec("cuda_graph::eager-post") == ("cuda_graph", {"graph_post": False})
+    assert backend_spec("cuda_graph:bf16:compile:eager-post") == (
+        "cuda_graph",
+        {"graph_precision": "bf16", "graph_compile": True, "graph_post": False},
+    )
+    with pytest.raises(ValueError, match="unknown backend flag 'fast'"):
+        backend_spec("cuda_graph:tf32:fast")
     post = parse_key_values(["refine_steps=3", "filter=no", "pregrasp_distance=0.2"], "--post", PostConfig())
     assert post == {"refine_steps": 3, "filter": False, "pregrasp_distance": 0.2}
     assert isinstance(post["refine_steps"], int) and isinstance(post["pregrasp_distance"], float)

@@ -21,12 +21,15 @@ import torch
 from sceneleap_core.geometry.anchors import grasp_centres, pick_scored, select_anchors
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
 from sceneleap_core.infer.postprocess import (
+    PairBudget,
     PostConfig,
     collision_check,
-    diverse_topk,
+    counts_by_reason,
+    diverse_select,
     finger_clearance,
     grasp_energy,
-    reason_counts,
+    plane_tensors,
+    reason_histogram,
     refine,
 )
 from sceneleap_core.models.denoisers import SceneCache
@@ -216,16 +219,76 @@ def geometry_terms(hand: HandModel, pose: torch.Tensor, check: dict, plane) -> d
     zero = torch.zeros(len(pose), dtype=pose.dtype, device=pose.device)
     if plane is None:
         return {**out, "clearance": zero, "palm_height": zero, "approach_up": zero}
-    normal = torch.as_tensor(plane.normal, dtype=pose.dtype, device=pose.device)
+    normal, offset = plane_tensors(plane, pose.dtype, pose.device)
     approach = pose[:, :3, :3] @ hand.approach_axis.to(pose)  # (C, 3)
     return {**out, "clearance": check["table"].to(pose.dtype),
-            "palm_height": pose[:, :3, 3] @ normal - float(plane.offset), "approach_up": approach @ normal}
+            "palm_height": pose[:, :3, 3] @ normal - offset, "approach_up": approach @ normal}  # fmt: skip
+
+
+def select_grasps(hand: HandModel, cloud: torch.Tensor, plane, pose: torch.Tensor, joints: torch.Tensor,
+                  num_grasps: int, config: PostConfig, *, anchors: torch.Tensor | None = None,
+                  terms: dict[str, torch.Tensor] | None = None, ranker=None, up: torch.Tensor | None = None,
+                  budget: PairBudget | None = None, lap=None) -> dict:  # fmt: skip
+    """The work of :func:`finish_grasps` after refinement, on the hand's device: C candidates ->
+    which to return, in order, and everything returned about them.
+
+    Without a ``budget`` the kept candidates are found with a host sync and only they are scored.
+    With a :class:`~sceneleap_core.infer.postprocess.PairBudget` every shape is fixed and nothing
+    syncs with the host: all C are scored (the rejected ones masked), so the call can be captured
+    as one CUDA graph (:class:`sceneleap_core.infer.cuda_graph.GraphedPost`); both give the same
+    grasps.
+
+    Args:
+        cloud: (N, 3) observed points; plane: the support plane (numpy or tensor fields) or None.
+        pose: (C, 4, 4), joints: (C, J) candidates; anchors: (C, 3) or None; terms: {name: (C,)};
+        ranker, up (3,): as :func:`finish_grasps`; lap: called with each finished stage's name.
+
+    Returns:
+        ``order`` (min(G, C),) candidate indices, best first, and ``count`` (device scalar): the
+        first ``count`` are the selection; ``pose`` / ``joints`` (C, ...) with the returned finger
+        clearance applied to the ordered rows; ``scores`` (C,) (-inf where rejected);
+        ``pregrasp_pose`` (C, 4, 4), ``pregrasp_joints`` (C, J); ``target`` (min(G, C), 3);
+        ``terms`` {name: (C,)} (energy: 0 where rejected); ``rejected`` (len(REASONS),) counts;
+        ``overflow``: the budget's flag (False without one).
+    """
+    c = len(pose)
+    check = collision_check(hand, pose, joints, cloud, plane, config, budget)
+    keep = check["keep"]
+    if lap is not None:
+        lap("filter")
+    rows = torch.arange(c, device=pose.device) if budget is not None else keep.nonzero().squeeze(-1)
+    with torch.no_grad():
+        energy = grasp_energy(hand, pose[rows], joints[rows], cloud, plane, config, budget)
+    extra = {**geometry_terms(hand, pose, check, plane), **(terms or {})}
+    if ranker is not None:  # every term of the scored candidates (and, for a critic, the points under each hand)
+        row_terms = {**{k: v[rows] for k, v in extra.items()}, **energy}
+        row_scores = ranker.score_grasps(hand=hand, cloud=cloud, pose=pose[rows], joints=joints[rows], up=up,
+                                         terms=row_terms).to(energy["total"].dtype)  # fmt: skip
+    else:
+        row_scores = -energy["total"]
+    scores = torch.full((c,), -torch.inf, dtype=row_scores.dtype, device=pose.device).index_copy(0, rows, row_scores)
+    order, count = diverse_select(pose, scores, keep, num_grasps, config.diversity, config.rotation_scale)
+    pregrasp_joints = check["pregrasp_joints"]
+    if config.clearance == "returned":  # the ranked grasps only: the ranker judged them as sampled
+        cleared = finger_clearance(hand, pose[order], joints[order], cloud, config, budget)[1]
+        joints = joints.index_copy(0, order, cleared)
+        pregrasp_joints = pregrasp_joints.index_copy(0, order, hand.open_joints(cleared))  # the open hand as returned
+    if anchors is not None:
+        target = anchors[order]
+    else:
+        centres = grasp_centres(hand, pose[order], joints[order])
+        target = cloud[torch.cdist(centres, cloud).argmin(-1)] if len(order) else centres
+    ranked = {name: torch.zeros(c, dtype=v.dtype, device=v.device).index_copy(0, rows, v) for name, v in energy.items()}
+    overflow = budget.overflow if budget is not None else torch.zeros((), dtype=torch.bool, device=pose.device)
+    return {"order": order, "count": count, "pose": pose, "joints": joints, "scores": scores,
+            "pregrasp_pose": check["pregrasp_pose"], "pregrasp_joints": pregrasp_joints, "target": target,
+            "terms": {**ranked, **extra}, "rejected": reason_histogram(check["reason"]), "overflow": overflow}  # fmt: skip
 
 
 def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
                   watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None,
-                  ranker=None, up: np.ndarray | None = None) -> GraspSet:  # fmt: skip
+                  ranker=None, up: np.ndarray | None = None, graphs=None) -> GraspSet:  # fmt: skip
     """Candidate grasps of one cloud -> the ranked :class:`GraspSet` (1, G, ...): the post-processing
     every planner shares (the learned :meth:`GraspPlanner.plan` and the non-learned baselines of
     :mod:`sceneleap_core.infer.baselines`), so they are filtered and ranked alike.
@@ -236,7 +299,7 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     sweep (:func:`collision_check`) -> score (-:func:`grasp_energy`, or the logit of ``ranker``: a
     :class:`sceneleap_core.infer.ranker.GraspRanker` over every term, or a
     :class:`sceneleap_core.infer.critic.GraspCritic` that also reads the points under each hand)
-    -> diverse top-k.
+    -> diverse top-k (:func:`select_grasps`).
 
     Args:
         hand: the hand model (its device and dtype run the checks).
@@ -248,12 +311,15 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
         anchors: (C, 3) anchor points in the input frame, or None (targets: the observed point
             nearest each grasp centre).
         watch: the plan's stopwatch (its earlier stages kept; ``refine``, ``filter``, ``rank`` and
-            ``total`` are added), or None (a new one).
+            ``total`` are added, or ``refine``, ``post`` and ``total`` with ``graphs``), or None (a new one).
         terms: more per-candidate ranking evidence {name: (C,)} (e.g. the anchor score), returned
             in ``GraspSet.terms`` beside the energy terms.
         ranker: anything with ``score_grasps(hand=, cloud=, pose=, joints=, up=, terms=) -> (K,)``
             logits of the K kept candidates, or None (rank by -energy).
         up: (3,) world up in the input frame for the ranker (None: the plane's normal, else +z).
+        graphs: a :class:`sceneleap_core.infer.cuda_graph.GraphedPost` that runs :func:`select_grasps`
+            as one CUDA graph (eagerly off CUDA; its ``post`` stage times filter and rank together),
+            or None. A plan whose pair searches outgrow its budget is redone without one.
     """
     device = hand.device
     watch = Stopwatch(device) if watch is None else watch
@@ -263,52 +329,39 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     if config.clearance == "candidates":
         pose, joints = finger_clearance(hand, pose, joints, cloud_t, config)
     watch.lap("refine")
-    check = collision_check(hand, pose, joints, cloud_t, plane, config)
-    keep = check["keep"].nonzero().squeeze(-1)
-    watch.lap("filter")
-    with torch.no_grad():
-        energy = grasp_energy(hand, pose[keep], joints[keep], cloud_t, plane, config)
-    extra = {k: v.to(device) for k, v in {**geometry_terms(hand, pose, check, plane), **(terms or {})}.items()}
-    if ranker is not None:  # every term of the kept candidates (and, for a critic, the points under each hand)
-        if up is None and plane is not None:
-            up = plane.normal
-        up_t = None if up is None else torch.as_tensor(np.asarray(up, dtype=np.float64), dtype=dt, device=device)
-        kept_terms = {**{k: v[keep] for k, v in extra.items()}, **energy}
-        scores = ranker.score_grasps(hand=hand, cloud=cloud_t, pose=pose[keep], joints=joints[keep], up=up_t,
-                                     terms=kept_terms).to(energy["total"].dtype)  # fmt: skip
-    else:
-        scores = -energy["total"]
-    order = keep[diverse_topk(pose[keep], scores, num_grasps, config.diversity, config.rotation_scale)]
-    if config.clearance == "returned":  # the ranked grasps only: the ranker judged them as sampled
-        joints = joints.clone()
-        joints[order] = finger_clearance(hand, pose[order], joints[order], cloud_t, config)[1]
-        check = {**check, "pregrasp_joints": check["pregrasp_joints"].clone()}
-        check["pregrasp_joints"][order] = hand.open_joints(joints[order])  # the open hand of the grasp as returned
-    rank = torch.empty(len(pose), dtype=scores.dtype, device=scores.device)
-    rank[keep] = scores
-    if anchors is not None:
-        target = anchors.to(device)[order]
-    else:
-        centres = grasp_centres(hand, pose[order], joints[order])
-        target = cloud_t[torch.cdist(centres, cloud_t).argmin(-1)] if len(order) else centres
-    ranked_terms = {}
-    for name, value in energy.items():  # per kept grasp -> the returned order
-        full = torch.zeros(len(pose), dtype=value.dtype, device=value.device)
-        full[keep] = value
-        ranked_terms[name] = full[order][None].float()
-    for name, value in extra.items():  # per candidate
-        ranked_terms[name] = value[order][None].float()
-    watch.lap("rank")
+    if up is None and plane is not None:
+        up = plane.normal
+    up_t = None if up is None or ranker is None else torch.as_tensor(np.asarray(up, dtype=np.float64), dtype=dt,
+                                                                      device=device)  # fmt: skip
+    anchors = None if anchors is None else anchors.to(device)
+    terms = {k: v.to(device) for k, v in (terms or {}).items()}
+    args = (hand, cloud_t, plane, pose, joints, num_grasps, config)
+    kwargs = {"anchors": anchors, "terms": terms, "ranker": ranker, "up": up_t}
+    out = None
+    if graphs is not None:
+        out = graphs(*args, **kwargs)
+        if bool(out["overflow"]):  # a search outgrew its budget: redo it exactly
+            log.info("post-processing: a pair search outgrew its budget; redoing the plan's checks without one")
+            out = None
+        else:
+            watch.lap("post")
+    if out is None:
+        out = select_grasps(*args, **kwargs, lap=watch.lap)
+    order = out["order"][: int(out["count"])]
+    picked_terms = {name: value[order][None].float() for name, value in out["terms"].items()}
+    rejected = counts_by_reason(out["rejected"])
+    if "post" not in watch.timings:
+        watch.lap("rank")
 
     def pick(x):
         return None if x is None else x.to(device)[order][None]
 
     return GraspSet(
-        palm_pose=pick(pose).to(f32), joints=pick(joints).to(f32), vectors=pick(vectors),
-        anchors=pick(anchors), scores=pick(rank).to(f32), pregrasp_pose=pick(check["pregrasp_pose"]).to(f32),
-        pregrasp_joints=pick(check["pregrasp_joints"]).to(f32), target=target[None].to(f32),
+        palm_pose=pick(out["pose"]).to(f32), joints=pick(out["joints"]).to(f32), vectors=pick(vectors),
+        anchors=pick(anchors), scores=pick(out["scores"]).to(f32), pregrasp_pose=pick(out["pregrasp_pose"]).to(f32),
+        pregrasp_joints=pick(out["pregrasp_joints"]).to(f32), target=out["target"][: len(order)][None].to(f32),
         joint_names=list(hand.joint_names), hand_name=hand.description.name, timings=watch.total(),
-        rejected=reason_counts(check["reason"]), candidates=len(pose), terms=ranked_terms,
+        rejected=rejected, candidates=len(pose), terms=picked_terms,
         score_kind="ranker" if ranker is not None else "energy",
     )  # fmt: skip
 
@@ -339,8 +392,9 @@ class GraspPlanner:
             ``cuda_graph`` (the whole reverse process of a noise-free sampler captured as one CUDA
             graph per sampler / steps / shape, fp32, :class:`sceneleap_core.infer.cuda_graph.GraphedLoop`;
             for DDPM one denoiser step per shape, :class:`~sceneleap_core.infer.cuda_graph.GraphedDenoiser`;
-            and the scene encoder, the
-            anchor score and the scene cache as graphs of their own, ``GraphedCall``; eager off CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
+            the scene encoder, the anchor score and the scene cache as graphs of their own,
+            ``GraphedCall``; and the filter and ranking as one more, ``GraphedPost``; eager off
+            CUDA); ``onnx`` (encoder + one denoiser step exported to ``onnx_dir``, a temp
             folder when None, run by ONNX Runtime; guidance 1 only); ``tensorrt`` (engines built
             from that ONNX, :class:`sceneleap_core.infer.export.TrtNetworks`; needs TensorRT and CUDA).
             The scheduler loop stays in Python for every other backend.
@@ -356,6 +410,11 @@ class GraspPlanner:
         temperature: scale of the sampler's initial noise
             (:func:`sceneleap_core.models.objectives.initial_noise`; 1 = the trained prior, below 1
             sharper samples); :meth:`from_pretrained` reads ``extra.planner.temperature``.
+        graph_post: on the ``cuda_graph`` backend, run the filter and ranking as one CUDA graph
+            (:class:`sceneleap_core.infer.cuda_graph.GraphedPost`, the same grasps); False keeps them
+            eager (bench comparisons).
+        graph_compile: on the ``cuda_graph`` backend, capture the reverse process with a
+            ``torch.compile``'d denoiser (fused kernels; the first plan of each shape compiles it).
         guidance: the classifier-free guidance scale ``plan`` and ``sample_network`` use unless
             given (1 = conditional only, one network pass; above 1 a second, unconditional pass per
             step); :meth:`from_pretrained` reads ``extra.planner.guidance``.
@@ -365,7 +424,8 @@ class GraspPlanner:
                  num_points: int = 4096, center: str = "mean", frame: str = "camera", anchor_pool: int | None = None,
                  voxel_size: float = 0.0, oversample: float = 2.0, post: PostConfig | None = None,
                  backend: str = "eager", onnx_dir=None, ranker=None, graph_precision: str = "tf32",
-                 temperature: float = 1.0, guidance: float = 1.0):  # fmt: skip
+                 temperature: float = 1.0, guidance: float = 1.0, graph_post: bool = True,
+                 graph_compile: bool = False):  # fmt: skip
         self.model, self.normalizer = model, normalizer
         device = next(model.parameters()).device
         self.hand = hand if hand is not None else HandModel.load().to(device)
@@ -391,7 +451,7 @@ class GraspPlanner:
 
         if graph_precision not in PRECISIONS:
             raise ValueError(f"graph_precision: expected one of {PRECISIONS}, got {graph_precision!r}")
-        self.graph_precision = graph_precision
+        self.graph_precision, self.graph_post, self.graph_compile = graph_precision, bool(graph_post), bool(graph_compile)
         self._setup_backend(backend, onnx_dir)
 
     @property
@@ -401,21 +461,23 @@ class GraspPlanner:
     def _setup_backend(self, backend: str, onnx_dir) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-        self.backend, self._networks, self._graphed, self._loop = backend, None, None, None
+        self.backend, self._networks, self._graphed, self._loop, self._post = backend, None, None, None, None
         if backend == "compile":
             self._denoiser = torch.compile(self.model.denoiser, dynamic=True)
         elif backend == "cuda_graph":
-            from sceneleap_core.infer.cuda_graph import GraphedCall, GraphedDenoiser, GraphedLoop
+            from sceneleap_core.infer.cuda_graph import GraphedCall, GraphedDenoiser, GraphedLoop, GraphedPost
 
             self._denoiser = GraphedDenoiser(self.model.denoiser, precision=self.graph_precision)
             m = self.model
-            self._loop = GraphedLoop(m.denoiser, m.objective, m.make_scheduler, precision=self.graph_precision)
+            self._loop = GraphedLoop(m.denoiser, m.objective, m.make_scheduler, precision=self.graph_precision,
+                                     compile=self.graph_compile)  # fmt: skip
             self._graphed = {  # the per-cloud network work around the loop, captured too
                 "encode": GraphedCall(lambda p: m.encoder(p, deterministic=True), "scene encoder"),
                 "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz)), "anchor score"),
                 "cache": GraphedCall(lambda p, tok, xyz, *a: m._cache(p, tok, xyz, None, a[0] if a else None).to_tuple(),
                                      "scene cache"),
             }  # fmt: skip
+            self._post = GraphedPost() if self.graph_post else None  # filter and rank as one graph (select_grasps)
         elif backend == "aoti":
             import tempfile
 
@@ -654,4 +716,5 @@ class GraspPlanner:
         watch.lap("decode")
         return finish_grasps(self.hand, prep.cloud, prep.plane, pose, out.joints[0], num_grasps, cfg,
                              vectors=out.vectors[0], anchors=anchors, watch=watch,
-                             terms={k: v[0] for k, v in out.terms.items()}, ranker=self.ranker, up=prep.up)  # fmt: skip
+                             terms={k: v[0] for k, v in out.terms.items()}, ranker=self.ranker, up=prep.up,
+                             graphs=self._post if self.device.type == "cuda" else None)  # fmt: skip

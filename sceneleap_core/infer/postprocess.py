@@ -17,6 +17,10 @@ hand's collision boxes (:class:`sceneleap_core.hand.HandModel`).
   :func:`refine` takes a few Adam steps on it (palm translation and rotation, joints).
 * :func:`diverse_topk`: greedy by score, skipping grasps within ``min_distance`` of one already kept.
 
+Every step has fixed shapes except the sparse (box, point) pair searches; given a :class:`PairBudget`
+those take fixed sizes too, so the whole post-processing of a plan can be captured as one CUDA graph
+(:meth:`sceneleap_core.infer.GraspPlanner.plan` on the ``cuda_graph`` backend).
+
 Shapes: G grasps, J joints, S states per grasp, N observed points, K hand boxes.
 """
 
@@ -112,6 +116,63 @@ class PostConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # JSON lists -> tuples
 
 
+class PairBudget:
+    """Fixed sizes for the sparse searches of the checks, so that they run without a host sync
+    (inside a CUDA graph): at most ``pairs`` (box, point) pairs per pass of :func:`hand_depth` /
+    :func:`box_depth` and ``points`` observed points per hand in :func:`finger_clearance`.
+
+    A search that needs more is truncated and sets ``overflow`` (a device bool), which the caller
+    reads once with the results and then redoes the work without a budget (exact). On the
+    development set a pass of 640 hand states met 200-800 pairs and one of 256 grasps ~1,300
+    (bench/RESULTS.md), so the defaults leave a wide margin.
+
+    Args:
+        device: where ``overflow`` lives (the checks' device).
+        pairs_per_state: pairs budgeted per hand state of a pass (at least ``min_pairs`` a pass).
+        points: observed points per hand in finger clearance.
+    """
+
+    def __init__(self, device, *, pairs_per_state: int = 32, min_pairs: int = 8192, points: int = 3072) -> None:
+        if min(pairs_per_state, min_pairs, points) < 1:
+            raise ValueError(f"PairBudget: expected sizes >= 1, got pairs_per_state={pairs_per_state}, "
+                             f"min_pairs={min_pairs}, points={points}")  # fmt: skip
+        self.pairs_per_state, self.min_pairs, self.points = int(pairs_per_state), int(min_pairs), int(points)
+        self.overflow = torch.zeros((), dtype=torch.bool, device=device)
+
+    def note(self, needed: torch.Tensor, budget: int) -> None:
+        """Record a search that needed ``needed`` (a device scalar) of ``budget`` places."""
+        self.overflow = self.overflow | (needed > budget)
+
+    def pairs(self, near: torch.Tensor, states: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The true entries of ``near`` (R, N) as (row, column, live) of fixed length: the first
+        ``max(min_pairs, pairs_per_state x states)`` found, padded with (0, 0) entries that ``live``
+        (bool) marks dead."""
+        size = max(self.min_pairs, self.pairs_per_state * int(states))
+        flat = torch.nonzero_static(near.flatten(), size=size, fill_value=0).squeeze(-1)
+        count = near.sum()
+        self.note(count, size)
+        return flat // near.shape[1], flat % near.shape[1], torch.arange(size, device=near.device) < count
+
+
+def plane_tensors(plane, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The support plane's ``normal`` (3,) and ``offset`` () as tensors (no copy when they already
+    are: a captured graph's inputs)."""
+    return (torch.as_tensor(plane.normal, dtype=dtype, device=device),
+            torch.as_tensor(plane.offset, dtype=dtype, device=device))  # fmt: skip
+
+
+def device_constant(values, dtype, device) -> torch.Tensor:
+    """``values`` as a tensor on ``device``, made once per (values, dtype, device) and cached, so a
+    CUDA graph captured after a warm-up reads it without a host -> device copy."""
+    key = (tuple(values), dtype, torch.device(device))
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(key[0], dtype=dtype, device=device)
+    return _CONSTANTS[key]
+
+
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
 def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:
     step = max(1, -(-points.shape[0] // max_points))
     return points[::step]
@@ -141,49 +202,54 @@ def _near_pairs(hand, ctr: torch.Tensor, cloud: torch.Tensor, reach: torch.Tenso
 CULLS = ("auto", "levels", "dense")
 
 
-def _pair_depths(hand, state, cloud: torch.Tensor, cull: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pair_depths(hand, state, cloud: torch.Tensor, cull: str,
+                 budget: PairBudget | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(box index b * K + k, point index, depth) of every (state box, observed point) pair within
-    the box's bounding sphere (:func:`hand_depth` says how they are found); depth 0 outside."""
+    the box's bounding sphere (:func:`hand_depth` says how they are found); depth 0 outside. With a
+    ``budget`` the search is dense whatever ``cull`` says, of fixed size, without a host sync."""
     if cull not in CULLS:
         raise ValueError(f"cull: expected one of {CULLS}, got {cull!r}")
     rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
     b, k = ctr.shape[:2]
     half = hand.box_half.to(ctr)
+    live = None
     with torch.no_grad():
         reach = half.norm(dim=-1) + 1e-6  # (K,) box bounding-sphere radii
-        if cull == "levels" or (cull == "auto" and ctr.device.type == "cpu"):  # CPU: 3.3x faster filter (636 -> 192 ms)
-            bk, n = _near_pairs(hand, ctr.detach(), cloud, reach)
+        if budget is None and (cull == "levels" or (cull == "auto" and ctr.device.type == "cpu")):
+            bk, n = _near_pairs(hand, ctr.detach(), cloud, reach)  # CPU: 3.3x faster filter (636 -> 192 ms)
         else:  # on a GPU the one dense pass is cheap and each culling level would add a host sync
             near = torch.cdist(ctr.detach().reshape(b * k, 3), cloud) < reach.repeat(b)[:, None]
-            bk, n = near.nonzero(as_tuple=True)
+            bk, n, live = (*near.nonzero(as_tuple=True), None) if budget is None else budget.pairs(near, b)
     local = ((cloud[n] - ctr.reshape(b * k, 3)[bk])[:, None] @ rot.reshape(b * k, 3, 3)[bk]).squeeze(1)
-    return bk, n, (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
+    depth = (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
+    return bk, n, depth if live is None else depth * live
 
 
-def hand_depth(hand, state, cloud: torch.Tensor, cull: str = "auto") -> torch.Tensor:
+def hand_depth(hand, state, cloud: torch.Tensor, cull: str = "auto", budget: PairBudget | None = None) -> torch.Tensor:
     """Depth (B, N) of points (N, 3) inside the hand of each of B states (0 outside), as
     ``hand.penetration_depth`` but sparse: only the (box, point) pairs within a box's bounding
     sphere get the box SDF (a tabletop cloud touches few boxes; the dense form costs B N K). On a
     CPU even the distances of every point to the K = 71 box centres dominated a plan, so there the
     pairs are found hand -> link -> box (:func:`_near_pairs`); on a GPU in one pass (``cull``:
-    ``auto`` chooses so, ``levels`` / ``dense`` force one). Differentiable in the state."""
+    ``auto`` chooses so, ``levels`` / ``dense`` force one; a :class:`PairBudget` forces the dense
+    pass at a fixed size). Differentiable in the state."""
     b, k = state.link_rot.shape[0], hand.box_half.shape[0]
     cloud = cloud.to(state.link_trans)
-    bk, n, depth = _pair_depths(hand, state, cloud, cull)
+    bk, n, depth = _pair_depths(hand, state, cloud, cull, budget)
     out = torch.zeros(b * cloud.shape[0], dtype=depth.dtype, device=depth.device)
     return out.scatter_reduce(0, (bk // k) * cloud.shape[0] + n, depth, "amax").view(b, cloud.shape[0])  # (B, N)
 
 
-def box_depth(hand, state, cloud: torch.Tensor, cull: str = "auto") -> torch.Tensor:
+def box_depth(hand, state, cloud: torch.Tensor, cull: str = "auto", budget: PairBudget | None = None) -> torch.Tensor:
     """Depth (B, K) of the deepest observed point (N, 3) inside each collision box of each of B
     states (0 when none is inside); the pairs as in :func:`hand_depth`."""
     b, k = state.link_rot.shape[0], hand.box_half.shape[0]
-    bk, _, depth = _pair_depths(hand, state, cloud.to(state.link_trans), cull)
+    bk, _, depth = _pair_depths(hand, state, cloud.to(state.link_trans), cull, budget)
     out = torch.zeros(b * k, dtype=depth.dtype, device=depth.device)
     return out.scatter_reduce(0, bk, depth, "amax").view(b, k)
 
 
-def lowest_height(hand, state, normal: torch.Tensor, offset: float) -> torch.Tensor:
+def lowest_height(hand, state, normal: torch.Tensor, offset: float | torch.Tensor) -> torch.Tensor:
     """(B,) height above the plane (``normal . x = offset``) of the lowest hand-box corner."""
     rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
     n = normal.to(ctr)
@@ -203,8 +269,9 @@ def check_chunk(chunk: int, states: int, boxes: int, points: int, device) -> int
 
 @torch.no_grad()
 def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
-                    plane=None, config: PostConfig | None = None) -> dict:  # fmt: skip
-    """Which of G grasps (pose (G, 4, 4), joints (G, J)) collide (module docstring).
+                    plane=None, config: PostConfig | None = None, budget: PairBudget | None = None) -> dict:  # fmt: skip
+    """Which of G grasps (pose (G, 4, 4), joints (G, J)) collide (module docstring); ``budget``:
+    fixed-size pair searches (:class:`PairBudget`).
 
     Returns ``keep`` (G,) bool, ``reason`` (G,) int64 index into ``REASONS`` (-1 = kept),
     ``hits`` (G, S) observed points inside the hand per state, ``table`` (G,) lowest box corner above
@@ -226,16 +293,16 @@ def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torc
     tol[-1] = cfg.grasp_tolerance
     hits = torch.zeros(g * s, dtype=torch.long, device=dev)
     table = torch.full((g * s,), float("inf"), dtype=dt, device=dev)
-    normal = None if plane is None else torch.as_tensor(plane.normal, dtype=dt, device=dev)
+    normal, offset = (None, None) if plane is None else plane_tensors(plane, dt, dev)
     chunk = check_chunk(cfg.chunk, s, hand.box_half.shape[0], 0 if cloud is None else len(cloud), dev)
     for a in range(0, g * s, chunk * s):
         sl = slice(a, min(a + chunk * s, g * s))
         state = hand(flat_q[sl], flat_pose[sl], validate=False)
         if cloud is not None:
-            depth = hand_depth(hand, state, cloud, cfg.cull)  # (b, N)
+            depth = hand_depth(hand, state, cloud, cfg.cull, budget)  # (b, N)
             hits[sl] = (depth > tol.repeat(g)[sl, None]).sum(-1)
         if normal is not None:
-            table[sl] = lowest_height(hand, state, normal, float(plane.offset))
+            table[sl] = lowest_height(hand, state, normal, offset)
     hits, table = hits.view(g, s), table.view(g, s).amin(-1)
     reason = torch.full((g,), -1, dtype=torch.long, device=dev)
     checks = (
@@ -252,15 +319,39 @@ def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torc
             "pregrasp_pose": poses[:, 0], "pregrasp_joints": q[:, 0]}  # fmt: skip
 
 
+def reason_histogram(reason: torch.Tensor) -> torch.Tensor:
+    """(len(REASONS),) rejected grasps per reason, on the device (no host sync)."""
+    index = torch.arange(len(REASONS), device=reason.device)
+    return (reason.flatten()[:, None] == index).sum(0)
+
+
 def reason_counts(reason: torch.Tensor) -> dict[str, int]:
     """``{reason: count}`` of rejected grasps (every reason present, zeros included)."""
-    counts = torch.bincount(reason.flatten() + 1, minlength=len(REASONS) + 1).tolist()  # one host copy
-    return {name: counts[i + 1] for i, name in enumerate(REASONS)}
+    return counts_by_reason(reason_histogram(reason))
+
+
+def counts_by_reason(histogram: torch.Tensor) -> dict[str, int]:
+    """:func:`reason_histogram` -> ``{reason: count}`` (one host copy)."""
+    return dict(zip(REASONS, (int(c) for c in histogram.tolist())))
+
+
+def object_points(cloud: torch.Tensor, plane, min_height: float, fixed: bool = False) -> torch.Tensor:
+    """The points of the cloud (N, 3) at least ``min_height`` above the support plane (the whole
+    cloud when none is that high, or without a plane). ``fixed``: the same for nearest-point
+    queries at a fixed shape, without a host sync: (N, 3) with the other points moved 1 km away."""
+    if plane is None:
+        return cloud
+    normal, offset = plane_tensors(plane, cloud.dtype, cloud.device)
+    above = cloud @ normal - offset > min_height  # (N,)
+    if not fixed:
+        return cloud[above] if above.any() else cloud
+    return torch.where((above | ~above.any())[:, None], cloud, cloud + 1e3 * normal)
 
 
 def grasp_energy(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
-                 plane=None, config: PostConfig | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
-    """Differentiable per-grasp energy terms (G,) and their weighted ``total`` (lower is better)."""
+                 plane=None, config: PostConfig | None = None, budget: PairBudget | None = None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Differentiable per-grasp energy terms (G,) and their weighted ``total`` (lower is better);
+    ``budget``: fixed-size pair searches (:class:`PairBudget`)."""
     cfg = config or PostConfig()
     state = hand(joints.to(hand.dtype), pose.to(hand.dtype), validate=False)
     g = joints.shape[0]
@@ -268,17 +359,12 @@ def grasp_energy(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.T
     out = {"penetration": zero, "table": zero, "contact": zero}
     if points is not None and len(points):
         cloud = _cloud(points.to(hand.device, hand.dtype), cfg.max_points)
-        out["penetration"] = hand_depth(hand, state, cloud, cfg.cull).sum(-1)
-        objects = cloud
-        if plane is not None:
-            normal = torch.as_tensor(plane.normal, dtype=cloud.dtype, device=cloud.device)
-            above = cloud[cloud @ normal - float(plane.offset) > cfg.contact_min_height]
-            objects = above if len(above) else cloud
+        out["penetration"] = hand_depth(hand, state, cloud, cfg.cull, budget).sum(-1)
+        objects = object_points(cloud, plane, cfg.contact_min_height, fixed=budget is not None)
         dist = hand.contact_distance(state, objects[None].expand(g, -1, -1))
         out["contact"] = dist.topk(min(cfg.contact_k, dist.shape[-1]), dim=-1, largest=False).values.mean(-1)
     if plane is not None:
-        normal = torch.as_tensor(plane.normal, dtype=hand.dtype, device=hand.device)
-        out["table"] = (-lowest_height(hand, state, normal, float(plane.offset))).clamp_min(0)
+        out["table"] = (-lowest_height(hand, state, *plane_tensors(plane, hand.dtype, hand.device))).clamp_min(0)
     out["self"] = hand.self_penetration(state)
     out["total"] = (cfg.w_penetration * out["penetration"] + cfg.w_table * out["table"]
                     + cfg.w_contact * out["contact"] + cfg.w_self * out["self"])  # fmt: skip
@@ -331,22 +417,52 @@ def diverse_topk(pose: torch.Tensor, scores: torch.Tensor, k: int, min_distance:
     """Indices (<= k,) of grasps, best score first, skipping any within ``min_distance``
     (:func:`pose_distance`) of one kept; the skipped fill the remaining places by score when fewer
     than k are that far apart (diversity is preferred, not bought with fewer grasps)."""
-    order = torch.argsort(scores, descending=True)
-    if min_distance <= 0 or len(order) <= 1:
-        return order[:k]
-    # the greedy pass on the host: one (C, C) copy instead of a device sync per candidate (on an
-    # H200 the per-candidate syncs cost more than the whole check)
-    near = (pose_distance(pose, rotation_scale) < min_distance).cpu().numpy()  # (C, C)
-    kept, skipped = [], []
-    for i in order.cpu().tolist():
-        if len(kept) == k:
-            break
-        if kept and near[i, kept].any():
-            skipped.append(i)
-        else:
-            kept.append(i)
-    kept += skipped[: k - len(kept)]
-    return torch.as_tensor(kept, dtype=torch.long, device=scores.device)
+    valid = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+    order, count = diverse_select(pose, scores, valid, k, min_distance, rotation_scale)
+    return order[: int(count)]
+
+
+def diverse_select(pose: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor, k: int,
+                   min_distance: float = 0.02, rotation_scale: float = 0.05) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """:func:`diverse_topk` of the ``valid`` (C,) grasps at fixed shapes, without a host sync.
+
+    Greedy on the device: each of ``min(k, C)`` rounds keeps the best-scoring valid grasp not within
+    ``min_distance`` of one already kept (the host loop's choice in score order); when fewer than k
+    are that far apart, the valid rest follow by score, then the invalid ones (padding).
+
+    Returns:
+        (min(k, C),) distinct grasp indices and the device scalar ``count`` of valid ones among
+        them, which come first: ``order[:count]`` is the selection.
+    """
+    c = len(scores)
+    k = min(int(k), c)
+    masked = torch.where(valid, scores, torch.full_like(scores, -torch.inf))
+    count = valid.sum().clamp(max=k)
+    if min_distance <= 0 or c <= 1:
+        return _by_tier(masked, valid.long())[:k], count
+    near = pose_distance(pose, rotation_scale) < min_distance  # (C, C)
+    free = valid.clone()  # valid and not near a kept grasp
+    chosen = torch.zeros(c, dtype=torch.bool, device=scores.device)
+    picks, alive = [], []
+    for _ in range(k):
+        best = torch.where(free, masked, torch.full_like(masked, -torch.inf)).argmax()
+        ok = free[best]  # False once every valid grasp is kept or near a kept one
+        picks.append(best)
+        alive.append(ok)
+        chosen = chosen | (torch.arange(c, device=scores.device) == best) & ok
+        free = free & ~(near[best] & ok) & ~chosen
+    picks, alive = torch.stack(picks), torch.stack(alive)  # (k,): the alive ones form a prefix
+    kept = alive.sum()
+    rest = _by_tier(masked, (valid & ~chosen).long() * 2 + (~valid).long())  # the chosen last: no repeats
+    slot = torch.arange(k, device=scores.device)
+    order = torch.where(slot < kept, picks, rest[(slot - kept).clamp(0, c - 1)])
+    return order, count
+
+
+def _by_tier(scores: torch.Tensor, tier: torch.Tensor) -> torch.Tensor:
+    """(C,) indices sorted by ``tier`` (C,) int, highest first, and within a tier by score, best first."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    return order[torch.argsort(tier[order], descending=True, stable=True)]
 
 
 def finger_index(hand) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -412,7 +528,7 @@ def _finger_depth_near(rot: torch.Tensor, ctr: torch.Tensor, half: torch.Tensor,
 
 @torch.no_grad()
 def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.Tensor | None,
-                     config: PostConfig | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                     config: PostConfig | None = None, budget: PairBudget | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Unflex each finger that observed points lie inside of, just enough that they no longer do.
 
     Sampled grasps tend to close a finger a few millimetres into their object, and the lift test's
@@ -428,8 +544,9 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     ``auto``) computes a level only for the grasps with a finger still unsettled, each against the
     whole cloud (sparse pairs, a few host syncs per level); ``dense`` (a GPU's ``auto``) computes
     every level of every grasp in one batch against the grasp's own points (all within the reach
-    of its finger boxes at any level; one host sync for their most). pose (G, 4, 4), joints (G, J)
-    -> the same pose, joints (G, J)."""
+    of its finger boxes at any level; one host sync for their most, or none with a ``budget``:
+    :class:`PairBudget` ``points`` per hand, the dense way whatever ``cull`` says). pose (G, 4, 4),
+    joints (G, J) -> the same pose, joints (G, J)."""
     cfg = config or PostConfig()
     if cfg.cull not in CULLS:
         raise ValueError(f"cull: expected one of {CULLS}, got {cfg.cull!r}")
@@ -437,7 +554,7 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         return pose, joints
     dt, dev = hand.dtype, hand.device
     g = joints.shape[0]
-    levels = torch.as_tensor(cfg.clearance_levels, dtype=dt, device=dev)  # (L,)
+    levels = device_constant(cfg.clearance_levels, dt, dev)  # (L,)
     closing = hand.joint_closing.to(dev, dt)  # (J,)
     lo, hi = hand.joint_lower.to(dev, dt), hand.joint_upper.to(dev, dt)
     q0, pose_d = joints.to(dev, dt), pose.to(dev, dt)
@@ -448,7 +565,7 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     def at(level, rows=slice(None)):  # the joints of ``rows`` unflexed by ``level``
         return torch.maximum(torch.minimum(q0[rows] - level * closing, hi), lo)
 
-    if cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
+    if budget is not None or cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
         q = torch.stack([at(v) for v in levels])  # (L, G, J)
         rot, ctr = hand.box_poses(hand(q.flatten(0, 1), pose_d.repeat(len(levels), 1, 1), validate=False))
         rot, ctr = (
@@ -463,7 +580,12 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
         radius = half.norm(dim=-1).to(ctr)  # (Kf,)
         reach = ((ctr - centre[None, :, None]).norm(dim=-1) + radius).amax(2).amax(0)  # (G,)
         dist = torch.cdist(centre, cloud)  # (G, N)
-        m = max(1, int((dist <= reach[:, None]).sum(1).max()))
+        needed = (dist <= reach[:, None]).sum(1).max()
+        if budget is None:
+            m = max(1, int(needed))
+        else:
+            m = min(budget.points, cloud.shape[0])
+            budget.note(needed, m)
         near = cloud[dist.topk(m, largest=False).indices]  # (G, M, 3)
         # grasps per pass: ``chunk``, or as many as keep (rows, M, Kf, 3) under 2**28 entries
         rows = cfg.chunk if cfg.chunk > 0 else max(1, (1 << 28) // (m * len(on) * 3))
