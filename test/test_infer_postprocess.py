@@ -457,7 +457,7 @@ def test_select_grasps_with_a_budget_equals_the_dynamic_search(clearance):
     ref = select_grasps(*args, terms=terms)
     default = PairBudget("cpu")
     select_grasps(*args, terms=terms, budget=default)
-    assert default.overflow, "palms inside a dense cube: ~160 pairs per hand state, over the default 32"
+    assert default.overflow, "palms inside a dense cube: ~160 pairs per hand state, over the default 128"
     got = select_grasps(*args, terms=terms, budget=PairBudget("cpu", pairs_per_state=2048))
     n = int(ref["count"])
     assert 0 < n == int(got["count"]) and not got["overflow"]
@@ -497,3 +497,44 @@ def test_finish_grasps_through_graphed_post_matches_and_redoes_an_overflow(caplo
         torch.testing.assert_close(out.joints, plain.joints)
         torch.testing.assert_close(out.scores, plain.scores)
         assert out.rejected == plain.rejected
+
+
+def test_select_grasps_with_a_budget_never_reads_the_device_on_the_host():
+    """What a CUDA graph cannot capture (a host read such as ``.item()`` or a 0-dim tensor index, a
+    host -> device copy) fails on the meta device or is caught by the spy: the budgeted path, with
+    the bundled critic and finger clearance, runs there whole (the device once refused its capture
+    over one such index)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sceneleap_core.infer.critic import GraspCritic
+    from sceneleap_core.infer.cuda_graph import _Plane
+    from sceneleap_core.infer.planner import select_grasps
+    from sceneleap_core.infer.postprocess import PairBudget, finger_index
+
+    hand = copy.deepcopy(_hand())
+    fingers = finger_index(hand)  # cached per device at the first (warm-up) call, before any capture
+    hand = hand.to("meta")
+    hand.__dict__["_finger_index"] = {hand.device: tuple(x.to("meta") for x in fingers)}
+    critic = GraspCritic.load("sceneleap_core/assets/default_model").to("meta")
+    copies = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
+            if any(a.device.type == "cpu" and a.dim() > 0 for a in tensors):
+                copies.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    def meta(x):
+        return torch.as_tensor(x, dtype=hand.dtype).to("meta")
+
+    c = 12
+    pose, joints = meta(torch.eye(4).repeat(c, 1, 1)), meta(torch.zeros(c, hand.dof))
+    plane, up = _Plane(meta([0.0, 0.0, 1.0]), meta(-0.5)), meta([0.0, 0.0, 1.0])
+    terms = {name: torch.zeros(c, device="meta") for name in critic.features if name == "anchor_logit"}
+    cloud = meta(tabletop()[0])
+    with Spy():
+        out = select_grasps(hand, cloud, plane, pose, joints, 4, PostConfig(clearance="returned"), terms=terms,
+                            ranker=critic, up=up, budget=PairBudget("meta"))  # fmt: skip
+    assert not copies, f"host -> device copies inside the graph: {copies}"
+    assert out["order"].shape == (4,) and out["pose"].shape == (c, 4, 4) and out["overflow"].shape == ()

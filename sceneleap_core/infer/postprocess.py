@@ -123,8 +123,11 @@ class PairBudget:
 
     A search that needs more is truncated and sets ``overflow`` (a device bool), which the caller
     reads once with the results and then redoes the work without a budget (exact). On the
-    development set a pass of 640 hand states met 200-800 pairs and one of 256 grasps ~1,300
-    (bench/RESULTS.md), so the defaults leave a wide margin.
+    development set a pass of 640 hand states met 200-1,200 pairs, one of 256 grasps up to 1,500,
+    finger clearance up to 1,825 points of 4,096; the synthetic 20k-point tabletop of
+    bench/latency.py, where every candidate has a finger to open, ~4,500, 16,800 and 2,800: the
+    defaults (the energy pass of 256 grasps: 32,768 pairs; clearance: the whole 4,096-point cloud)
+    cover both.
 
     Args:
         device: where ``overflow`` lives (the checks' device).
@@ -132,7 +135,7 @@ class PairBudget:
         points: observed points per hand in finger clearance.
     """
 
-    def __init__(self, device, *, pairs_per_state: int = 32, min_pairs: int = 8192, points: int = 3072) -> None:
+    def __init__(self, device, *, pairs_per_state: int = 128, min_pairs: int = 8192, points: int = 4096) -> None:
         if min(pairs_per_state, min_pairs, points) < 1:
             raise ValueError(f"PairBudget: expected sizes >= 1, got pairs_per_state={pairs_per_state}, "
                              f"min_pairs={min_pairs}, points={points}")  # fmt: skip
@@ -445,13 +448,14 @@ def diverse_select(pose: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor
     chosen = torch.zeros(c, dtype=torch.bool, device=scores.device)
     picks, alive = [], []
     for _ in range(k):
-        best = torch.where(free, masked, torch.full_like(masked, -torch.inf)).argmax()
+        # (1,) indices throughout: a 0-dim tensor index would be read on the host (a sync)
+        best = torch.where(free, masked, torch.full_like(masked, -torch.inf)).argmax(0, keepdim=True)
         ok = free[best]  # False once every valid grasp is kept or near a kept one
         picks.append(best)
         alive.append(ok)
         chosen = chosen | (torch.arange(c, device=scores.device) == best) & ok
-        free = free & ~(near[best] & ok) & ~chosen
-    picks, alive = torch.stack(picks), torch.stack(alive)  # (k,): the alive ones form a prefix
+        free = free & ~(near[best][0] & ok) & ~chosen
+    picks, alive = torch.cat(picks), torch.cat(alive)  # (k,): the alive ones form a prefix
     kept = alive.sum()
     rest = _by_tier(masked, (valid & ~chosen).long() * 2 + (~valid).long())  # the chosen last: no repeats
     slot = torch.arange(k, device=scores.device)
