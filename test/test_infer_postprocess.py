@@ -521,7 +521,8 @@ def test_select_grasps_with_a_budget_never_reads_the_device_on_the_host():
     class Spy(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
-            if any(a.device.type == "cpu" and a.dim() > 0 for a in tensors):
+            copy = func in (torch.ops.aten.copy_.default, torch.ops.aten._to_copy.default)  # e.g. x[i] = 0.5
+            if any(a.device.type == "cpu" and (a.dim() > 0 or copy) for a in tensors):
                 copies.append(str(func))
             return func(*args, **(kwargs or {}))
 

@@ -82,7 +82,8 @@ class GraspSet:
         target: (B, G, 3) the point each grasp is meant for: its anchor, else the observed point
             nearest its grasp centre.
         joint_names, hand_name: the hand's joint order and name.
-        timings: milliseconds per stage (prepare, sample, decode, refine, filter, rank, total).
+        timings: milliseconds per stage (prepare, sample, decode, refine, filter, rank, total; on the
+            ``cuda_graph`` backend one ``post`` stage, the graph of filter and rank, in place of those two).
         rejected: grasps dropped per reason (:data:`sceneleap_core.infer.postprocess.REASONS`);
         candidates: how many were sampled before filtering.
         terms: per-grasp ranking evidence {name: (B, G)}: the energy terms (``penetration``,

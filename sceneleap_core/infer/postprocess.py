@@ -292,8 +292,9 @@ def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torc
     s = poses.shape[1]
     flat_pose, flat_q = poses.reshape(g * s, 4, 4), q.reshape(g * s, j)
     cloud = None if points is None or len(points) == 0 else _cloud(points.to(dev, dt), cfg.max_points)
-    tol = torch.full((s,), cfg.sweep_tolerance, dtype=dt, device=dev)
-    tol[-1] = cfg.grasp_tolerance
+    # (no item assignment: a Python scalar set into a CUDA tensor is a host copy, which a graph refuses)
+    tol = torch.cat([torch.full((s - 1,), cfg.sweep_tolerance, dtype=dt, device=dev),
+                     torch.full((1,), cfg.grasp_tolerance, dtype=dt, device=dev)])  # fmt: skip
     hits = torch.zeros(g * s, dtype=torch.long, device=dev)
     table = torch.full((g * s,), float("inf"), dtype=dt, device=dev)
     normal, offset = (None, None) if plane is None else plane_tensors(plane, dt, dev)
