@@ -14,11 +14,9 @@ N=$(nproc); B=cuda_graph:tf32
 [ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-D=/tmp/dev101  # the development set (split test, 48 scenes x 4 views, seed 101), composed in 4 processes
-for i in 0 1 2 3; do
-  python3 -m sceneleap_core.cli scenes compose --library sceneleap_core/data/library_default --split test \
-    --num-scenes 48 --views 4 --scenes-per-shard 8 --seed 101 --device cpu --out $D --shard "$i/4" > /tmp/c$i.log 2>&1 &
-done
+PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
+D=/tmp/sets/test  # the development set (split test, 48 scenes x 4 views, seed 101), composed in 4 processes
+mkdir -p /tmp/sets; . bench/compose_sets.sh; compose_dev_shards /tmp/sets 4
 python3 -m pytest -q -p no:cacheprovider test/test_infer_backends.py test/test_infer_postprocess.py -k "graph or select or budget or diverse" \
   2>&1 | tail -n 3
 wait

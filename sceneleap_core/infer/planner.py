@@ -338,20 +338,19 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray, plane, pose: torch.Tensor,
     terms = {k: v.to(device) for k, v in (terms or {}).items()}
     args = (hand, cloud_t, plane, pose, joints, num_grasps, config)
     kwargs = {"anchors": anchors, "terms": terms, "ranker": ranker, "up": up_t}
-    out = None
-    if graphs is not None:
-        out = graphs(*args, **kwargs)
-        if bool(out["overflow"]):  # a search outgrew its budget: redo it exactly
-            log.info("post-processing: a pair search outgrew its budget; redoing the plan's checks without one")
-            out = None
-        else:
-            watch.lap("post")
-    if out is None:
+    out = graphs(*args, **kwargs) if graphs is not None else None
+    if out is not None and bool(out["overflow"]):  # a search outgrew its budget: redo it exactly
+        log.info("post-processing: a pair search outgrew its budget; redoing the plan's checks without one")
+        out = None
+    graphed = out is not None
+    if graphed:
+        watch.lap("post")
+    else:
         out = select_grasps(*args, **kwargs, lap=watch.lap)
     order = out["order"][: int(out["count"])]
     picked_terms = {name: value[order][None].float() for name, value in out["terms"].items()}
     rejected = counts_by_reason(out["rejected"])
-    if "post" not in watch.timings:
+    if not graphed:
         watch.lap("rank")
 
     def pick(x):
