@@ -12,10 +12,15 @@ def backend_spec(spec: str) -> tuple[str, dict]:
     """A bench script's backend name -> (``GraspPlanner`` backend, its extra keyword arguments):
     ``cuda_graph:tf32`` -> ``("cuda_graph", {"graph_precision": "tf32"})``, ``eager`` -> ``("eager", {})``;
     further fields are flags: ``eager-post`` keeps the filter and ranking out of the graphs
-    (``graph_post=False``), ``compile`` captures a compiled denoiser (``graph_compile=True``)."""
+    (``graph_post=False``), ``compile`` captures a compiled denoiser (``graph_compile=True``),
+    ``host-prepare`` prepares the cloud with numpy on the host (``prepare_on_device=False``)."""
     parts = spec.split(":")
     name, precision, flags = parts[0], (parts[1] if len(parts) > 1 else ""), parts[2:]
-    known = {"eager-post": ("graph_post", False), "compile": ("graph_compile", True)}
+    known = {
+        "eager-post": ("graph_post", False),
+        "compile": ("graph_compile", True),
+        "host-prepare": ("prepare_on_device", False),
+    }
     bad = [f for f in flags if f not in known]
     if bad:
         raise ValueError(f"{spec}: unknown backend flag {bad[0]!r}; expected some of {sorted(known)}")

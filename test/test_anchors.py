@@ -355,3 +355,20 @@ def test_planner_encodes_the_cloud_once_for_the_anchor_score_and_the_sampler():
     assert net.vectors.shape == (1, 4, 25)
     # the shared pass gives the scores a separate encoding gives
     assert torch.allclose(net.terms["anchor_logit"], model.score_anchors(pts, net.anchors), atol=1e-5)
+
+
+def test_support_height_at_a_fixed_bin_count_equals_the_bins_sized_to_the_cloud():
+    def sized(heights, bin_size=0.005):  # the lower half's bins counted at their data-dependent number
+        low, mid = heights.quantile(torch.tensor([0.02, 0.5], dtype=heights.dtype), dim=1, keepdim=True)
+        nbins = int(((mid - low) / bin_size).max().ceil()) + 2
+        idx = ((heights - low) / bin_size).floor().clamp(0, nbins - 1).long()
+        counts = torch.zeros(heights.shape[0], nbins).scatter_add_(1, idx, torch.ones_like(heights))
+        counts[:, -1] = 0
+        return low[:, 0] + (counts.argmax(1).to(heights.dtype) + 0.5) * bin_size
+
+    g = torch.Generator().manual_seed(0)
+    for spread in (0.05, 0.3, 1.0):
+        table = torch.rand(8, 1, generator=g) - 0.5 + 0.001 * torch.randn(8, 600, generator=g)
+        clutter = table[:, :1] + spread * torch.rand(8, 400, generator=g)
+        heights = torch.cat([table, clutter], 1)
+        assert torch.allclose(support_height(heights), sized(heights)), spread

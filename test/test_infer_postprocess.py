@@ -411,6 +411,19 @@ def test_diverse_select_is_the_host_greedy_at_fixed_shapes():
         assert diverse_topk(pose, scores, k, spacing).tolist() == _greedy_on_host(pose, scores, k, spacing)
 
 
+def test_within_radius_as_one_product_equals_the_distance_test():
+    from sceneleap_core.infer.postprocess import within_radius
+
+    g = torch.Generator().manual_seed(0)
+    cloud = torch.rand(3000, 3, generator=g) * torch.tensor([0.6, 0.6, 0.2]) + torch.tensor([-0.3, -0.3, -0.6])
+    centres = cloud[:400] + 0.02 * torch.randn(400, 3, generator=g)
+    radius = 0.005 + 0.03 * torch.rand(400, generator=g)
+    dist = (centres.double()[:, None] - cloud.double()[None]).norm(dim=-1)
+    got = within_radius(centres, radius, cloud)
+    clear = (dist - radius.double()[:, None]).abs() > 1e-6  # pairs not on a sphere's surface to float precision
+    assert torch.equal(got[clear], (dist < radius.double()[:, None])[clear]) and got.sum() > 500
+
+
 def test_pair_budget_keeps_its_size_marks_padding_and_flags_overflow():
     from sceneleap_core.infer.postprocess import PairBudget
 
@@ -424,6 +437,9 @@ def test_pair_budget_keeps_its_size_marks_padding_and_flags_overflow():
     small = PairBudget("cpu", pairs_per_state=1, min_pairs=2)
     small.pairs(near, states=1)
     assert small.overflow, "3 pairs in a budget of 2"
+    full = PairBudget("cpu", pairs_per_state=1, min_pairs=3)
+    full.pairs(near, states=1)
+    assert full.overflow, "a budget filled to its last place may have dropped pairs: flagged"
     with pytest.raises(ValueError, match="sizes >= 1"):
         PairBudget("cpu", points=0)
 

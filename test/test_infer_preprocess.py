@@ -104,3 +104,91 @@ def test_estimate_up_finds_a_large_tables_normal_and_refuses_a_line():
     line = np.c_[np.linspace(0, 1, 50), np.zeros(50), np.zeros(50)]
     with pytest.raises(ValueError, match="collinear"):
         estimate_up(line)
+
+
+def test_smallest_eigenvector_in_closed_form_matches_eigh():
+    from sceneleap_core.infer.device_prepare import smallest_eigenvector
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(64, 3, 3))
+    cov = a @ a.transpose(0, 2, 1)
+    cov[:8] = np.diag([1.0, 1.0, 1e-6])  # a flat plane: two equal eigenvalues above the smallest
+    vec = smallest_eigenvector(torch.tensor(cov)).numpy()
+    ref = np.linalg.eigh(cov)[1][..., 0]
+    assert np.allclose(np.abs((vec * ref).sum(-1)), 1.0, atol=1e-6)
+    assert np.allclose(np.linalg.norm(vec, axis=-1), 1.0)
+
+
+def test_preparing_on_the_device_agrees_with_the_host_steps():
+    """The torch steps (CPU here; the same code runs on CUDA) find the host's plane and frame and
+    keep its counts and its errors; only their random draws differ."""
+    from sceneleap_core.infer.device_prepare import prepare_on_device
+
+    pts, _ = _tabletop(n_table=800, n_box=300)
+    organized = np.full((40, 40, 4), np.nan)
+    organized.reshape(-1, 4)[: len(pts), :3] = pts
+    _, host_plane, host_stats = pp.prepare_cloud(organized, 512, seed=0)
+    dev = prepare_on_device(organized, 512, "cpu", seed=0, frame="gravity")
+    assert dev["stats"] == host_stats
+    normal = dev["plane"].normal.numpy()
+    assert np.degrees(np.arccos(np.clip(normal @ host_plane.normal, -1, 1))) < 1.0
+    assert (
+        abs(float(dev["plane"].offset) - host_plane.offset) < 0.003
+        and abs(dev["plane"].inliers - host_plane.inliers) < 0.1
+    )
+    assert normal[2] > 0.99, "oriented up, towards the camera"
+    # drawn without replacement from the cleaned points, and the frame maps the network points back
+    cloud = dev["cloud"].double().numpy()
+    assert len(np.unique(cloud, axis=0)) == 512
+    assert np.abs(cloud[:, None] - pts[None]).sum(-1).min(1).max() < 1e-6
+    back = dev["net"].double() @ dev["frame"][:3, :3].double().T + dev["frame"][:3, 3].double()
+    assert np.allclose(back.numpy(), cloud, atol=1e-5)
+    assert np.allclose(dev["up_net"].numpy(), [0, 0, 1], atol=1e-5), "gravity frame: up is +z"
+    # fewer usable points than asked: every one of them, each 1 or 2 times
+    few = prepare_on_device(pts[:300], 512, "cpu", seed=1, up=np.array([0, 0, 2.0]))
+    _, counts = np.unique(few["cloud"].numpy(), axis=0, return_counts=True)
+    assert len(counts) == 300 and set(counts) == {1, 2}
+    assert np.allclose(few["plane"].normal.numpy(), [0, 0, 1]) and abs(float(few["plane"].offset) + 0.5) < 0.003
+    # a crop: the same points kept, and the same verdict on a plane under them as the host's
+    crop = {"workspace": ((0.015, -0.04, -0.49), (0.09, 0.04, -0.4)), "up": np.array([0, 0, 1.0])}
+    box = prepare_on_device(pts, 256, "cpu", **crop)
+    _, host_box, host_box_stats = pp.prepare_cloud(pts, 256, **crop)
+    assert box["stats"] == host_box_stats and box["stats"]["cropped"] < 300 and (box["cloud"][:, 2] > -0.49).all()
+    assert (box["plane"] is None) == (host_box is None)
+    ball = np.random.default_rng(1).normal(size=(500, 3))  # a lone sphere: no face of it holds the cloud up
+    ball = 0.05 * ball / np.linalg.norm(ball, axis=1, keepdims=True) + [0, 0, -0.5]
+    assert prepare_on_device(ball, 256, "cpu", seed=0)["plane"] is None
+
+
+def test_preparing_on_the_device_names_the_problems_of_bad_clouds():
+    from sceneleap_core.infer.device_prepare import prepare_on_device
+
+    pts, _ = _tabletop(n_table=800, n_box=300)
+    line = np.c_[np.linspace(0, 1, 50), np.zeros(50), np.zeros(50)]
+    cases = [
+        (np.full((10, 10, 3), np.nan), {}, "finite coordinates, got none: all 100"),
+        (pts, {"workspace": ((2, 2, 2), (3, 3, 3))}, "workspace: no point of the cloud"),
+        (pts, {"workspace": ((1, 0, 0), (0, 1, 1))}, "with min <= max"),
+        (pts[:10], {}, "at least 16 usable points, got 10"),
+        (np.tile([[0.1, 0.2, 0.3]], (100, 1)), {}, "degenerate"),
+        (line, {}, "degenerate"),
+        (pts[:, :2], {}, "x, y, z first"),
+        (np.zeros((0, 3)), {}, "non-empty"),
+    ]
+    for cloud, kw, message in cases:
+        with pytest.raises(ValueError, match=message):
+            prepare_on_device(cloud, 64, "cpu", **kw)
+        if "workspace" not in kw or "min <=" in message:  # the host steps say the same
+            with pytest.raises(ValueError, match=message):
+                pp.prepare_cloud(cloud, 64, **kw)
+
+
+def test_the_planner_prepares_and_plans_on_the_device_path():
+    planner = _planner(prepare_on_device=True)
+    pts, _ = _tabletop(n_table=800, n_box=300)
+    prep = planner.prepare(pts, seed=0)
+    assert isinstance(prep.cloud, torch.Tensor) and prep.points.shape == (1, 256, 3) and prep.plane is not None
+    out = planner.plan(pts, 4, steps=2, seed=0)
+    assert out.palm_pose.shape[0] == 1 and out.candidates == 8 and torch.isfinite(out.palm_pose).all()
+    with pytest.raises(ValueError, match="voxel"):
+        planner.prepare(pts, voxel_size=0.02)

@@ -147,6 +147,10 @@ def test_key_values_typed_by_a_schema_or_by_their_look():
         {"graph_precision": "tf32", "graph_post": False},
     )
     assert backend_spec("cuda_graph::eager-post") == ("cuda_graph", {"graph_post": False})
+    assert backend_spec("cuda_graph:tf32:host-prepare") == (
+        "cuda_graph",
+        {"graph_precision": "tf32", "prepare_on_device": False},
+    )
     assert backend_spec("cuda_graph:bf16:compile:eager-post") == (
         "cuda_graph",
         {"graph_precision": "bf16", "graph_compile": True, "graph_post": False},

@@ -151,10 +151,12 @@ class PairBudget:
         ``max(min_pairs, pairs_per_state x states)`` found, padded with (0, 0) entries that ``live``
         (bool) marks dead."""
         size = max(self.min_pairs, self.pairs_per_state * int(states))
-        flat = torch.nonzero_static(near.flatten(), size=size, fill_value=0).squeeze(-1)
-        count = near.sum()
-        self.note(count, size)
-        return flat // near.shape[1], flat % near.shape[1], torch.arange(size, device=near.device) < count
+        flat = torch.nonzero_static(near.flatten(), size=size, fill_value=-1).squeeze(-1)
+        live = flat >= 0
+        # a full budget may have dropped pairs (no count of them: that would be one more pass over ``near``)
+        self.overflow = self.overflow | live[-1]
+        flat = flat.clamp_min(0)
+        return flat // near.shape[1], flat % near.shape[1], live
 
 
 def plane_tensors(plane, dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +176,27 @@ def device_constant(values, dtype, device) -> torch.Tensor:
 
 
 _CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def within_radius(centres: torch.Tensor, radius: torch.Tensor, cloud: torch.Tensor) -> torch.Tensor:
+    """(R, N) bool: point n of ``cloud`` (N, 3) lies within ``radius`` (R,) of centre r (R, 3).
+
+    One (R, 5) x (5, N) float32 product of the squared terms (``|c|^2 - r^2 - 2 c.p + |p|^2 < 0``,
+    both sides shifted to the cloud's mean to keep them small) and one comparison with 0: on an
+    H200 the dense pass of the checks is memory-bound, and ``cdist`` then ``< radius`` wrote and
+    read the (R, N) matrix some six times (norms, clamp, sqrt, a broadcast comparison). The
+    product runs at full float32 whatever the matmul precision setting (tf32 would blur 1 cm radii)."""
+    origin = cloud.mean(0)
+    c, p = centres - origin, cloud - origin
+    one_c, one_p = torch.ones_like(c[:, :1]), torch.ones_like(p[:, :1])
+    a = torch.cat([-2 * c, (c * c).sum(-1, keepdim=True) - radius[:, None] ** 2, one_c], 1)  # (R, 5)
+    b = torch.cat([p, one_p, (p * p).sum(-1, keepdim=True)], 1)  # (N, 5)
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        return (a @ b.T) < 0
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:
@@ -221,7 +244,7 @@ def _pair_depths(hand, state, cloud: torch.Tensor, cull: str,
         if budget is None and (cull == "levels" or (cull == "auto" and ctr.device.type == "cpu")):
             bk, n = _near_pairs(hand, ctr.detach(), cloud, reach)  # CPU: 3.3x faster filter (636 -> 192 ms)
         else:  # on a GPU the one dense pass is cheap and each culling level would add a host sync
-            near = torch.cdist(ctr.detach().reshape(b * k, 3), cloud) < reach.repeat(b)[:, None]
+            near = within_radius(ctr.detach().reshape(b * k, 3), reach.repeat(b), cloud)  # (B K, N)
             bk, n, live = (*near.nonzero(as_tuple=True), None) if budget is None else budget.pairs(near, b)
     local = ((cloud[n] - ctr.reshape(b * k, 3)[bk])[:, None] @ rot.reshape(b * k, 3, 3)[bk]).squeeze(1)
     depth = (-box_signed_distance(local, half[bk % k])).clamp_min(0)  # (pairs,)
