@@ -273,6 +273,28 @@ def test_graph_precision_is_checked_and_tf32_bf16_graphs_stay_near_fp32():
             assert all(len(next(iter(loop._calls.values()))._graphs) == 1 for loop in loops.values())
 
 
+def test_bf16_weights_copy_computes_what_autocast_computes():
+    """The ``bf16`` graphs run a copy of the denoiser with bfloat16 parameters (no weight casts to
+    replay every step); under autocast it computes what autocast makes of the float32 original."""
+    from sceneleap_core.infer.cuda_graph import bf16_weights
+
+    torch.manual_seed(7)
+    model = randomize(build_generator("tiny", anchor="seed").eval())
+    net = bf16_weights(model.denoiser)
+    assert all(p.dtype == torch.bfloat16 for p in net.parameters())
+    assert all(p.dtype == torch.float32 for p in model.denoiser.parameters()), "the original is untouched"
+    assert all(a.dtype == b.dtype for a, b in zip(net.buffers(), model.denoiser.buffers())), "buffers stay"
+    pts = torch.rand(1, 128, 3) - 0.5
+    with torch.no_grad():
+        cache = model.encode_scene(pts, anchors=pts[:, :6], deterministic=True)
+        x, t = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(0)), torch.full((1,), 300.0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, ref = net(x, t, cache).float(), model.denoiser(x, t, cache).float()
+        full = model.denoiser(x, t, cache)
+    torch.testing.assert_close(got, ref)
+    assert 0 < (got - full).abs().max() < 0.1, "bfloat16 arithmetic, near the float32 result"
+
+
 @pytest.mark.parametrize("anchor", ["seed", "none", "seed+context"])
 def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
     """The encoder, the anchor score and the flattened scene cache go through GraphedCall (a call
@@ -308,6 +330,8 @@ def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
             assert len(loop._graphs) == 1 and not loop._eager
             ((post, _),) = graph._post._calls.values()  # captured once, replayed by the second plan
             assert len(post._graphs) == 1 and not post._eager
+            prepare = graph._preparer._calls.values()  # the cloud's preparation: one graph, no fallback
+            assert sum(len(c._graphs) for c in prepare) == 1 and not any(c._eager for c in prepare)
 
 
 def test_graphed_call_runs_through_off_cuda_and_eagerly_what_it_cannot_capture():

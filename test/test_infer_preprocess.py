@@ -192,3 +192,34 @@ def test_the_planner_prepares_and_plans_on_the_device_path():
     assert out.palm_pose.shape[0] == 1 and out.candidates == 8 and torch.isfinite(out.palm_pose).all()
     with pytest.raises(ValueError, match="voxel"):
         planner.prepare(pts, voxel_size=0.02)
+
+
+@pytest.mark.parametrize("given_up", [False, True])
+def test_device_preparation_never_reads_the_device_on_the_host(given_up):
+    """What a CUDA graph cannot capture (a host read, a host -> device copy) fails on the meta device
+    or is caught by the spy: the fixed-shape preparation runs there whole, RANSAC included."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from sceneleap_core.infer.device_prepare import prepare_tensors, uniform_count
+    from sceneleap_core.infer.postprocess import device_constant
+
+    for v in ((0.0, 0.0, 1.0), (0.0, -1.0, 0.0)):  # made once, before a capture (its warm-up runs)
+        device_constant(v, torch.float64, "meta")
+    copies = []
+
+    class Spy(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            tensors = [a for a in torch.utils._pytree.tree_leaves((args, kwargs or {})) if isinstance(a, torch.Tensor)]
+            copy = func in (torch.ops.aten.copy_.default, torch.ops.aten._to_copy.default)
+            if any(a.device.type == "cpu" and (a.dim() > 0 or copy) for a in tensors):
+                copies.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    n, p = 3000, 2500  # p > the RANSAC probe: the probe's sort keys are drawn too
+    xyz, lo, hi = torch.zeros(n, 3, device="meta"), torch.zeros(3, device="meta"), torch.ones(3, device="meta")
+    uniforms = torch.zeros(uniform_count(n, p), device="meta")
+    up = torch.zeros(3, device="meta") if given_up else None
+    with Spy():
+        out = prepare_tensors(xyz, uniforms, lo, hi, up, num_points=p, frame="gravity", center="mean")
+    assert not copies, f"host -> device copies inside the graph: {copies}"
+    assert out[0].shape == (p, 3) and out[2].shape == (4, 4) and out[-1].shape == (20,)

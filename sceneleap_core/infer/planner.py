@@ -411,9 +411,10 @@ class GraspPlanner:
             (:func:`sceneleap_core.models.objectives.initial_noise`; 1 = the trained prior, below 1
             sharper samples); :meth:`from_pretrained` reads ``extra.planner.temperature``.
         prepare_on_device: run :meth:`prepare` with torch on the model's device
-            (:func:`sceneleap_core.infer.device_prepare.prepare_on_device`: fixed shapes, one host
-            sync; its own random draws) instead of numpy on the host; None (default): on CUDA, unless
-            the planner voxelizes (no fixed shape). On one H200 host the numpy steps took ~5 ms.
+            (:class:`sceneleap_core.infer.device_prepare.DevicePreparer`: fixed shapes, one host
+            sync, its own random draws; a CUDA graph per input size on the ``cuda_graph`` backend)
+            instead of numpy on the host; None (default): on CUDA, unless the planner voxelizes (no
+            fixed shape). On one H200 host the numpy steps took ~5 ms.
         graph_post: on the ``cuda_graph`` backend, run the filter and ranking as one CUDA graph
             (:class:`sceneleap_core.infer.cuda_graph.GraphedPost`, the same grasps); False keeps them
             eager (bench comparisons).
@@ -456,7 +457,7 @@ class GraspPlanner:
         if graph_precision not in PRECISIONS:
             raise ValueError(f"graph_precision: expected one of {PRECISIONS}, got {graph_precision!r}")
         self.graph_precision, self.graph_post, self.graph_compile = graph_precision, bool(graph_post), bool(graph_compile)
-        self.prepare_on_device = prepare_on_device
+        self.prepare_on_device, self._preparer = prepare_on_device, None
         self._setup_backend(backend, onnx_dir)
 
     @property
@@ -619,11 +620,13 @@ class GraspPlanner:
         if on_device:
             if voxel:
                 raise ValueError(f"voxel_size: preparing on the device takes no voxel downsampling, got {voxel}")
-            from sceneleap_core.infer.device_prepare import prepare_on_device
+            if self._preparer is None:
+                from sceneleap_core.infer.device_prepare import DevicePreparer
 
-            d = prepare_on_device(points, self.num_points, device, seed=seed, up=up, workspace=workspace,
-                                  frame=self.frame, center=self.center,
-                                  need_up=getattr(self.model, "anchored", False))  # fmt: skip
+                self._preparer = DevicePreparer(self.num_points, frame=self.frame, center=self.center,
+                                                need_up=getattr(self.model, "anchored", False),
+                                                graphed=self.backend == "cuda_graph")  # fmt: skip
+            d = self._preparer(points, device, seed=seed, up=up, workspace=workspace)
             return PreparedCloud(d["net"][None], d["frame"][None], None if d["up_net"] is None else d["up_net"][None],
                                  d["cloud"], d["plane"], d["up"], d["stats"])  # fmt: skip
         pts, plane, stats = prepare_cloud(points, self.num_points, seed=seed, up=up, workspace=workspace,
