@@ -13,13 +13,15 @@ def backend_spec(spec: str) -> tuple[str, dict]:
     ``cuda_graph:tf32`` -> ``("cuda_graph", {"graph_precision": "tf32"})``, ``eager`` -> ``("eager", {})``;
     further fields are flags: ``eager-post`` keeps the filter and ranking out of the graphs
     (``graph_post=False``), ``compile`` captures a compiled denoiser (``graph_compile=True``),
-    ``host-prepare`` prepares the cloud with numpy on the host (``prepare_on_device=False``)."""
+    ``host-prepare`` / ``device-prepare`` prepare the cloud with numpy on the host / torch on the
+    model's device (``prepare_on_device=False`` / ``True``; the default: on CUDA)."""
     parts = spec.split(":")
     name, precision, flags = parts[0], (parts[1] if len(parts) > 1 else ""), parts[2:]
     known = {
         "eager-post": ("graph_post", False),
         "compile": ("graph_compile", True),
         "host-prepare": ("prepare_on_device", False),
+        "device-prepare": ("prepare_on_device", True),
     }
     bad = [f for f in flags if f not in known]
     if bad:

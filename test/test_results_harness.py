@@ -151,6 +151,7 @@ def test_key_values_typed_by_a_schema_or_by_their_look():
         "cuda_graph",
         {"graph_precision": "tf32", "prepare_on_device": False},
     )
+    assert backend_spec("eager::device-prepare") == ("eager", {"prepare_on_device": True})
     assert backend_spec("cuda_graph:bf16:compile:eager-post") == (
         "cuda_graph",
         {"graph_precision": "bf16", "graph_compile": True, "graph_post": False},
