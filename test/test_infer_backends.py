@@ -324,6 +324,8 @@ def test_cuda_graph_planner_plans_the_eager_grasps(anchor):
             torch.testing.assert_close(b.palm_pose, a.palm_pose, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(b.joints, a.joints, atol=1e-4, rtol=1e-4)
             assert ("post" in b.timings) == (device == "cuda")
+            stages = sum(v for k, v in b.timings.items() if k != "total")
+            assert 0 < stages <= b.timings["total"] + 0.5, "stages (GPU timeline on CUDA) within the wall time"
         if device == "cuda":
             assert len(graph._graphed["encode"]._graphs) == 1 and len(graph._graphed["cache"]._graphs) == 1
             (loop,) = graph._loop._calls.values()  # DDIM: the whole reverse process as one graph
