@@ -523,9 +523,9 @@ def test_select_grasps_with_a_budget_never_reads_the_device_on_the_host():
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from sceneleap_core.infer.critic import GraspCritic
-    from sceneleap_core.infer.cuda_graph import _Plane
     from sceneleap_core.infer.planner import select_grasps
     from sceneleap_core.infer.postprocess import PairBudget, finger_index
+    from sceneleap_core.infer.preprocess import SupportPlane
 
     hand = copy.deepcopy(_hand())
     fingers = finger_index(hand)  # cached per device at the first (warm-up) call, before any capture
@@ -547,7 +547,7 @@ def test_select_grasps_with_a_budget_never_reads_the_device_on_the_host():
 
     c = 12
     pose, joints = meta(torch.eye(4).repeat(c, 1, 1)), meta(torch.zeros(c, hand.dof))
-    plane, up = _Plane(meta([0.0, 0.0, 1.0]), meta(-0.5)), meta([0.0, 0.0, 1.0])
+    plane, up = SupportPlane(meta([0.0, 0.0, 1.0]), meta(-0.5)), meta([0.0, 0.0, 1.0])
     terms = {name: torch.zeros(c, device="meta") for name in critic.features if name == "anchor_logit"}
     cloud = meta(tabletop()[0])
     with Spy():

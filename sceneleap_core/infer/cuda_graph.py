@@ -256,13 +256,14 @@ class GraphedPost:
     def _entry(self, key: tuple, layout: tuple, hand, num_grasps: int, config, ranker) -> tuple:
         from sceneleap_core.infer.planner import select_grasps
         from sceneleap_core.infer.postprocess import PairBudget
+        from sceneleap_core.infer.preprocess import SupportPlane
 
         has_plane, has_anchors, has_up, names = layout
         holder: dict[str, tuple] = {}  # the output layout, filled at the first (warm-up) call
 
         def run(pose, joints, cloud, *rest):
             rest = list(rest)
-            plane = _Plane(rest.pop(0), rest.pop(0)) if has_plane else None
+            plane = SupportPlane(rest.pop(0), rest.pop(0)) if has_plane else None
             anchors = rest.pop(0) if has_anchors else None
             up = rest.pop(0) if has_up else None
             terms = dict(zip(names, rest))
@@ -300,10 +301,3 @@ class GraphedPost:
         out = dict(zip(keys, flat[: len(keys)]))
         out["terms"] = dict(zip(term_names, flat[len(keys) :]))
         return out
-
-
-class _Plane:
-    """A support plane of tensors (``normal`` (3,), ``offset`` ()): a captured graph's inputs."""
-
-    def __init__(self, normal: torch.Tensor, offset: torch.Tensor) -> None:
-        self.normal, self.offset = normal, offset

@@ -59,7 +59,7 @@ class PreparedCloud:
     up_net: torch.Tensor | None
     cloud: np.ndarray | torch.Tensor
     plane: object | None
-    up: np.ndarray | None
+    up: np.ndarray | torch.Tensor | None
     stats: dict
 
 
@@ -312,7 +312,7 @@ def select_grasps(hand: HandModel, cloud: torch.Tensor, plane, pose: torch.Tenso
 def finish_grasps(hand: HandModel, cloud: np.ndarray | torch.Tensor, plane, pose: torch.Tensor, joints: torch.Tensor,
                   num_grasps: int, config: PostConfig, *, vectors: torch.Tensor, anchors: torch.Tensor | None = None,
                   watch: Stopwatch | None = None, terms: dict[str, torch.Tensor] | None = None,
-                  ranker=None, up: np.ndarray | None = None, graphs=None) -> GraspSet:  # fmt: skip
+                  ranker=None, up: np.ndarray | torch.Tensor | None = None, graphs=None) -> GraspSet:  # fmt: skip
     """Candidate grasps of one cloud -> the ranked :class:`GraspSet` (1, G, ...): the post-processing
     every planner shares (the learned :meth:`GraspPlanner.plan` and the non-learned baselines of
     :mod:`sceneleap_core.infer.baselines`), so they are filtered and ranked alike.
@@ -630,7 +630,10 @@ class GraspPlanner:
         ``workspace`` ((min xyz), (max xyz), the cloud's frame) when given; voxel-downsampled by
         ``voxel_size`` (m; the planner's default when None, 0 = off); ``num_points`` drawn (seeded,
         with replacement when fewer); the support plane found (``up`` or RANSAC); the network frame.
-        ValueError naming the problem for empty, all-NaN, degenerate or wrongly shaped clouds."""
+        ValueError naming the problem for empty, all-NaN, degenerate or wrongly shaped clouds.
+        With ``prepare_on_device`` (the default on CUDA) the same steps run in torch on the model's
+        device (:mod:`sceneleap_core.infer.device_prepare`: its own draws; ``cloud``, ``up`` and the
+        plane's fields come back as device tensors); a voxel size is then an error."""
         from sceneleap_core.geometry.frames import network_frame
         from sceneleap_core.infer.preprocess import prepare_cloud
 

@@ -90,11 +90,14 @@ def check_spread(xyz: np.ndarray, *, min_points: int = MIN_POINTS, min_extent: f
 @dataclass
 class SupportPlane:
     """The table: points x with ``normal . x = offset`` (normal = world up in the cloud's frame);
-    ``inliers``: fraction of the cloud within the fit threshold."""
+    ``inliers``: fraction of the cloud within the fit threshold. ``normal`` (3,) and ``offset`` are
+    numpy / float from :func:`support_plane`, tensors on the device from
+    :class:`sceneleap_core.infer.device_prepare.DevicePreparer` and inside a captured
+    post-processing graph (:class:`sceneleap_core.infer.cuda_graph.GraphedPost`)."""
 
-    normal: np.ndarray
-    offset: float
-    inliers: float
+    normal: np.ndarray | torch.Tensor
+    offset: float | torch.Tensor
+    inliers: float = 0.0
 
     def height(self, xyz: np.ndarray) -> np.ndarray:
         return xyz @ self.normal - self.offset
