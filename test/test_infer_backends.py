@@ -406,3 +406,45 @@ def test_same_device_reads_an_unindexed_cuda_as_the_current_device(monkeypatch):
     assert same_device(torch.device("cuda", 0), "cuda") and same_device(torch.device("cuda", 0), "cuda:0")
     assert not same_device(torch.device("cuda", 1), "cuda") and not same_device(torch.device("cuda", 0), "cuda:1")
     assert not same_device(torch.device("cpu"), "cuda") and not same_device(torch.device("cuda", 0), "cpu")
+
+
+def test_stopwatch_on_cuda_records_events_and_reads_them_once(monkeypatch):
+    """On CUDA a lap records an event (no synchronize: the GPU keeps working while the host
+    launches the next stage); ``total()`` waits for the last event once and turns the events into
+    stage times in lap order. A fake event class stands in for CUDA here."""
+    import time
+
+    from sceneleap_core.infer.planner import Stopwatch
+
+    waits = []
+
+    class FakeEvent:
+        def __init__(self, enable_timing=False):
+            assert enable_timing
+            self.at = None
+
+        def record(self):
+            self.at = time.perf_counter()
+
+        def synchronize(self):
+            waits.append(self)
+
+        def elapsed_time(self, end):
+            return 1e3 * (end.at - self.at)
+
+    def no_sync():
+        raise AssertionError("a lap synchronized the device")
+
+    monkeypatch.setattr(torch.cuda, "Event", FakeEvent)
+    monkeypatch.setattr(torch.cuda, "synchronize", no_sync)
+    watch = Stopwatch("cuda")
+    for name, pause in (("prepare", 0.002), ("sample", 0.004), ("post", 0.001)):
+        time.sleep(pause)
+        watch.lap(name)
+    timings = watch.total()
+    assert list(timings) == ["prepare", "sample", "post", "total"] and len(waits) == 1
+    assert timings["sample"] >= 4.0 and timings["prepare"] >= 2.0 and timings["post"] >= 1.0
+    assert sum(timings[k] for k in ("prepare", "sample", "post")) <= timings["total"]
+    cpu = Stopwatch("cpu")  # off CUDA: the host clock, no events
+    cpu.lap("prepare")
+    assert set(cpu.total()) == {"prepare", "total"}
