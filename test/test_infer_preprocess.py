@@ -223,3 +223,36 @@ def test_device_preparation_never_reads_the_device_on_the_host(given_up):
         out = prepare_tensors(xyz, uniforms, lo, hi, up, num_points=p, frame="gravity", center="mean")
     assert not copies, f"host -> device copies inside the graph: {copies}"
     assert out[0].shape == (p, 3) and out[2].shape == (4, 4) and out[-1].shape == (20,)
+
+
+def test_clouds_of_nearby_sizes_share_one_padded_shape_and_keep_their_counts():
+    """An unorganized stream changes size every frame: padding with NaN rows to a power of two lets
+    one captured graph serve them all, and the counts still describe the cloud as given."""
+    from sceneleap_core.infer.device_prepare import DevicePreparer, padded_size
+
+    assert [padded_size(n) for n in (1, 4096, 4097, 20000, 100000)] == [4096, 4096, 8192, 32768, 131072]
+    preparer = DevicePreparer(256, frame="gravity")
+    shapes = []
+    core = preparer._core
+
+    def spy(given):
+        run = core(given)
+
+        def wrapped(xyz, *rest):
+            shapes.append(tuple(xyz.shape))
+            return run(xyz, *rest)
+
+        return wrapped
+
+    preparer._core = spy
+    pts, _ = _tabletop(n_table=3000, n_box=1200)
+    rows = np.random.default_rng(0).permutation(len(pts))
+    for n in (4200, 4150):
+        cloud = pts[rows[:n]]
+        cloud[::50] = np.nan
+        out = preparer(cloud, "cpu", seed=0)
+        assert out["stats"]["input"] == n and out["stats"]["nonfinite"] == len(range(0, n, 50))
+        assert out["plane"] is not None and torch.isfinite(out["cloud"]).all()
+    assert shapes == [(8192, 3), (8192, 3)]
+    with pytest.raises(ValueError, match="all 4200 points are NaN"):
+        preparer(np.full((4200, 3), np.nan), "cpu")
