@@ -199,7 +199,7 @@ def prepare_tensors(xyz: torch.Tensor, uniforms: torch.Tensor, lo: torch.Tensor,
 class DevicePreparer:
     """One raw cloud -> what :meth:`sceneleap_core.infer.GraspPlanner.prepare` needs, on ``device``:
     the host's checks of shape and workspace, the upload, one draw of uniforms, then
-    :func:`prepare_tensors` (replayed from a CUDA graph per input size with ``graphed``), then one
+    :func:`prepare_tensors` (replayed from a CUDA graph per :func:`padded_size` with ``graphed``), then one
     host read of its report, which raises the errors of a bad cloud.
 
     Args:

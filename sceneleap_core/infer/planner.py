@@ -434,7 +434,7 @@ class GraspPlanner:
             sharper samples); :meth:`from_pretrained` reads ``extra.planner.temperature``.
         prepare_on_device: run :meth:`prepare` with torch on the model's device
             (:class:`sceneleap_core.infer.device_prepare.DevicePreparer`: fixed shapes, one host
-            sync, its own random draws; a CUDA graph per input size on the ``cuda_graph`` backend)
+            sync, its own random draws; a CUDA graph per padded size on the ``cuda_graph`` backend)
             instead of numpy on the host; None (default): on CUDA, unless the planner voxelizes (no
             fixed shape). On one H200 host the numpy steps took ~5 ms.
         graph_post: on the ``cuda_graph`` backend, run the filter and ranking as one CUDA graph
