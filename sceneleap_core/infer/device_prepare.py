@@ -165,7 +165,7 @@ def prepare_tensors(xyz: torch.Tensor, uniforms: torch.Tensor, lo: torch.Tensor,
         (float64: the counts and fractions of ``REPORT``, the finite points' extent (6,), the usable
         points' covariance (9,)).
     """
-    n_in = xyz.shape[0]
+    rows = xyz.shape[0]  # the padded cloud (padded_size)
     finite = torch.isfinite(xyz).all(1)
     clean = torch.where(finite[:, None], xyz, torch.zeros_like(xyz))
     usable = finite & ((clean >= lo) & (clean <= hi)).all(1)
@@ -175,11 +175,11 @@ def prepare_tensors(xyz: torch.Tensor, uniforms: torch.Tensor, lo: torch.Tensor,
     )
     count, _, cov = _masked_moments(clean, usable)
     # a random permutation of the usable points first; cycled when there are fewer than P
-    keys = torch.where(usable, uniforms[:n_in], torch.full_like(uniforms[:n_in], 2.0))
+    keys = torch.where(usable, uniforms[:rows], torch.full_like(uniforms[:rows], 2.0))
     pick = keys.argsort()[torch.arange(num_points, device=xyz.device) % count.long().clamp_min(1)]
     pts = clean[pick]  # (P, 3)
     if up is None:
-        up, found = ransac_up(pts, uniforms[n_in:])
+        up, found = ransac_up(pts, uniforms[rows:])
     else:
         found = torch.ones((), dtype=torch.bool, device=xyz.device)
     normal, offset, inliers, below = plane_fit(pts, up)
