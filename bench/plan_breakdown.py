@@ -19,7 +19,7 @@ import functools
 
 import torch
 from infer_cpu import tabletop  # bench/ is the script's directory: the same synthetic tabletop cloud
-from profile_plan import build_planner
+from profile_plan import build_planner, plan_arguments
 
 # ("module[:Class]", attribute, row name): the calls timed, in the order a plan makes them
 WRAPPED = (
@@ -100,15 +100,7 @@ def main(argv=None) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default=None, help="save_pretrained directory (default: random --preset)")
-    ap.add_argument("--preset", default="dit_s")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--sampler", default="ddim")
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--grasps", type=int, default=32)
-    ap.add_argument("--points", type=int, default=20000)
-    ap.add_argument("--oversample", type=float, default=None, help="candidates per grasp (default: the model's)")
-    ap.add_argument("--repeats", type=int, default=5)
+    plan_arguments(ap, repeats=5)
     ap.add_argument("--kernels", type=int, default=12, help="top kernels listed (device time)")
     ap.add_argument("--backend", default="eager",
                     help="eager (post at the graph's fixed shapes, run eagerly) or e.g. cuda_graph:tf32 (the graphs' rows)")  # fmt: skip

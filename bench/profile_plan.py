@@ -88,18 +88,24 @@ def parity(reference, other, cloud: np.ndarray, args) -> dict:
     }
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def plan_arguments(ap: argparse.ArgumentParser, repeats: int) -> None:
+    """The options of one profiled plan (model, device, sampler, G, cloud size, oversampling,
+    repeats), shared with bench/plan_breakdown.py."""
     ap.add_argument("--model", default=None, help="save_pretrained directory (default: random --preset)")
     ap.add_argument("--preset", default="dit_s")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--backends", default="eager,cuda_graph")
     ap.add_argument("--sampler", default="ddim")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--grasps", type=int, default=32)
     ap.add_argument("--points", type=int, default=20000)
     ap.add_argument("--oversample", type=float, default=None, help="candidates per grasp (default: the model's)")
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--repeats", type=int, default=repeats)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    plan_arguments(ap, repeats=10)
+    ap.add_argument("--backends", default="eager,cuda_graph")
     ap.add_argument("--top", type=int, default=8, help="operators listed per backend")
     args = ap.parse_args(argv)
 

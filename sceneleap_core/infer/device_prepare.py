@@ -33,7 +33,7 @@ import torch
 
 from sceneleap_core.geometry.anchors import support_height
 from sceneleap_core.infer.postprocess import device_constant
-from sceneleap_core.infer.preprocess import MIN_POINTS, SupportPlane, as_xyz
+from sceneleap_core.infer.preprocess import SupportPlane, as_xyz, check_moments, empty_crop_error, workspace_box
 
 RANSAC_ITERATIONS = 200  # as frames.estimate_up
 RANSAC_PROBE = 2048
@@ -254,12 +254,7 @@ class DevicePreparer:
             raw = points.detach().reshape(-1, points.shape[-1])[:, :3]
         else:
             raw = torch.from_numpy(np.ascontiguousarray(as_xyz(points), dtype=np.float32))
-        box = np.array([[-np.inf] * 3, [np.inf] * 3])
-        if workspace is not None:
-            box = np.asarray(workspace, dtype=np.float64)
-            if box.shape != (2, 3) or not np.all(box[0] <= box[1]):
-                raise ValueError(f"workspace: expected ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min <= max, "
-                                 f"got {box.tolist()}")  # fmt: skip
+        box = np.array([[-np.inf] * 3, [np.inf] * 3]) if workspace is None else workspace_box(workspace)
         xyz = raw.to(device, torch.float32, non_blocking=True).contiguous()
         n_in, size = len(xyz), padded_size(len(xyz))
         if size > n_in:  # NaN rows are masked like a camera's holes: one graph serves a range of sizes
@@ -280,17 +275,8 @@ class DevicePreparer:
         if n_finite == 0:
             raise ValueError(f"points: expected finite coordinates, got none: all {n_in} points are NaN or inf")
         if n_usable == 0:
-            lo_s, hi_s = ext[:3].round(3).tolist(), ext[3:].round(3).tolist()
-            raise ValueError(f"workspace: no point of the cloud (extent {lo_s} .. {hi_s}) lies inside "
-                             f"{box.round(3).tolist()}")  # fmt: skip
-        if n_usable < MIN_POINTS:
-            raise ValueError(
-                f"points: expected at least {MIN_POINTS} usable points, got {int(n_usable)} after cleaning"
-            )
-        sv = np.sqrt(np.clip(np.linalg.eigvalsh(cov), 0.0, None))[::-1]
-        if sv[1] < 1e-4:
-            raise ValueError(f"points: degenerate cloud (spread {sv.round(6).tolist()} m along its principal axes: "
-                             "all points on one spot or one line)")  # fmt: skip
+            raise empty_crop_error(ext[:3], ext[3:], box)
+        check_moments(n_usable, cov)
         wants_up = given or self.frame == "gravity" or self.need_up
         if not ok and wants_up:
             raise ValueError("points: expected a cloud with a plane in it, got collinear points")

@@ -33,6 +33,7 @@ import torch
 from sceneleap_core.data.hand_collision import sweep_states
 from sceneleap_core.geometry.box_sdf import box_signed_distance
 from sceneleap_core.geometry.rotations import axis_angle_to_matrix
+from sceneleap_core.infer.cuda_graph import precision_context
 
 REASONS = ("nonfinite", "table", "cloud", "sweep")
 CLEARANCE_STAGES = ("off", "candidates", "returned")
@@ -191,12 +192,8 @@ def within_radius(centres: torch.Tensor, radius: torch.Tensor, cloud: torch.Tens
     one_c, one_p = torch.ones_like(c[:, :1]), torch.ones_like(p[:, :1])
     a = torch.cat([-2 * c, (c * c).sum(-1, keepdim=True) - radius[:, None] ** 2, one_c], 1)  # (R, 5)
     b = torch.cat([p, one_p, (p * p).sum(-1, keepdim=True)], 1)  # (N, 5)
-    before = torch.get_float32_matmul_precision()
-    torch.set_float32_matmul_precision("highest")
-    try:
+    with precision_context("fp32"):
         return (a @ b.T) < 0
-    finally:
-        torch.set_float32_matmul_precision(before)
 
 
 def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:

@@ -46,17 +46,28 @@ def drop_nonfinite(xyz: np.ndarray) -> tuple[np.ndarray, int]:
     return xyz[ok], int((~ok).sum())
 
 
-def crop_box(xyz: np.ndarray, workspace) -> np.ndarray:
-    """Keep points inside the axis-aligned box ``workspace`` = (min (3,), max (3,)) in the cloud's frame."""
+def workspace_box(workspace) -> np.ndarray:
+    """``workspace`` ((xmin, ymin, zmin), (xmax, ymax, zmax)) -> (2, 3) float64, or ValueError."""
     box = np.asarray(workspace, dtype=np.float64)
     if box.shape != (2, 3) or not np.all(box[0] <= box[1]):
         raise ValueError(
             f"workspace: expected ((xmin, ymin, zmin), (xmax, ymax, zmax)) with min <= max, got {box.tolist()}"
         )
+    return box
+
+
+def empty_crop_error(lo, hi, box: np.ndarray) -> ValueError:
+    """The error of a workspace that keeps no point of a cloud whose extent is ``lo`` .. ``hi`` (3,)."""
+    lo, hi = np.round(lo, 3).tolist(), np.round(hi, 3).tolist()
+    return ValueError(f"workspace: no point of the cloud (extent {lo} .. {hi}) lies inside {box.round(3).tolist()}")
+
+
+def crop_box(xyz: np.ndarray, workspace) -> np.ndarray:
+    """Keep points inside the axis-aligned box ``workspace`` = (min (3,), max (3,)) in the cloud's frame."""
+    box = workspace_box(workspace)
     keep = np.all((xyz >= box[0]) & (xyz <= box[1]), axis=1)
     if not keep.any():
-        lo, hi = xyz.min(0).round(3).tolist(), xyz.max(0).round(3).tolist()
-        raise ValueError(f"workspace: no point of the cloud (extent {lo} .. {hi}) lies inside {box.round(3).tolist()}")
+        raise empty_crop_error(xyz.min(0), xyz.max(0), box)
     return xyz[keep]
 
 
@@ -76,10 +87,17 @@ def voxel_downsample(xyz: np.ndarray, voxel: float) -> np.ndarray:
 
 def check_spread(xyz: np.ndarray, *, min_points: int = MIN_POINTS, min_extent: float = 1e-4) -> None:
     """Raise ValueError for clouds no network can read: too few points, or all on one point / line."""
-    if len(xyz) < min_points:
-        raise ValueError(f"points: expected at least {min_points} usable points, got {len(xyz)} after cleaning")
-    centred = xyz - xyz.mean(0)  # singular values / sqrt(N) from the 3 x 3 second moment (no N x 3 SVD)
-    sv = np.sqrt(np.clip(np.linalg.eigvalsh(centred.T @ centred / len(xyz)), 0.0, None))[::-1]
+    centred = xyz - xyz.mean(0) if len(xyz) else xyz
+    check_moments(len(xyz), centred.T @ centred / max(1, len(xyz)), min_points=min_points, min_extent=min_extent)
+
+
+def check_moments(count: int, cov: np.ndarray, *, min_points: int = MIN_POINTS, min_extent: float = 1e-4) -> None:
+    """:func:`check_spread` from a cloud's point count and 3 x 3 covariance (the device path reads
+    these back instead of the points)."""
+    if count < min_points:
+        raise ValueError(f"points: expected at least {min_points} usable points, got {int(count)} after cleaning")
+    # singular values / sqrt(N) from the 3 x 3 second moment (no N x 3 SVD)
+    sv = np.sqrt(np.clip(np.linalg.eigvalsh(cov), 0.0, None))[::-1]
     if sv[1] < min_extent:
         raise ValueError(
             f"points: degenerate cloud (spread {sv.round(6).tolist()} m along its principal axes: "
