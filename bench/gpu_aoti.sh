@@ -3,10 +3,8 @@
 # AOTInductor, probe-load it in a child process with and without a CUDA context first, and if it
 # loads, time plan() with it beside eager and cuda_graph. ~5 min (the compile is most of it).
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 M=${MODEL:-sceneleap_core/assets/default_model}; E=/tmp/engines
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+. bench/gpu_env.sh  # threads, wheels, PYTHONPATH, the GPU
 timeout 420 python3 - "$M" "$E/aoti" <<'PY'
 import json, sys, time
 import torch

@@ -6,11 +6,10 @@
 #   bash bench/gpu_clearance.sh      (MODEL, STAGES, LIFT_STAGES (default STAGES), REPEATS (latency runs per
 #                                    stage, alternating; default 2), POST env overrides; writes into $OUT)
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 PYTHONIOENCODING=utf-8 COLUMNS=160
+export PYTHONIOENCODING=utf-8 COLUMNS=160
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; M=${MODEL:-sceneleap_core/assets/default_model}
 STAGES=${STAGES:-off returned candidates}; LIFT_STAGES=${LIFT_STAGES:-$STAGES}; POST=${POST:-}; N=$(nproc --all)
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+. bench/gpu_env.sh  # threads, wheels, PYTHONPATH, the GPU
 python3 -m pytest -q -p no:cacheprovider test/test_infer_postprocess.py 2>&1 | tail -n 2  # on the GPU too
 T=/tmp/test202; [ -e $T/manifest.json ] || python3 -m sceneleap_core.cli scenes compose --library sceneleap_core/data/library_default \
   --split test --num-scenes 48 --views 2 --seed 202 --out $T > /tmp/compose.log 2>&1 || tail -n 5 /tmp/compose.log

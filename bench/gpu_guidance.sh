@@ -3,10 +3,8 @@
 # ladder's held-out rung), then planner latency per backend (eager vs torch.compile).
 #   bash bench/gpu_guidance.sh   (GUIDANCE, VIEWS, GRASPS env overrides; writes into $OUT)
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 GUIDANCE=${GUIDANCE:-1 2 3}; VIEWS=${VIEWS:-48}; GRASPS=${GRASPS:-32}; OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+. bench/gpu_env.sh  # threads, wheels, PYTHONPATH, the GPU
 N=$(nproc --all); T=/tmp/gtest; rm -rf $T /tmp/grun; mkdir -p /tmp/grun
 for i in $(seq 0 11); do
   python3 -m sceneleap_core.cli scenes compose --library sceneleap_core/data/library_default --split test --num-scenes 48 \

@@ -5,12 +5,9 @@
 # deployed backend over samplers x candidates per grasp, and the seed's baseline (DDPM 100, eager).
 #   bash bench/gpu_latency.sh        (MODEL, REPEATS, OVERSAMPLE, SAMPLERS env overrides; writes into $OUT)
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; M=${MODEL:-sceneleap_core/assets/default_model}; R=${REPEATS:-20}
 OVERSAMPLE=${OVERSAMPLE:-2,4,8}; SAMPLERS=${SAMPLERS:-ddim:10,ddim:4,dpmpp:5}
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. bench/gpu_env.sh  # threads, wheels, PYTHONPATH, the GPU
 python3 -m pytest -q -p no:cacheprovider test/test_infer_backends.py -k "graph" 2>&1 | tail -n 3
 for x in ${OVERSAMPLE//,/ }; do
   python3 bench/profile_plan.py --model "$M" --device cuda --backends eager,cuda_graph --oversample "$x" --repeats 10 \

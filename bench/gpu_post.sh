@@ -8,12 +8,9 @@
 #   bash bench/gpu_post.sh        (MODEL, REPEATS, VIEWS, GRASPS env overrides, COMPILE=1 profiles a
 #   compiled denoiser in the loop graph too; writes into $OUT)
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; M=${MODEL:-sceneleap_core/assets/default_model}; R=${REPEATS:-20}
 N=$(nproc); B=cuda_graph:tf32
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. bench/gpu_env.sh  # threads, wheels, PYTHONPATH, the GPU
 PY=python3; SL="$PY -m sceneleap_core.cli"; LIB=sceneleap_core/data/library_default
 D=/tmp/sets/test  # the development set (split test, 48 scenes x 4 views, seed 101), composed in 4 processes
 mkdir -p /tmp/sets; . bench/compose_sets.sh; compose_dev_shards /tmp/sets 4

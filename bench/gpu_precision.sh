@@ -5,11 +5,9 @@
 # fresh test set of unseen objects (seed 202, 32 views x 32 grasps) per precision and sampler.
 #   bash bench/gpu_precision.sh      (MODEL, METHODS, PRECISIONS env overrides; writes into $OUT)
 set -uo pipefail
-export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"; M=${MODEL:-sceneleap_core/assets/default_model}
 METHODS=${METHODS:-ddim:10,ddim:4}; PRECISIONS=${PRECISIONS:-fp32 tf32 bf16}; N=$(nproc --all)
-[ -d .whl ] && python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-export PYTHONPATH=/tmp/site:$PWD
+. bench/gpu_env.sh  # threads, wheels, PYTHONPATH, the GPU
 python3 -m pytest -q -p no:cacheprovider test/test_infer_backends.py test/test_infer_postprocess.py -k "graph or chunk" 2>&1 | tail -n 2
 T=/tmp/test202; [ -e $T/manifest.json ] || python3 -m sceneleap_core.cli scenes compose --library sceneleap_core/data/library_default \
   --split test --num-scenes 48 --views 2 --seed 202 --out $T > /tmp/compose.log 2>&1 || tail -n 5 /tmp/compose.log

@@ -14,7 +14,9 @@ def backend_spec(spec: str) -> tuple[str, dict]:
     further fields are flags: ``eager-post`` keeps the filter and ranking out of the graphs
     (``graph_post=False``), ``compile`` captures a compiled denoiser (``graph_compile=True``),
     ``host-prepare`` / ``device-prepare`` prepare the cloud with numpy on the host / torch on the
-    model's device (``prepare_on_device=False`` / ``True``; the default: on CUDA)."""
+    model's device (``prepare_on_device=False`` / ``True``; the default: on CUDA), ``unfused-depth``
+    keeps the checks' pair searches instead of the fused depth kernels (``extra["post"]``: PostConfig
+    overrides for the caller to apply, ``{"fused_depth": False}``)."""
     parts = spec.split(":")
     name, precision, flags = parts[0], (parts[1] if len(parts) > 1 else ""), parts[2:]
     known = {
@@ -22,6 +24,7 @@ def backend_spec(spec: str) -> tuple[str, dict]:
         "compile": ("graph_compile", True),
         "host-prepare": ("prepare_on_device", False),
         "device-prepare": ("prepare_on_device", True),
+        "unfused-depth": ("post", {"fused_depth": False}),
     }
     bad = [f for f in flags if f not in known]
     if bad:

@@ -76,6 +76,7 @@ def main(argv=None) -> None:
     planners = {}
     for backend in args.backends.split(","):
         name, extra = backend_spec(backend)
+        flagged = extra.pop("post", {})
         if args.engine_dir and name in ("aoti", "onnx", "tensorrt"):
             extra["onnx_dir"] = f"{args.engine_dir}/{name}"
         if args.model:
@@ -86,7 +87,7 @@ def main(argv=None) -> None:
             norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.08)
             model = build_generator(args.preset, anchor="seed").eval().to(args.device)
             planners[backend] = GraspPlanner(model, norm, hand, backend=name, frame="gravity", **extra)
-        planners[backend].post = dataclasses.replace(planners[backend].post, **post)
+        planners[backend].post = dataclasses.replace(planners[backend].post, **{**post, **flagged})
     device = args.device + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else "")
     first = next(iter(planners.values()))
     print(f"model {args.model or 'random ' + args.preset}, device {device}, torch {torch.__version__}, "

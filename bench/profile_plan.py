@@ -13,6 +13,7 @@ launches: graphs, fusion), one close to it is compute-bound (the cure is less ar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 import torch
@@ -27,13 +28,17 @@ def build_planner(args, backend: str):
     from sceneleap_core.models import build_generator
 
     name, extra = backend_spec(backend)
+    post = extra.pop("post", {})
     if args.model:
-        return GraspPlanner.from_pretrained(args.model, device=args.device, backend=name, **extra)
-    torch.manual_seed(0)
-    hand = HandModel.load().to(args.device)
-    norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.08)
-    model = build_generator(args.preset, anchor="seed").eval().to(args.device)
-    return GraspPlanner(model, norm, hand, backend=name, frame="gravity", **extra)
+        planner = GraspPlanner.from_pretrained(args.model, device=args.device, backend=name, **extra)
+    else:
+        torch.manual_seed(0)
+        hand = HandModel.load().to(args.device)
+        norm = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.08)
+        model = build_generator(args.preset, anchor="seed").eval().to(args.device)
+        planner = GraspPlanner(model, norm, hand, backend=name, frame="gravity", **extra)
+    planner.post = dataclasses.replace(planner.post, **post)
+    return planner
 
 
 def profile_backend(planner, cloud: np.ndarray, args) -> dict:

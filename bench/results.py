@@ -370,6 +370,7 @@ class Planners:
 
         for path in dict.fromkeys(m.model or model for m in methods if m.learned):
             name, extra = backend_spec(backend)  # e.g. cuda_graph:tf32
+            post = {**extra.pop("post", {}), **(post or {})}
             self.learned[path] = GraspPlanner.from_pretrained(path, device=device, backend=name, **extra)
         if any(not m.learned for m in methods):
             from sceneleap_core.infer.baselines import NormalApproachPlanner

@@ -156,6 +156,10 @@ def test_key_values_typed_by_a_schema_or_by_their_look():
         "cuda_graph",
         {"graph_precision": "bf16", "graph_compile": True, "graph_post": False},
     )
+    assert backend_spec("cuda_graph:tf32:unfused-depth") == (
+        "cuda_graph",
+        {"graph_precision": "tf32", "post": {"fused_depth": False}},
+    )
     with pytest.raises(ValueError, match="unknown backend flag 'fast'"):
         backend_spec("cuda_graph:tf32:fast")
     post = parse_key_values(["refine_steps=3", "filter=no", "pregrasp_distance=0.2"], "--post", PostConfig())

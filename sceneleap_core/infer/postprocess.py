@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from sceneleap_core.data.hand_collision import sweep_states
+from sceneleap_core.geometry.box_depth import box_max_depth, fused_available, hand_depth_stats
 from sceneleap_core.geometry.box_sdf import box_signed_distance
 from sceneleap_core.geometry.rotations import axis_angle_to_matrix
 from sceneleap_core.infer.cuda_graph import precision_context
@@ -77,6 +78,10 @@ class PostConfig:
             depth (m) of an observed point inside a finger's boxes that still counts as clear (1 mm:
             chosen on the development set over 0 and 2 mm, bench/RESULTS.md);
             clearance_points: observed points it uses (strided).
+        fused_depth: where Triton runs (CUDA), the checks' gradient-free depth reductions (the
+            collision check's hits, the ranking energy's penetration, finger clearance) run as the
+            fused kernels of :mod:`sceneleap_core.geometry.box_depth`: no (box, point) matrix and
+            no pair search, so no budget to outgrow. False keeps the pair searches (``cull``).
     """
 
     filter: bool = True
@@ -103,6 +108,7 @@ class PostConfig:
     clearance_levels: tuple = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
     clearance_tolerance: float = 0.001
     clearance_points: int = 8192
+    fused_depth: bool = True
 
     def __post_init__(self):
         if self.clearance not in CLEARANCE_STAGES:
@@ -194,6 +200,11 @@ def within_radius(centres: torch.Tensor, radius: torch.Tensor, cloud: torch.Tens
     b = torch.cat([p, one_p, (p * p).sum(-1, keepdim=True)], 1)  # (N, 5)
     with precision_context("fp32"):
         return (a @ b.T) < 0
+
+
+def use_fused(config: PostConfig, cloud: torch.Tensor | None) -> bool:
+    """Whether the checks on ``cloud`` take the fused depth kernels (``PostConfig.fused_depth``)."""
+    return config.fused_depth and cloud is not None and fused_available(cloud)
 
 
 def _cloud(points: torch.Tensor, max_points: int) -> torch.Tensor:
@@ -318,11 +329,14 @@ def collision_check(hand, pose: torch.Tensor, joints: torch.Tensor, points: torc
     hits = torch.zeros(g * s, dtype=torch.long, device=dev)
     table = torch.full((g * s,), float("inf"), dtype=dt, device=dev)
     normal, offset = (None, None) if plane is None else plane_tensors(plane, dt, dev)
-    chunk = check_chunk(cfg.chunk, s, hand.box_half.shape[0], 0 if cloud is None else len(cloud), dev)
+    fused = use_fused(cfg, cloud)
+    chunk = g if fused else check_chunk(cfg.chunk, s, hand.box_half.shape[0], 0 if cloud is None else len(cloud), dev)
     for a in range(0, g * s, chunk * s):
         sl = slice(a, min(a + chunk * s, g * s))
         state = hand(flat_q[sl], flat_pose[sl], validate=False)
-        if cloud is not None:
+        if fused:
+            hits[sl] = hand_depth_stats(*hand.box_poses(state), hand.box_half, cloud, tol.repeat(g)[sl], fused=True)[1]
+        elif cloud is not None:
             depth = hand_depth(hand, state, cloud, cfg.cull, budget)  # (b, N)
             hits[sl] = (depth > tol.repeat(g)[sl, None]).sum(-1)
         if normal is not None:
@@ -383,7 +397,11 @@ def grasp_energy(hand, pose: torch.Tensor, joints: torch.Tensor, points: torch.T
     out = {"penetration": zero, "table": zero, "contact": zero}
     if points is not None and len(points):
         cloud = _cloud(points.to(hand.device, hand.dtype), cfg.max_points)
-        out["penetration"] = hand_depth(hand, state, cloud, cfg.cull, budget).sum(-1)
+        if use_fused(cfg, cloud) and not state.link_rot.requires_grad:
+            none = torch.zeros(g, dtype=hand.dtype, device=hand.device)
+            out["penetration"] = hand_depth_stats(*hand.box_poses(state), hand.box_half, cloud, none, fused=True)[0]
+        else:  # differentiable (refinement) or without the kernels
+            out["penetration"] = hand_depth(hand, state, cloud, cfg.cull, budget).sum(-1)
         objects = object_points(cloud, plane, cfg.contact_min_height, fixed=budget is not None)
         dist = hand.contact_distance(state, objects[None].expand(g, -1, -1))
         out["contact"] = dist.topk(min(cfg.contact_k, dist.shape[-1]), dim=-1, largest=False).values.mean(-1)
@@ -570,8 +588,10 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     whole cloud (sparse pairs, a few host syncs per level); ``dense`` (a GPU's ``auto``) computes
     every level of every grasp in one batch against the grasp's own points (all within the reach
     of its finger boxes at any level; one host sync for their most, or none with a ``budget``:
-    :class:`PairBudget` ``points`` per hand, the dense way whatever ``cull`` says). pose (G, 4, 4),
-    joints (G, J) -> the same pose, joints (G, J)."""
+    :class:`PairBudget` ``points`` per hand, the dense way whatever ``cull`` says). With the fused
+    kernels (``fused_depth``, CUDA) the batch of every level measures each finger box against the
+    whole cloud in one :func:`~sceneleap_core.geometry.box_depth.box_max_depth`, without a host
+    sync or a budget. pose (G, 4, 4), joints (G, J) -> the same pose, joints (G, J)."""
     cfg = config or PostConfig()
     if cfg.cull not in CULLS:
         raise ValueError(f"cull: expected one of {CULLS}, got {cfg.cull!r}")
@@ -590,33 +610,40 @@ def finger_clearance(hand, pose: torch.Tensor, joints: torch.Tensor, points: tor
     def at(level, rows=slice(None)):  # the joints of ``rows`` unflexed by ``level``
         return torch.maximum(torch.minimum(q0[rows] - level * closing, hi), lo)
 
-    if budget is not None or cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
+    fused = use_fused(cfg, cloud)
+    if fused or budget is not None or cfg.cull == "dense" or (cfg.cull == "auto" and dev.type != "cpu"):
         q = torch.stack([at(v) for v in levels])  # (L, G, J)
         rot, ctr = hand.box_poses(hand(q.flatten(0, 1), pose_d.repeat(len(levels), 1, 1), validate=False))
         rot, ctr = (
             rot[:, on].unflatten(0, (len(levels), g)),
             ctr[:, on].unflatten(0, (len(levels), g)),
         )  # (L, G, Kf, ...)
-        # each hand's points: every observed point that a finger box reaches at some level (its
-        # bounding sphere about the hand's centre), so the result is exact; M, the most any hand
-        # has, costs the one host sync
-        centre = ctr[0].mean(1)  # (G, 3)
-        half = hand.box_half[on]  # (Kf, 3)
-        radius = half.norm(dim=-1).to(ctr)  # (Kf,)
-        reach = ((ctr - centre[None, :, None]).norm(dim=-1) + radius).amax(2).amax(0)  # (G,)
-        dist = torch.cdist(centre, cloud)  # (G, N)
-        needed = (dist <= reach[:, None]).sum(1).max()
-        if budget is None:
-            m = max(1, int(needed))
+        if fused:  # every finger box of every level against the whole cloud, one kernel
+            box = box_max_depth(rot.flatten(0, 1), ctr.flatten(0, 1), hand.box_half[on], cloud, fused=True)  # (L G, Kf)
+            depth = torch.zeros(len(box), fingers, dtype=box.dtype, device=dev)
+            depth = depth.scatter_reduce(1, box_finger[on].expand(len(box), -1), box, "amax")
+            depth = depth.unflatten(0, (len(levels), g))  # (L, G, F)
         else:
-            m = min(budget.points, cloud.shape[0])
-            budget.note(needed, m)
-        near = cloud[dist.topk(m, largest=False).indices]  # (G, M, 3)
-        # grasps per pass: ``chunk``, or as many as keep (rows, M, Kf, 3) under 2**28 entries
-        rows = cfg.chunk if cfg.chunk > 0 else max(1, (1 << 28) // (m * len(on) * 3))
-        depth = torch.stack([torch.cat([_finger_depth_near(rot[i, a : a + rows], ctr[i, a : a + rows], half,
-                                                           near[a : a + rows], box_finger[on], fingers)
-                                        for a in range(0, g, rows)]) for i in range(len(levels))])  # (L, G, F)  # fmt: skip
+            # each hand's points: every observed point that a finger box reaches at some level (its
+            # bounding sphere about the hand's centre), so the result is exact; M, the most any hand
+            # has, costs the one host sync
+            centre = ctr[0].mean(1)  # (G, 3)
+            half = hand.box_half[on]  # (Kf, 3)
+            radius = half.norm(dim=-1).to(ctr)  # (Kf,)
+            reach = ((ctr - centre[None, :, None]).norm(dim=-1) + radius).amax(2).amax(0)  # (G,)
+            dist = torch.cdist(centre, cloud)  # (G, N)
+            needed = (dist <= reach[:, None]).sum(1).max()
+            if budget is None:
+                m = max(1, int(needed))
+            else:
+                m = min(budget.points, cloud.shape[0])
+                budget.note(needed, m)
+            near = cloud[dist.topk(m, largest=False).indices]  # (G, M, 3)
+            # grasps per pass: ``chunk``, or as many as keep (rows, M, Kf, 3) under 2**28 entries
+            rows = cfg.chunk if cfg.chunk > 0 else max(1, (1 << 28) // (m * len(on) * 3))
+            depth = torch.stack([torch.cat([_finger_depth_near(rot[i, a : a + rows], ctr[i, a : a + rows], half,
+                                                               near[a : a + rows], box_finger[on], fingers)
+                                            for a in range(0, g, rows)]) for i in range(len(levels))])  # (L, G, F)  # fmt: skip
         clear = depth <= cfg.clearance_tolerance
         level = torch.where(clear.any(0), clear.to(torch.int8).argmax(0), len(levels) - 1)  # (G, F)
     else:
