@@ -40,7 +40,8 @@ def load_planner(params: NodeParams, log: logging.Logger | None = None, hand=Non
 
     log = log or logging.getLogger(__name__)
     kwargs = {"num_points": params.num_points} if params.num_points > 0 else {}
-    kwargs.update(backend=params.backend, onnx_dir=params.engine_path or None, graph_precision=params.graph_precision)
+    kwargs.update(backend=params.backend, onnx_dir=params.engine_path or None, graph_precision=params.graph_precision,
+                  graph_compile=params.graph_compile)  # fmt: skip
     if hand is not None:
         kwargs["hand"] = hand.to(params.device)
     model = params.model

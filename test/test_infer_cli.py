@@ -43,10 +43,11 @@ def test_plan_command_writes_ranked_json_and_a_picture(tmp_path, capsys):
     assert png.stat().st_size > 10_000
     # filtered (the default): the rejections and the kept grasps account for the candidates
     rc = main(["plan", str(cloud), "--model", str(model), "--out", str(out), "--num-grasps", "4", "--steps", "2",
-               "--backend", "cuda_graph", "--graph-precision", "fp32"])  # fmt: skip (off CUDA: the eager path)
+               "--backend", "cuda_graph", "--graph-precision", "fp32", "--graph-compile"])  # fmt: skip (off CUDA: the eager path)
     report = json.loads(out.read_text())
     assert rc == 0 and len(report["grasps"]) <= 4
     assert report["settings"]["backend"] == "cuda_graph" and report["settings"]["graph_precision"] == "fp32"
+    assert report["settings"]["graph_compile"] is True
     assert report["candidates"] == 8 and sum(report["rejected"].values()) <= 8
     assert sum(report["rejected"].values()) + len(report["grasps"]) <= 8
 

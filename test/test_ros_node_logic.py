@@ -252,8 +252,10 @@ def test_backend_parameter_reaches_the_planner_and_onnx_plans(setup, hand, tmp_p
         params.updated({"backend": "cuda-graph"})
     with pytest.raises(ValueError, match="graph_precision"):
         params.updated({"graph_precision": "fp16"})
-    graphed = load_planner(params.updated({"backend": "cuda_graph", "graph_precision": "bf16"}), hand=hand)
+    graphed = load_planner(params.updated({"backend": "cuda_graph", "graph_precision": "bf16", "graph_compile": True}),
+                           hand=hand)  # fmt: skip
     assert graphed.backend == "cuda_graph" and graphed._loop.precision == "bf16", "the parameter reaches the graphs"
+    assert graphed.graph_compile, "and so does graph_compile"
     onnx = params.updated({"backend": "onnx", "engine_path": str(tmp_path / "onnx")})
     planner = load_planner(onnx, hand=hand)
     assert planner.backend == "onnx" and any((tmp_path / "onnx").glob("*.onnx")), "exported where engine_path says"

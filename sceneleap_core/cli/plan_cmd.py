@@ -2,7 +2,7 @@
 
     sceneleap plan CLOUD --model DIR --out grasps.json [--png view.png] [--eval scene.json]
         [--num-grasps 32] [--steps 10] [--sampler ddim] [--guidance 1] [--seed 0] [--device cpu]
-        [--backend eager|compile|cuda_graph|aoti|onnx|tensorrt] [--graph-precision tf32|fp32|bf16] [--up X Y Z] [--workspace X0 Y0 Z0 X1 Y1 Z1] [--voxel M]
+        [--backend eager|compile|cuda_graph|aoti|onnx|tensorrt] [--graph-precision tf32|fp32|bf16] [--graph-compile] [--up X Y Z] [--workspace X0 Y0 Z0 X1 Y1 Z1] [--voxel M]
         [--refine-steps N] [--no-filter]
 
 CLOUD: ``.npy``/``.npz`` (N, 3 + C), ``.pcd`` (ascii / binary / binary_compressed) or ``.ply``.
@@ -33,7 +33,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--num-grasps/--steps: expected >= 1, got {args.num_grasps}/{args.steps}")
     cloud = load_cloud(args.cloud)
     planner = GraspPlanner.from_pretrained(args.model, device=args.device, backend=args.backend,
-                                           graph_precision=args.graph_precision)  # fmt: skip
+                                           graph_precision=args.graph_precision,
+                                           graph_compile=args.graph_compile)  # fmt: skip
     workspace = None if args.workspace is None else np.asarray(args.workspace, float).reshape(2, 3)
     up = None if args.up is None else np.asarray(args.up, float)
     grasps = planner.plan(cloud, args.num_grasps, steps=args.steps, sampler=args.sampler, guidance=args.guidance,
@@ -67,7 +68,7 @@ def _run(args: argparse.Namespace) -> int:
                 "guidance": planner.guidance if args.guidance is None else args.guidance,
                 "temperature": planner.temperature if args.temperature is None else args.temperature,
                 "seed": args.seed, "backend": args.backend, "graph_precision": args.graph_precision,
-                "device": args.device}  # fmt: skip
+                "graph_compile": args.graph_compile, "device": args.device}  # fmt: skip
     report = plan_report(grasps, cloud=args.cloud, model=args.model, frame="the cloud's frame", settings=settings,
                          records=records, evaluation=evaluation)  # fmt: skip
     if evaluation is not None:
@@ -129,6 +130,9 @@ def register(sub) -> None:
     p.add_argument("--backend", default="eager", choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt"))
     p.add_argument("--graph-precision", default="tf32", choices=("tf32", "fp32", "bf16"),
                    help="the cuda_graph backend's denoiser arithmetic (fp32: eager's grasps exactly)")  # fmt: skip
+    p.add_argument("--graph-compile", action="store_true",
+                   help="cuda_graph: capture a torch.compile'd denoiser (compiles for a minute at the first plan; "
+                        "pays off in long-running processes)")  # fmt: skip
     p.add_argument("--up", type=float, nargs=3, help="world up in the cloud's frame (default: from the table)")
     p.add_argument("--workspace", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                    help="crop box in the cloud's frame")  # fmt: skip
