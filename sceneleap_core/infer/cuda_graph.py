@@ -117,7 +117,8 @@ class GraphedLoop:
         max_graphs: captured (sampler, steps, guidance, shapes) kept per sampler setting.
         compile: on CUDA, capture a ``torch.compile``'d denoiser (static shapes, fused Triton
             kernels; compiled in the warm-up before the first capture, about a minute) instead of
-            the eager one.
+            the eager one. A compilation that fails (no C compiler, an operator inductor cannot
+            lower) is reported once as a warning and the eager denoiser takes its place.
     """
 
     def __init__(self, denoiser: torch.nn.Module, objective, make_scheduler, precision: str = "fp32",
@@ -127,14 +128,31 @@ class GraphedLoop:
         self.denoiser, self.objective, self.make_scheduler = denoiser, objective, make_scheduler
         self.precision, self.max_graphs = precision, int(max_graphs)
         net = bf16_weights(denoiser) if precision == "bf16" else denoiser  # what the graphs run on CUDA
+        self._plain_net = net
         self._net = torch.compile(net, dynamic=False) if compile else net
         self._calls: dict[tuple, GraphedCall] = {}
+
+    def _run_net(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
+        """The graphs' network on (x, t, cache): the compiled one, or the plain one for good once
+        compiling it failed."""
+        if self._net is self._plain_net:
+            return self._net(x, t, cache)
+        try:
+            return self._net(x, t, cache)
+        except Exception as err:  # torch.compile's failures surface at the first call, as many types
+            import warnings
+
+            first = str(err).splitlines()[0] if str(err) else ""
+            warnings.warn(f"GraphedLoop: compiling the denoiser failed ({type(err).__name__}: {first}); running it "
+                          "uncompiled", stacklevel=2)  # fmt: skip
+            self._net = self._plain_net
+            return self._net(x, t, cache)
 
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
         if x.device.type != "cuda":
             return self.denoiser(x, t, cache)
         with precision_context(self.precision):
-            return self._net(x, t, cache).float()
+            return self._run_net(x, t, cache).float()
 
     def _graphed(self, sampler: str, steps: int, guidance_scale: float, device: torch.device) -> GraphedCall:
         from sceneleap_core.models.denoising_loop import DenoisingLoop
