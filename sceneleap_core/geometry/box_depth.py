@@ -55,13 +55,15 @@ def _check(rot: torch.Tensor, ctr: torch.Tensor, half: torch.Tensor, points: tor
 
 
 def box_point_depth(rot: torch.Tensor, ctr: torch.Tensor, half: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Dense depth (S, N, K) of every point (N, 3) in every box (rotations (S, K, 3, 3), centres
-    (S, K, 3), half extents (K, 3)); 0 outside. One (N, 3) x (3, 3K) product per state (the local
-    coordinates ``R^T (p - c)`` of all K boxes at once)."""
+    """Dense depth (S, N, K) of every point in every box (rotations (S, K, 3, 3), centres
+    (S, K, 3), half extents (K, 3)); 0 outside. ``points``: (N, 3) shared by the states, or
+    (S, N, 3) each state's own. One (N, 3) x (3, 3K) product per state (the local coordinates
+    ``R^T (p - c)`` of all K boxes at once: batched 3 x 3 products were 60 % of this on an H200)."""
     s, k = ctr.shape[:2]
     stacked = rot.permute(0, 2, 1, 3).reshape(s, 3, 3 * k)  # (S, 3, 3K)
     offset = (ctr[:, :, None, :] @ rot).reshape(s, 1, 3 * k)  # (S, 1, 3K)
-    local = (points.to(rot)[None] @ stacked - offset).unflatten(-1, (k, 3))  # (S, N, K, 3)
+    points = points.to(rot)
+    local = ((points[None] if points.dim() == 2 else points) @ stacked - offset).unflatten(-1, (k, 3))  # (S, N, K, 3)
     return (half.to(local) - local.abs()).amin(-1).clamp_min(0)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from sceneleap_core.data.hand_collision import sweep_states
-from sceneleap_core.geometry.box_depth import box_max_depth, fused_available, hand_depth_stats
+from sceneleap_core.geometry.box_depth import box_max_depth, box_point_depth, fused_available, hand_depth_stats
 from sceneleap_core.geometry.box_sdf import box_signed_distance
 from sceneleap_core.geometry.rotations import axis_angle_to_matrix
 from sceneleap_core.infer.cuda_graph import precision_context
@@ -557,14 +557,8 @@ def _finger_depth_near(rot: torch.Tensor, ctr: torch.Tensor, half: torch.Tensor,
     """(A, F) deepest of each hand's own points ``near`` (A, M, 3) inside each finger's boxes, the
     boxes given: rotations (A, Kf, 3, 3), centres (A, Kf, 3), half extents (Kf, 3), their fingers
     ``finger`` (Kf,). Dense, no host sync."""
-    a, kf = ctr.shape[:2]
-    # R^T (p - c) of every point and box as one (M, 3) x (3, 3 Kf) product per hand, as
-    # hand.box_distances does (batched 3 x 3 products were 60 % of this on an H200)
-    stacked = rot.permute(0, 2, 1, 3).reshape(a, 3, 3 * kf)  # (A, 3, 3 Kf)
-    offset = (ctr[:, :, None, :] @ rot).reshape(a, 1, 3 * kf)  # (A, 1, 3 Kf)
-    local = (torch.bmm(near.to(rot), stacked) - offset).unflatten(-1, (kf, 3))  # (A, M, Kf, 3)
-    # inside a box the depth is the least clearance to a face (-its signed distance); outside, 0
-    depth = (half.to(local) - local.abs()).amin(-1).clamp_min(0).amax(1)  # (A, Kf)
+    a = ctr.shape[0]
+    depth = box_point_depth(rot, ctr, half, near).amax(1)  # (A, Kf)
     out = torch.zeros(a, fingers, dtype=depth.dtype, device=depth.device)
     return out.scatter_reduce(1, finger.expand(a, -1), depth, "amax")
 
