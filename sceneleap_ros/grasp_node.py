@@ -61,6 +61,8 @@ class GraspNode(Node):
             planner, params, RclpyFactory(), now=lambda: self.get_clock().now().nanoseconds * 1e-9,
             lookup_transform=self._lookup if self.tf_buffer is not None else None, log=self.get_logger(),
         )  # fmt: skip
+        if params.warm_up:
+            self.core.warm_up()
         self.grasps_pub = self.create_publisher(
             DexGraspArray, "grasps", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         )

@@ -40,8 +40,10 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("graph_precision", "tf32", "the cuda_graph backend's denoiser arithmetic: tf32 (the default: lifts as "
               "often as fp32 on an H200, sampling 20 % faster), fp32 (equal to eager), bf16",
               choices=("tf32", "fp32", "bf16")),
-    ParamSpec("graph_compile", False, "cuda_graph: capture a torch.compile'd denoiser (a minute of compiling at the "
-              "first plan; on an H200 with bf16 the plan 24.1 -> 19.2 ms at the same lift)"),
+    ParamSpec("graph_compile", False, "cuda_graph: capture a torch.compile'd denoiser (compiled at the first plan, "
+              "tens of seconds; on an H200 with bf16 the plan 22.6 -> 18.3 ms at the same lift)"),
+    ParamSpec("warm_up", True, "on a GPU, plan once for a synthetic tabletop at start-up, so that the CUDA graphs "
+              "(and a compiled denoiser) are ready before the first cloud"),
     ParamSpec("engine_path", "", "folder of the exported ONNX files / TensorRT engines / AOTInductor package (onnx, tensorrt, aoti); "
               "empty = a temporary folder"),
     ParamSpec("device", "cpu", "torch device: cpu, cuda or cuda:N"),

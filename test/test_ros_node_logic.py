@@ -263,3 +263,34 @@ def test_backend_parameter_reaches_the_planner_and_onnx_plans(setup, hand, tmp_p
     core.submit(_cloud(factory, sec=5))
     grasps, _ = core.step(0)
     assert 1 <= len(grasps.grasps) <= 4
+
+
+def test_warm_up_plans_once_on_a_gpu_with_the_nodes_settings_and_survives_a_failure(setup, hand):
+    """On a GPU the node plans a synthetic tabletop before the first cloud (graphs captured, a
+    compiled denoiser compiled) with its own settings; on a CPU it does nothing; a failing warm-up
+    is logged and the node goes on."""
+    _, factory, planner, params = setup
+
+    class Recorder:
+        def __init__(self, device, fail=False):
+            self.device, self.hand, self.post, self.fail, self.calls = device, planner.hand, planner.post, fail, []
+
+        def plan(self, points, num_grasps, **kwargs):
+            self.calls.append((points, num_grasps, kwargs))
+            if self.fail:
+                raise RuntimeError("CUDA out of memory")
+
+    log = ListLog()
+    settings = params.updated({"steps": 3, "seed": 7, "clearance": "returned"})
+    gpu = Recorder("cuda:0")
+    took = GraspNodeCore(gpu, settings, factory, log=log).warm_up(points=5000)
+    assert took is not None and took >= 0 and len(gpu.calls) == 1
+    points, num_grasps, kwargs = gpu.calls[0]
+    assert points.shape == (5000, 3) and np.isfinite(points).all() and num_grasps == settings.num_grasps
+    assert kwargs["steps"] == 3 and kwargs["seed"] == 7 and kwargs["post"].clearance == "returned"
+    assert np.allclose(kwargs["up"], [0, 0, 1]) and any("warm-up plan on cuda:0" in m for _, m in log.records)
+    cpu = Recorder("cpu")
+    assert GraspNodeCore(cpu, settings, factory, log=log).warm_up() is None and cpu.calls == []
+    broken = Recorder("cuda", fail=True)
+    assert GraspNodeCore(broken, settings, factory, log=log).warm_up(points=100) is None
+    assert any("warm-up plan failed (RuntimeError: CUDA out of memory)" in m for _, m in log.records)

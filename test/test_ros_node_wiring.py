@@ -136,7 +136,10 @@ def node(request, monkeypatch, hand):
     monkeypatch.setattr(grasp_node, "RclpyFactory", lambda: RosbagsFactory(ts))
     overrides = [_Record(name=k, value=v) for k, v in {"model": "untrained:tiny", "num_grasps": 3, "steps": 1,
                                                        "gravity": "0 0 -1", "max_cloud_age": 0.0}.items()]  # fmt: skip
+    warm_ups = []  # the real warm-up does nothing on a CPU: record that the node asks for it
+    monkeypatch.setattr(grasp_node.GraspNodeCore, "warm_up", lambda core: warm_ups.append(core))
     n = grasp_node.GraspNode(parameter_overrides=overrides)
+    n.warm_ups = warm_ups
     yield n, ts, request.param
     n.destroy_node()
 
@@ -145,6 +148,7 @@ def test_node_wiring(node):
     n, ts, diagnostics = node
     factory = RosbagsFactory(ts)
     assert set(n.params) == {s.name for s in SCHEMA} and n.params["num_grasps"] == 3
+    assert n.warm_ups == [n.core], "warm_up (default on) runs once, before any cloud"
     assert n.descriptors["steps"].integer_range[0].to_value == 1000 and n.descriptors["model"].read_only
     assert n.descriptors["guidance"].floating_point_range[0].from_value == -1.0
     msg_type, callback, qos = n.subs["points"]
