@@ -61,6 +61,9 @@ def test_dense_forms_equal_the_pair_searches():
     assert hits.dtype == torch.long
     deepest = bd.box_max_depth(rot, ctr, hand.box_half, cloud, fused=False)
     torch.testing.assert_close(deepest, box_depth(hand, state, cloud, "levels"), atol=1e-6, rtol=0)
+    none = bd.hand_depth_stats(rot[:0], ctr[:0], hand.box_half, cloud, tol[:0], fused=False)
+    assert none[0].shape == (0,) and none[1].shape == (0,) and none[1].dtype == torch.long
+    assert bd.box_max_depth(rot[:0], ctr[:0], hand.box_half, cloud, fused=False).shape == (0, rot.shape[1])
     old = bd._DENSE_ENTRIES
     try:  # in chunks of a few states, the same
         bd._DENSE_ENTRIES = 3 * cloud.shape[0] * rot.shape[1] * 3

@@ -67,14 +67,15 @@ def box_point_depth(rot: torch.Tensor, ctr: torch.Tensor, half: torch.Tensor, po
     return (half.to(local) - local.abs()).amin(-1).clamp_min(0)
 
 
-def _rows(s: int, n: int, k: int) -> int:
-    return max(1, _DENSE_ENTRIES // max(1, n * k * 3))
+def _rows(points: int, boxes: int) -> int:
+    """States per chunk of the dense form: (states, points, boxes, 3) under ``_DENSE_ENTRIES``."""
+    return max(1, _DENSE_ENTRIES // max(1, points * boxes * 3))
 
 
 def hand_depth_stats_dense(rot, ctr, half, points, tol) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`hand_depth_stats` in chunks of states through :func:`box_point_depth`."""
-    sums, hits = [], []
-    step = _rows(*ctr.shape[:2], len(points))
+    sums, hits = [ctr.new_zeros(0)], [torch.zeros(0, dtype=torch.long, device=ctr.device)]  # (none when S = 0)
+    step = _rows(len(points), ctr.shape[1])
     for a in range(0, len(ctr), step):
         depth = box_point_depth(rot[a : a + step], ctr[a : a + step], half, points).amax(-1)  # (s, N)
         sums.append(depth.sum(-1))
@@ -84,9 +85,10 @@ def hand_depth_stats_dense(rot, ctr, half, points, tol) -> tuple[torch.Tensor, t
 
 def box_max_depth_dense(rot, ctr, half, points) -> torch.Tensor:
     """:func:`box_max_depth` in chunks of states through :func:`box_point_depth`."""
-    step = _rows(*ctr.shape[:2], len(points))
-    return torch.cat([box_point_depth(rot[a : a + step], ctr[a : a + step], half, points).amax(1)
-                      for a in range(0, len(ctr), step)])  # fmt: skip
+    step = _rows(len(points), ctr.shape[1])
+    chunks = [box_point_depth(rot[a : a + step], ctr[a : a + step], half, points).amax(1)
+              for a in range(0, len(ctr), step)]  # fmt: skip
+    return torch.cat(chunks) if chunks else ctr.new_zeros(0, ctr.shape[1])
 
 
 if triton is not None:
