@@ -372,3 +372,44 @@ def test_support_height_at_a_fixed_bin_count_equals_the_bins_sized_to_the_cloud(
         clutter = table[:, :1] + spread * torch.rand(8, 400, generator=g)
         heights = torch.cat([table, clutter], 1)
         assert torch.allclose(support_height(heights), sized(heights)), spread
+
+
+def test_the_scored_pool_features_feed_the_scene_cache_as_encoding_the_kept_anchors_would():
+    """The planner scores a pool of anchors and keeps G: the kept anchors' encoder features come from
+    the pool's (``score_anchors(return_features=True)`` -> ``sample(anchor_features=)``) instead of a
+    second encoding, and the grasps are those of encoding them again; the graphed backend's calls
+    (run eagerly off CUDA) agree; a mismatched feature batch is named."""
+    from sceneleap_core.hand import GraspNormalizer
+    from sceneleap_core.models.generator import GraspGenerator
+
+    hand = HandModel.load()
+    n = GraspNormalizer.from_hand_limits(hand.joint_lower, hand.joint_upper, translation_range=0.1)
+    torch.manual_seed(0)
+    model = build_generator("tiny", anchor="seed").eval()
+    cloud = torch.rand(1, 256, 3) - 0.5
+    with torch.no_grad():
+        logits, feats = model.score_anchors(cloud, cloud[:, :12], return_features=True)
+        assert torch.equal(logits, model.score_anchors(cloud, cloud[:, :12])) and feats.shape[:2] == (1, 12)
+        again = model.anchor_encoder(cloud, cloud[:, [3, 7]], None, model.encoder(cloud, deterministic=True))
+        torch.testing.assert_close(feats[:, [3, 7]], again, atol=1e-5, rtol=1e-5)  # each anchor's own feature
+    up = torch.tensor([0.0, 0.0, 1.0])
+    ways, calls = {}, []
+    hook = model.anchor_encoder.register_forward_hook(lambda module, args, out: calls.append(args[1].shape[1]))
+    for backend in ("eager", "cuda_graph"):
+        planner = GraspPlanner(model, n, hand, anchor_pool=4, backend=backend)
+        ways[backend] = planner.sample_network(cloud, 6, steps=3, seed=1, up=up).vectors
+    hook.remove()
+    assert calls == [24, 24], "one encoding per plan: the pool of 4 x 6 anchors, none of the kept 6"
+    encoded = GraspGenerator._cache
+
+    def encode_again(self, points, tokens, xyz, drop, anchors, anchor_features=None):
+        return encoded(self, points, tokens, xyz, drop, anchors)  # the features passed in are ignored
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(GraspGenerator, "_cache", encode_again):
+        reference = GraspPlanner(model, n, hand, anchor_pool=4).sample_network(cloud, 6, steps=3, seed=1, up=up).vectors
+    for backend, vectors in ways.items():
+        torch.testing.assert_close(vectors, reference, atol=1e-5, rtol=1e-5, msg=backend)
+    with pytest.raises(ValueError, match="anchor_features"):
+        model.sample(cloud, steps=1, anchors=cloud[:, :4], anchor_features=feats[:, :3])

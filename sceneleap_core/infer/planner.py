@@ -501,9 +501,11 @@ class GraspPlanner:
                                      compile=self.graph_compile)  # fmt: skip
             self._graphed = {  # the per-cloud network work around the loop, captured too
                 "encode": GraphedCall(lambda p: m.encoder(p, deterministic=True), "scene encoder"),
-                "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz)), "anchor score"),
-                "cache": GraphedCall(lambda p, tok, xyz, *a: m._cache(p, tok, xyz, None, a[0] if a else None).to_tuple(),
-                                     "scene cache"),
+                "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz), return_features=True),
+                                     "anchor score"),
+                "cache": GraphedCall(
+                    lambda p, tok, xyz, anchors=None, features=None: m._cache(p, tok, xyz, None, anchors, features).to_tuple(),
+                    "scene cache"),
             }  # fmt: skip
             self._post = GraphedPost() if self.graph_post else None  # filter and rank as one graph (select_grasps)
         elif backend == "aoti":
@@ -530,9 +532,10 @@ class GraspPlanner:
 
     @torch.no_grad()
     def _sample_backend(self, points, num_grasps, steps, sampler, guidance_scale, generator, anchors, scene=None,
-                        temperature: float = 1.0):  # fmt: skip
+                        temperature: float = 1.0, anchor_features: torch.Tensor | None = None):  # fmt: skip
         """The model's ``sample`` with the network calls of the backend (compiled / ONNX / TensorRT);
-        ``scene``: the torch encoder's (tokens, xyz) of ``points`` if already computed."""
+        ``scene``: the torch encoder's (tokens, xyz) of ``points`` if already computed;
+        ``anchor_features``: the anchor encoder's features of ``anchors`` if already computed."""
         from sceneleap_core.models.denoising_loop import DenoisingLoop
 
         m = self.model
@@ -547,7 +550,7 @@ class GraspPlanner:
                              f"and 1 cloud, got {guidance_scale} and {points.shape[0]}")  # fmt: skip
         if self._networks is None:
             tokens, xyz = self._encode(points) if scene is None else scene
-            cache = self._scene_cache(points, tokens, xyz, anchors)
+            cache = self._scene_cache(points, tokens, xyz, anchors, anchor_features)
             if guidance_scale != 1.0:
                 null = m._cache(points, tokens, xyz, True, anchors)
         else:
@@ -571,18 +574,20 @@ class GraspPlanner:
             return self._graphed["encode"](points)
         return self.model.encoder(points, deterministic=True)
 
-    def _score_anchors(self, points, anchors, scene) -> torch.Tensor:
-        """The model's anchor score logits (B, P) of candidate anchors (B, P, 3)."""
+    def _score_anchors(self, points, anchors, scene) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model's anchor score logits (B, P) of candidate anchors (B, P, 3) and their anchor
+        features (B, P, D0)."""
         if self._graphed is not None and scene is not None:
             return self._graphed["score"](points, anchors, *scene)
-        return self.model.score_anchors(points, anchors, scene)
+        return self.model.score_anchors(points, anchors, scene, return_features=True)
 
-    def _scene_cache(self, points, tokens, xyz, anchors):
-        """The conditional :class:`SceneCache` the denoiser reads every step."""
+    def _scene_cache(self, points, tokens, xyz, anchors, anchor_features=None):
+        """The conditional :class:`SceneCache` the denoiser reads every step (``anchor_features``:
+        the anchors' encoder features when the scored pool gave them)."""
         if self._graphed is None:
-            return self.model._cache(points, tokens, xyz, None, anchors)
-        flat = self._graphed["cache"](points, tokens, xyz, *(() if anchors is None else (anchors,)))
-        return SceneCache.from_tuple(flat)
+            return self.model._cache(points, tokens, xyz, None, anchors, anchor_features)
+        extra = () if anchors is None else (anchors,) if anchor_features is None else (anchors, anchor_features)
+        return SceneCache.from_tuple(self._graphed["cache"](points, tokens, xyz, *extra))
 
     @classmethod
     def from_pretrained(cls, directory, *, device: str = "cpu", backend: str = "eager", **kwargs) -> GraspPlanner:
@@ -693,7 +698,7 @@ class GraspPlanner:
         temperature = self.temperature if temperature is None else check_temperature(temperature)
         guidance_scale = self.guidance if guidance_scale is None else check_guidance(guidance_scale)
         gen = torch.Generator(device=points.device).manual_seed(int(seed))
-        anchor_logit = scene = None
+        anchor_logit = scene = features = None
         if getattr(self.model, "anchored", False) and anchors is None:
             if up is None:
                 up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
@@ -701,18 +706,20 @@ class GraspPlanner:
             if self.anchor_pool > 1:
                 if self.model.anchor_encoder.needs_scene or self._graphed is not None:  # once for score + sampler
                     scene = self._encode(points)
-                logits = self._score_anchors(points, anchors, scene)  # (B, pool)
+                logits, pool_features = self._score_anchors(points, anchors, scene)  # (B, pool), (B, pool, D0)
                 anchors, kept = pick_scored(anchors, logits, num_grasps, generator=gen, return_index=True)
+                # the kept anchors' features, not encoded again for the scene cache
+                features = torch.gather(pool_features, 1, kept[..., None].expand(-1, -1, pool_features.shape[-1]))
                 if getattr(self.model.config, "anchor_score_weight", 0) > 0:  # a trained score: ranking evidence
                     anchor_logit = torch.gather(logits, 1, kept)  # (B, G)
         kwargs = {"anchors": anchors} if anchors is not None else {}
         if self.backend == "eager":
             z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
                                   guidance_scale=guidance_scale, generator=gen, scene=scene, temperature=temperature,
-                                  **kwargs)  # fmt: skip
+                                  anchor_features=features, **kwargs)  # fmt: skip
         else:
             z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors, scene,
-                                     temperature)  # fmt: skip
+                                     temperature, features)  # fmt: skip
         pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
         terms = {} if anchor_logit is None else {"anchor_logit": anchor_logit.float()}
         return GraspSet(pose, joints, z, anchors, terms=terms)

@@ -487,9 +487,14 @@ class GraspGenerator(nn.Module):
         tokens, xyz = self.encoder(points, **kwargs)  # (B, M, C), (B, M, 3)
         return self._cache(points, tokens, xyz, drop, anchors)
 
-    def _cache(self, points, tokens, xyz, drop, anchors) -> SceneCache:
+    def _cache(self, points, tokens, xyz, drop, anchors, anchor_features=None) -> SceneCache:
+        """The :class:`SceneCache`; ``anchor_features`` (B, G, D0): the anchor encoder's output for
+        ``anchors`` when the caller has it (the planner's scored pool), used for the conditional
+        cache (``drop`` None) instead of encoding the anchors again."""
         cache = self.denoiser.precompute_scene(tokens, xyz, drop)
-        if self.anchored:
+        if self.anchored and anchor_features is not None and drop is None:
+            cache.anchor = anchor_features
+        elif self.anchored:
             mask = drop if drop is None or isinstance(drop, torch.Tensor) else torch.full(
                 (points.shape[0],), bool(drop), dtype=torch.bool, device=points.device)  # fmt: skip
             cache.anchor = self.anchor_encoder(points, anchors, mask, (tokens, xyz))  # (B, G, D0)
@@ -500,17 +505,24 @@ class GraspGenerator(nn.Module):
         points: torch.Tensor,
         candidates: torch.Tensor,
         scene: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
+        *,
+        return_features: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Anchor score logits (B, C) of candidate points (B, C, 3) of clouds (B, N, 3): how likely a
         ground-truth grasp is anchored there (anchored generators only). ``scene``: the encoder's
-        (tokens, xyz) of these clouds when the caller has them (else encoded here if needed)."""
+        (tokens, xyz) of these clouds when the caller has them (else encoded here if needed).
+        ``return_features``: also the anchor encoder's features (B, C, D0) of the candidates, which
+        :meth:`sample` takes back (``anchor_features``) for the candidates it keeps: each anchor's
+        feature depends on that anchor alone, so a kept one need not be encoded twice."""
         if not self.anchored:
             raise ValueError("score_anchors: this generator has anchor='none' (no anchor score)")
         _check_points(points)
         self._check_anchors(points, candidates)
         if scene is None and self.anchor_encoder.needs_scene:
             scene = self.encoder(points, deterministic=True)
-        return self.anchor_score(self.anchor_encoder(points, candidates, None, scene)).squeeze(-1).float()
+        features = self.anchor_encoder(points, candidates, None, scene)  # (B, C, D0)
+        logits = self.anchor_score(features).squeeze(-1).float()
+        return (logits, features) if return_features else logits
 
     def forward(
         self, x_t: torch.Tensor, t: torch.Tensor, points: torch.Tensor, anchors: torch.Tensor | None = None
@@ -620,6 +632,7 @@ class GraspGenerator(nn.Module):
         anchors: torch.Tensor | None = None,
         scene: tuple[torch.Tensor, torch.Tensor] | None = None,
         temperature: float = 1.0,
+        anchor_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample G grasps per scene. Call ``model.eval()`` first (dropout-free).
 
@@ -638,6 +651,8 @@ class GraspGenerator(nn.Module):
                 already has them (e.g. from scoring anchors); None encodes the clouds here.
             temperature: scale of the initial noise (:func:`initial_noise`); below 1 the samples
                 move toward the modes of the learned distribution (fewer, surer grasps per anchor).
+            anchor_features: (B, G, D0) the anchor encoder's features of ``anchors`` when the caller
+                has them (:meth:`score_anchors` with ``return_features``); None encodes them here.
 
         Returns:
             (B, G, D) normalized grasp vectors (denormalize with the checkpoint's normalizer).
@@ -648,9 +663,12 @@ class GraspGenerator(nn.Module):
             num_grasps = anchors.shape[1]
         if num_grasps < 1 or steps < 1:
             raise ValueError(f"num_grasps/steps: expected >= 1, got {num_grasps}/{steps}")
+        if anchor_features is not None and (anchors is None or anchor_features.shape[:2] != anchors.shape[:2]):
+            raise ValueError(f"anchor_features: expected (B, G, D0) for anchors {None if anchors is None else tuple(anchors.shape)}, "
+                             f"got {tuple(anchor_features.shape)}")  # fmt: skip
         scheduler = self.make_scheduler(sampler, eta=eta)
         tokens, xyz = self.encoder(points, deterministic=True) if scene is None else scene  # once per cloud
-        cache = self._cache(points, tokens, xyz, None, anchors)
+        cache = self._cache(points, tokens, xyz, None, anchors, anchor_features)
         null = self._cache(points, tokens, xyz, True, anchors) if guidance_scale != 1.0 else None
         x_init = initial_noise(self.objective, (points.shape[0], num_grasps, self.grasp_dim), cache.cond, generator,
                                temperature)  # fmt: skip
