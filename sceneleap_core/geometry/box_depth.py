@@ -109,6 +109,16 @@ if triton is not None:
         return tl.minimum(tl.minimum(ex, ey), ez)
 
     @triton.jit
+    def _point_block(pts_ptr, start, n, BLOCK: tl.constexpr):
+        # the points start .. start + BLOCK of (N, 3) row-major: (valid, x, y, z), zeros past N
+        offs = start + tl.arange(0, BLOCK)
+        valid = offs < n
+        px = tl.load(pts_ptr + offs * 3 + 0, mask=valid, other=0.0)
+        py = tl.load(pts_ptr + offs * 3 + 1, mask=valid, other=0.0)
+        pz = tl.load(pts_ptr + offs * 3 + 2, mask=valid, other=0.0)
+        return valid, px, py, pz
+
+    @triton.jit
     def _hand_depth_kernel(rot_ptr, ctr_ptr, half_ptr, pts_ptr, tol_ptr, sum_ptr, hits_ptr, n, k,
                            BLOCK: tl.constexpr):  # fmt: skip
         # one program per hand state: points in blocks, boxes one by one, depth max over boxes
@@ -117,11 +127,7 @@ if triton is not None:
         total = tl.zeros([BLOCK], dtype=tl.float32)
         hits = tl.zeros([BLOCK], dtype=tl.int32)
         for start in range(0, n, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            valid = offs < n
-            px = tl.load(pts_ptr + offs * 3 + 0, mask=valid, other=0.0)
-            py = tl.load(pts_ptr + offs * 3 + 1, mask=valid, other=0.0)
-            pz = tl.load(pts_ptr + offs * 3 + 2, mask=valid, other=0.0)
+            valid, px, py, pz = _point_block(pts_ptr, start, n, BLOCK)
             deepest = tl.zeros([BLOCK], dtype=tl.float32)
             for b in range(0, k):
                 deepest = tl.maximum(deepest, _depth_in_box(px, py, pz, rot_ptr, ctr_ptr, half_ptr, s * k + b, b))
@@ -137,11 +143,7 @@ if triton is not None:
         box = tl.program_id(0)
         deepest = tl.zeros([BLOCK], dtype=tl.float32)
         for start in range(0, n, BLOCK):
-            offs = start + tl.arange(0, BLOCK)
-            valid = offs < n
-            px = tl.load(pts_ptr + offs * 3 + 0, mask=valid, other=0.0)
-            py = tl.load(pts_ptr + offs * 3 + 1, mask=valid, other=0.0)
-            pz = tl.load(pts_ptr + offs * 3 + 2, mask=valid, other=0.0)
+            valid, px, py, pz = _point_block(pts_ptr, start, n, BLOCK)
             depth = _depth_in_box(px, py, pz, rot_ptr, ctr_ptr, half_ptr, box, box % k)
             deepest = tl.maximum(deepest, tl.where(valid, depth, 0.0))
         tl.store(out_ptr + box, tl.max(deepest, axis=0))
