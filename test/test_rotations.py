@@ -10,6 +10,7 @@ from sceneleap_core.geometry.rotations import (
     make_transform,
     matrix_to_quaternion,
     matrix_to_rot6d,
+    nearest_rotation,
     quaternion_to_matrix,
     random_rotation,
     rot6d_to_matrix,
@@ -63,6 +64,26 @@ def test_transform_helpers_invert_and_apply():
     back = transform_points(invert_transform(tf), transform_points(tf, pts))
     assert torch.allclose(back, pts, atol=1e-12)
     assert torch.allclose(geodesic_angle(rot, rot), torch.zeros(16, dtype=torch.float64), atol=1e-3)
+
+
+def test_nearest_rotation_matches_the_svd_polar_factor():
+    gen = torch.Generator().manual_seed(3)
+    rot = _rots(256, seed=3)
+    scale = torch.rand(256, 1, 1, generator=gen, dtype=torch.float64) * 4 + 0.2
+    # a scaled rotation comes back as the rotation itself
+    torch.testing.assert_close(nearest_rotation(scale * rot), rot, atol=1e-12, rtol=0)
+    # general matrices with det > 0 (shear, scale): the SVD's U V^T, the nearest in Frobenius norm
+    m = torch.randn(256, 3, 3, generator=gen, dtype=torch.float64)
+    m = torch.where(torch.linalg.det(m)[:, None, None] < 0, -m, m)
+    u, _, vt = torch.linalg.svd(m)
+    torch.testing.assert_close(nearest_rotation(m), u @ vt, atol=1e-9, rtol=0)
+    # reflections and singular matrices still give proper rotations, finite
+    for bad in (-rot[:8], torch.zeros(2, 3, 3, dtype=torch.float64), torch.ones(2, 3, 3, dtype=torch.float64)):
+        out = nearest_rotation(bad)
+        assert torch.isfinite(out).all()
+        eye = torch.eye(3, dtype=torch.float64).expand_as(out)
+        torch.testing.assert_close(out.transpose(-1, -2) @ out, eye, atol=1e-9, rtol=0)
+        torch.testing.assert_close(torch.linalg.det(out), torch.ones(len(out), dtype=torch.float64), atol=1e-9, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -104,6 +104,50 @@ def rot6d_to_matrix(rot6d: torch.Tensor) -> torch.Tensor:
     return torch.stack([b1, b2, b3], dim=-1)
 
 
+def nearest_rotation(matrix: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """(..., 3, 3) -> the nearest proper rotation (..., 3, 3) in the Frobenius norm: the orthogonal
+    factor of the polar decomposition, by Newton's iteration ``X <- (g X + X^-T / g) / 2`` with
+    determinant scaling ``g = |det X|^(-1/3)`` and the 3 x 3 inverse in closed form (cofactors), so a
+    GPU runs it without a host sync (``torch.linalg.svd`` on CUDA waits for the device). A scaled
+    rotation converges in one iteration; ``iterations`` covers condition numbers up to ~1e6.
+
+    Inputs with det < 0 (a reflection) come out as their polar factor with the third column
+    negated: a proper rotation, not the nearest one (which needs the singular vectors). Singular
+    or non-finite inputs fall back to Gram-Schmidt on the first two columns (:func:`rot6d_to_matrix`),
+    and to the identity when those are parallel or zero."""
+    _check_last_dims("matrix", matrix, (3, 3))
+    x = matrix
+    for _ in range(int(iterations)):
+        a, b, c = x[..., :, 0], x[..., :, 1], x[..., :, 2]
+        cof = torch.stack([torch.linalg.cross(b, c, dim=-1), torch.linalg.cross(c, a, dim=-1),
+                           torch.linalg.cross(a, b, dim=-1)], dim=-1)  # fmt: skip  # X^-T det X
+        det = (a * cof[..., :, 0]).sum(-1)[..., None, None]
+        gain = det.abs().pow(-1.0 / 3.0)
+        x = 0.5 * (gain * x + cof / (gain * det))
+    fallback = rot6d_to_matrix(matrix_to_rot6d(matrix))
+    a, b, c = fallback[..., :, 0], fallback[..., :, 1], fallback[..., :, 2]
+    degenerate = ~((torch.linalg.cross(a, b, dim=-1) * c).sum(-1) > 0.5)[..., None, None]  # parallel or zero columns
+    fallback = torch.where(degenerate, torch.eye(3, dtype=x.dtype, device=x.device), fallback)
+    x = torch.where(torch.isfinite(x).all(-1, keepdim=True).all(-2, keepdim=True), x, fallback)
+    a, b, c = x[..., :, 0], x[..., :, 1], x[..., :, 2]
+    sign = torch.where((torch.linalg.cross(a, b, dim=-1) * c).sum(-1) < 0, -1.0, 1.0).to(x)  # (...)
+    return torch.cat([x[..., :2], x[..., 2:] * sign[..., None, None]], dim=-1)
+
+
+BROADCAST_SMALL_MATMUL_ON_CUDA = True  # bench/hand_fk_ab.py switches it to measure both ways
+
+
+def small_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for stacks of small matrices, (..., n, k) @ (..., k, m) -> (..., n, m), batch dims
+    broadcast as ``torch.matmul`` does: rotations (3, 3), points as columns (3, 1). On CUDA as one
+    broadcast multiply and a sum over k (cuBLAS runs tens of thousands of 3 x 3 products as batched
+    GEMM tiles made for large matrices: bench/hand_fk_ab.py); elsewhere ``torch.matmul``, which is
+    the faster there."""
+    if a.device.type == "cuda" and BROADCAST_SMALL_MATMUL_ON_CUDA:
+        return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+    return a @ b
+
+
 def make_transform(rot: torch.Tensor, trans: torch.Tensor) -> torch.Tensor:
     """(..., 3, 3) rotation and (..., 3) translation -> (..., 4, 4) homogeneous transform."""
     _check_last_dims("rotation matrix", rot, (3, 3))

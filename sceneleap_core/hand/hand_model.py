@@ -22,7 +22,7 @@ from torch import nn
 
 from sceneleap_core.geometry.box_sdf import box_signed_distance
 from sceneleap_core.geometry.pointops import nearest_distance
-from sceneleap_core.geometry.rotations import axis_angle_to_matrix, make_transform
+from sceneleap_core.geometry.rotations import axis_angle_to_matrix, make_transform, small_matmul
 from sceneleap_core.hand.description import HandDescription
 from sceneleap_core.hand.templates import (
     contact_template,
@@ -54,7 +54,7 @@ class HandState:
     def move(self, local: torch.Tensor, link_index: torch.Tensor) -> torch.Tensor:
         """Map template points (M, 3) attached to links ``link_index`` (M,) to (B, M, 3)."""
         r = self.link_rot[:, link_index]  # (B, M, 3, 3)
-        return (r @ local[..., None]).squeeze(-1) + self.link_trans[:, link_index]
+        return small_matmul(r, local[..., None]).squeeze(-1) + self.link_trans[:, link_index]
 
 
 def _validate_grasp(hand: HandModel, joints: torch.Tensor, pose: torch.Tensor | None, limit_tol: float) -> None:
@@ -234,13 +234,15 @@ class HandModel(nn.Module):
             rot, trans = [palm_pose[:, None, :3, :3]], [palm_pose[:, None, :3, 3]]  # (B, 1, 3, 3), (B, 1, 3)
         # Joint rotations of all links at once (few large kernels instead of many per level).
         angle = joints[:, self.link_joint] * self.link_is_revolute  # (B, L)
-        r_local = self.origin_rot @ axis_angle_to_matrix(self.link_axis.expand(b, -1, -1), angle)  # (B, L, 3, 3)
+        r_local = small_matmul(
+            self.origin_rot, axis_angle_to_matrix(self.link_axis.expand(b, -1, -1), angle)
+        )  # (B, L, 3, 3)
         t_local = self.origin_trans[:, :, None]  # (L, 3, 1)
         for s, e in self._levels:
             parent = self.link_parent_in_level[s:e]
             r_par, t_par = rot[-1][:, parent], trans[-1][:, parent]  # (B, n, 3, 3), (B, n, 3)
-            rot.append(r_par @ r_local[:, s:e])
-            trans.append((r_par @ t_local[s:e]).squeeze(-1) + t_par)
+            rot.append(small_matmul(r_par, r_local[:, s:e]))
+            trans.append(small_matmul(r_par, t_local[s:e]).squeeze(-1) + t_par)
         return HandState(torch.cat(rot, dim=1), torch.cat(trans, dim=1), joints)  # (B, L, 3, 3), (B, L, 3)
 
     def link_poses(self, joints: torch.Tensor, palm_pose: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -256,7 +258,7 @@ class HandModel(nn.Module):
     def contact_candidates(self, state: HandState) -> tuple[torch.Tensor, torch.Tensor]:
         """Contact candidates on the finger pads: points (B, C, 3) and outward normals (B, C, 3)."""
         pts = state.move(self.contact_local, self.contact_link)
-        normals = (state.link_rot[:, self.contact_link] @ self.contact_normal_local[..., None]).squeeze(-1)
+        normals = small_matmul(state.link_rot[:, self.contact_link], self.contact_normal_local[..., None]).squeeze(-1)
         return pts, normals
 
     def penetration_keypoints(self, state: HandState) -> tuple[torch.Tensor, torch.Tensor]:
@@ -271,8 +273,8 @@ class HandModel(nn.Module):
     def box_poses(self, state: HandState) -> tuple[torch.Tensor, torch.Tensor]:
         """World rotation (B, K, 3, 3) and centre (B, K, 3) of every collision box."""
         r_link, t_link = state.link_rot[:, self.box_link], state.link_trans[:, self.box_link]
-        rot = r_link @ self.box_rot  # (B, K, 3, 3)
-        trans = (r_link @ self.box_trans[..., None]).squeeze(-1) + t_link  # (B, K, 3)
+        rot = small_matmul(r_link, self.box_rot)  # (B, K, 3, 3)
+        trans = small_matmul(r_link, self.box_trans[..., None]).squeeze(-1) + t_link  # (B, K, 3)
         return rot, trans
 
     # ------------------------------------------------------------------ distances

@@ -35,6 +35,7 @@ from sceneleap_core.geometry.box_depth import box_max_depth, box_point_depth, fu
 from sceneleap_core.geometry.box_sdf import box_signed_distance
 from sceneleap_core.geometry.rotations import axis_angle_to_matrix
 from sceneleap_core.infer.cuda_graph import precision_context
+from sceneleap_core.infer.greedy_select import greedy_rounds
 
 REASONS = ("nonfinite", "table", "cloud", "sweep")
 CLEARANCE_STAGES = ("off", "candidates", "returned")
@@ -287,8 +288,9 @@ def lowest_height(hand, state, normal: torch.Tensor, offset: float | torch.Tenso
     """(B,) height above the plane (``normal . x = offset``) of the lowest hand-box corner."""
     rot, ctr = hand.box_poses(state)  # (B, K, 3, 3), (B, K, 3)
     n = normal.to(ctr)
-    along = (rot.transpose(-1, -2) @ n).abs()  # (B, K, 3): |R^T n|
-    low = ctr @ n - (along * hand.box_half.to(ctr)).sum(-1) - offset  # (B, K)
+    # elementwise rather than matrix-vector products: a GPU runs those as one cuBLAS gemv per call
+    along = (rot * n[:, None]).sum(-2).abs()  # (B, K, 3): |R^T n|
+    low = (ctr * n).sum(-1) - (along * hand.box_half.to(ctr)).sum(-1) - offset  # (B, K)
     return low.amin(-1)
 
 
@@ -483,18 +485,10 @@ def diverse_select(pose: torch.Tensor, scores: torch.Tensor, valid: torch.Tensor
     if min_distance <= 0 or c <= 1:
         return _by_tier(masked, valid.long())[:k], count
     near = pose_distance(pose, rotation_scale) < min_distance  # (C, C)
-    free = valid.clone()  # valid and not near a kept grasp
-    chosen = torch.zeros(c, dtype=torch.bool, device=scores.device)
-    picks, alive = [], []
-    for _ in range(k):
-        # (1,) indices throughout: a 0-dim tensor index would be read on the host (a sync)
-        best = torch.where(free, masked, torch.full_like(masked, -torch.inf)).argmax(0, keepdim=True)
-        ok = free[best]  # False once every valid grasp is kept or near a kept one
-        picks.append(best)
-        alive.append(ok)
-        chosen = chosen | (torch.arange(c, device=scores.device) == best) & ok
-        free = free & ~(near[best][0] & ok) & ~chosen
-    picks, alive = torch.cat(picks), torch.cat(alive)  # (k,): the alive ones form a prefix
+    by_score = torch.argsort(masked, descending=True, stable=True)  # ties: the lower index first
+    rank = torch.empty_like(by_score).scatter_(0, by_score, torch.arange(c, device=scores.device))
+    picks, alive = greedy_rounds(rank, valid, near, k)  # (k,): the alive ones form a prefix
+    chosen = torch.zeros(c, dtype=torch.long, device=scores.device).scatter_add_(0, picks, alive.long()) > 0
     kept = alive.sum()
     rest = _by_tier(masked, (valid & ~chosen).long() * 2 + (~valid).long())  # the chosen last: no repeats
     slot = torch.arange(k, device=scores.device)
