@@ -37,11 +37,12 @@ SCHEMA: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "cuda_graph", "inference backend: eager, compile, cuda_graph (the default: network calls "
               "replayed as CUDA graphs on a GPU, eager on a CPU), aoti, onnx, tensorrt (sceneleap_core.infer)",
               choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt")),
-    ParamSpec("graph_precision", "tf32", "the cuda_graph backend's denoiser arithmetic: tf32 (the default: lifts as "
-              "often as fp32 on an H200, sampling 20 % faster), fp32 (equal to eager), bf16",
+    ParamSpec("graph_precision", "bf16", "the cuda_graph backend's network arithmetic (the model trained in bf16): "
+              "bf16 (the default), tf32, fp32 (equal to eager); on an H200 all three lift alike",
               choices=("tf32", "fp32", "bf16")),
-    ParamSpec("graph_compile", False, "cuda_graph: capture a torch.compile'd denoiser (compiled at the first plan, "
-              "tens of seconds; on an H200 with bf16 the plan 22.6 -> 18.3 ms at the same lift)"),
+    ParamSpec("graph_compile", True, "cuda_graph: capture torch.compile'd networks and post-processing (compiled at "
+              "the first plan or the warm-up: tens of seconds; on an H200 with bf16 the plan 17.6 -> 10.4 ms at the same "
+              "lift; nothing is compiled on a CPU)"),
     ParamSpec("warm_up", True, "on a GPU, plan once for a synthetic tabletop at start-up, so that the CUDA graphs "
               "(and a compiled denoiser) are ready before the first cloud"),
     ParamSpec("engine_path", "", "folder of the exported ONNX files / TensorRT engines / AOTInductor package (onnx, tensorrt, aoti); "

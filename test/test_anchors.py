@@ -87,6 +87,27 @@ def test_select_anchors_draws_on_objects_above_the_support_plane():
         select_anchors(cloud, torch.tensor([0.0, 0, 1]), 0)
 
 
+def test_select_anchors_is_uniform_over_the_points_above_and_a_pure_function_of_its_uniforms():
+    pts, is_box = _tabletop()
+    cloud = torch.tensor(pts, dtype=torch.float32)[None]
+    up = torch.tensor([0.0, 0.0, 1.0])
+    above = np.flatnonzero(pts[:, 2] > float(support_height(cloud[..., 2])[0]) + 0.01)  # min_height
+    assert 100 < len(above) < 200  # most of the box
+    u = torch.rand(1, 40 * len(above), generator=torch.Generator().manual_seed(1))
+    anchors = select_anchors(cloud, up, u.shape[1], uniforms=u)[0].numpy()
+    hit = np.argmin(np.linalg.norm(pts[None] - anchors[:, None], axis=-1), axis=1)
+    counts = np.bincount(hit, minlength=len(pts))
+    assert set(np.flatnonzero(counts)) <= set(above), "every draw is a point above the plane"
+    assert is_box[hit].all(), "on the box"
+    assert counts[above].min() > 10 and counts[above].max() < 80, "each point above drawn ~40 times"
+    again = select_anchors(cloud, up, u.shape[1], uniforms=u, generator=torch.Generator().manual_seed(9))[0]
+    torch.testing.assert_close(again, torch.from_numpy(anchors), atol=0, rtol=0)
+    edge = select_anchors(cloud, up, 2, uniforms=torch.tensor([[0.0, 1.0 - 1e-7]]))[0].numpy()
+    assert all(np.isclose(pts[above], e).all(-1).any() for e in edge), "u = 0 and u -> 1 stay on points above"
+    with pytest.raises(ValueError, match="uniforms"):
+        select_anchors(cloud, up, 3, uniforms=torch.rand(1, 4))
+
+
 def test_anchor_relative_round_trips_and_decode_adds_the_anchors_back():
     vec = torch.randn(2, 5, 25, dtype=torch.float64)
     anchors = torch.randn(2, 5, 3, dtype=torch.float64)

@@ -273,10 +273,17 @@ def test_graph_precision_is_checked_and_tf32_bf16_graphs_stay_near_fp32():
             assert all(len(next(iter(loop._calls.values()))._graphs) == 1 for loop in loops.values())
 
 
-def test_a_denoiser_that_fails_to_compile_runs_uncompiled_after_one_warning():
+def test_a_denoiser_that_fails_to_compile_runs_uncompiled_after_one_warning(monkeypatch):
     """``graph_compile``: torch.compile fails at the first call where a machine lacks what inductor
-    needs; the loop then warns once and runs the plain denoiser for good."""
-    from sceneleap_core.infer.cuda_graph import GraphedLoop
+    needs; the loop then warns once and runs the plain denoiser for good. Calls on the CPU never
+    take the compiled function."""
+    from sceneleap_core.infer import cuda_graph
+    from sceneleap_core.infer.cuda_graph import CompiledOrPlain, GraphedLoop
+
+    never = CompiledOrPlain(lambda x: x + 1, "a function")
+    never.active = lambda x: pytest.fail("compiled on the CPU")
+    assert never(torch.ones(2)).tolist() == [2.0, 2.0] and never.compiled
+    monkeypatch.setattr(cuda_graph, "_any_on_cuda", lambda values: True)  # as if the tensors were on CUDA
 
     torch.manual_seed(8)
     model = randomize(build_generator("tiny", anchor="seed").eval())
@@ -287,17 +294,17 @@ def test_a_denoiser_that_fails_to_compile_runs_uncompiled_after_one_warning():
         calls.append(1)
         raise RuntimeError("InductorError: no working C compiler\nmore detail")
 
-    loop._net = broken  # what a failing torch.compile wrapper does at its first call
+    loop._net.active = broken  # what a failing torch.compile wrapper does at its first call
     pts = torch.rand(1, 128, 3) - 0.5
     with torch.no_grad():
         cache = model.encode_scene(pts, anchors=pts[:, :6], deterministic=True)
         x, t = torch.randn(1, 6, 25, generator=torch.Generator().manual_seed(0)), torch.full((1,), 300.0)
         with pytest.warns(UserWarning, match="compiling the denoiser failed .*no working C compiler.*uncompiled"):
-            got = loop._run_net(x, t, cache)
+            got = loop._net(x, t, cache)
         torch.testing.assert_close(got, model.denoiser(x, t, cache))
-        again = loop._run_net(x, t, cache)  # no second attempt, no second warning
+        again = loop._net(x, t, cache)  # no second attempt, no second warning
     torch.testing.assert_close(again, got)
-    assert calls == [1] and loop._net is loop._plain_net
+    assert calls == [1] and not loop._net.compiled
 
 
 def test_bf16_weights_copy_computes_what_autocast_computes():

@@ -34,7 +34,8 @@ class ListLog:
 def setup(tmp_path_factory, hand):
     ts = ros_typestore("jazzy")
     params = NodeParams().updated({"model": str(save_tiny_model(tmp_path_factory.mktemp("m"))), "num_grasps": 4,
-                                   "steps": 1, "gravity": "0 0 -9.81", "max_cloud_age": 0.0, "top_k_markers": 2})  # fmt: skip
+                                   "steps": 1, "gravity": "0 0 -9.81", "max_cloud_age": 0.0, "top_k_markers": 2,
+                                   "oversample": 4.0})  # fmt: skip (4x: a random model's candidates hit the table)
     planner = load_planner(params, hand=hand)
     return ts, RosbagsFactory(ts), planner, params
 

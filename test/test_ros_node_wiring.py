@@ -135,7 +135,8 @@ def node(request, monkeypatch, hand):
     ts = ros_typestore("jazzy")
     monkeypatch.setattr(grasp_node, "RclpyFactory", lambda: RosbagsFactory(ts))
     overrides = [_Record(name=k, value=v) for k, v in {"model": "untrained:tiny", "num_grasps": 3, "steps": 1,
-                                                       "gravity": "0 0 -1", "max_cloud_age": 0.0}.items()]  # fmt: skip
+                                                       "gravity": "0 0 -1", "max_cloud_age": 0.0,
+                                                       "oversample": 4.0}.items()]  # fmt: skip
     warm_ups = []  # the real warm-up does nothing on a CPU: record that the node asks for it
     monkeypatch.setattr(grasp_node.GraspNodeCore, "warm_up", lambda core: warm_ups.append(core))
     n = grasp_node.GraspNode(parameter_overrides=overrides)

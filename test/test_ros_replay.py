@@ -59,7 +59,8 @@ def test_replay_writes_one_grasp_array_and_one_marker_array_per_cloud(tmp_path, 
     clouds = [numpy_to_cloud(factory, tabletop(seed=i), frame_id="cam", stamp=(10 + i, 0)) for i in range(3)]
     bad = numpy_to_cloud(factory, np.full((20, 3), np.nan), frame_id="cam", stamp=(20, 0))
     bag = write_cloud_bag(tmp_path / "in", storage, [*clouds[:2], bad, clouds[2]], distro)
-    params = NodeParams().updated({"num_grasps": 3, "steps": 1, "gravity": "0 0 -1", "top_k_markers": 1})
+    params = NodeParams().updated({"num_grasps": 3, "steps": 1, "gravity": "0 0 -1", "top_k_markers": 1,
+                                   "oversample": 4.0})
     summary = replay_bag(bag, tmp_path / "out", topic=TOPIC, planner=planner, params=params, distro=distro,
                          storage=storage)  # fmt: skip
     assert (summary.clouds, summary.planned, summary.bad) == (4, 3, {"all_nan": 1})

@@ -129,10 +129,10 @@ def register(sub) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--backend", default="eager", choices=("eager", "compile", "cuda_graph", "aoti", "onnx", "tensorrt"))
     p.add_argument("--graph-precision", default="tf32", choices=("tf32", "fp32", "bf16"),
-                   help="the cuda_graph backend's denoiser arithmetic (fp32: eager's grasps exactly)")  # fmt: skip
+                   help="the cuda_graph backend's network arithmetic (fp32: eager's grasps exactly)")  # fmt: skip
     p.add_argument("--graph-compile", action="store_true",
-                   help="cuda_graph: capture a torch.compile'd denoiser (compiles at the first plan, tens of seconds; "
-                        "pays off in long-running processes)")  # fmt: skip
+                   help="cuda_graph: capture the torch.compile'd denoiser, anchor score and post-processing "
+                        "(compiles at the first plan, tens of seconds; pays off in long-running processes)")  # fmt: skip
     p.add_argument("--up", type=float, nargs=3, help="world up in the cloud's frame (default: from the table)")
     p.add_argument("--workspace", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                    help="crop box in the cloud's frame")  # fmt: skip

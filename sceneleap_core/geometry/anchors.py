@@ -103,14 +103,19 @@ def anchor_labels(
 
 def pick_scored(
     pool: torch.Tensor, logits: torch.Tensor, num: int, *, temperature: float = 0.5, generator=None,
-    return_index: bool = False,
+    return_index: bool = False, uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Keep ``num`` of a pool of anchors (B, P, 3) by their scores (B, P): Gumbel top-k on
     ``logits / temperature`` (without replacement; high scores first, still diverse and seeded).
+    ``uniforms`` (B, P) in [0, 1): the Gumbel draws' uniforms (else drawn from ``generator``).
     Returns the kept anchors (B, num, 3), and their pool indices (B, num) with ``return_index``."""
     if pool.shape[1] < num:
         raise ValueError(f"pool: expected at least num={num} candidates, got {pool.shape[1]}")
-    u = torch.rand(logits.shape, generator=generator, device=logits.device).clamp(1e-9, 1 - 1e-9)
+    if uniforms is None:
+        uniforms = torch.rand(logits.shape, generator=generator, device=logits.device)
+    elif uniforms.shape != logits.shape:
+        raise ValueError(f"uniforms: expected shape {tuple(logits.shape)}, got {tuple(uniforms.shape)}")
+    u = uniforms.float().clamp(1e-9, 1 - 1e-9)
     keys = logits.float() / temperature - torch.log(-torch.log(u))
     idx = keys.topk(num, dim=1).indices  # (B, num)
     kept = torch.gather(pool, 1, idx[..., None].expand(-1, -1, 3))
@@ -152,12 +157,17 @@ def select_anchors(
     *,
     min_height: float = 0.01,
     generator: torch.Generator | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Anchors for inference: ``num`` points per cloud drawn uniformly among the points more than
-    ``min_height`` above the support plane (all points when a cloud has none above it).
+    """Anchors for inference: ``num`` points per cloud drawn uniformly (with replacement) among
+    the points more than ``min_height`` above the support plane (all points when a cloud has none
+    above it).
 
     Args:
         points: (B, N, 3) clouds.  up: (B, 3) or (3,) world up in the clouds' frame.
+        generator: the draws' generator; uniforms: the draws themselves, (B, num) in [0, 1) (then
+            ``generator`` is unused). Given uniforms the call is a pure function of tensors: no host
+            sync, no random state, so a CUDA graph can hold it.
 
     Returns:
         (B, num, 3) anchors, each one of the cloud's points.
@@ -166,11 +176,17 @@ def select_anchors(
         raise ValueError(f"points: expected a non-empty (B, N, 3) batch, got {tuple(points.shape)}")
     if num < 1:
         raise ValueError(f"num: expected >= 1 anchors, got {num}")
+    if uniforms is None:
+        uniforms = torch.rand((points.shape[0], num), generator=generator, device=points.device)
+    elif uniforms.shape != (points.shape[0], num):
+        raise ValueError(f"uniforms: expected shape {(points.shape[0], num)}, got {tuple(uniforms.shape)}")
     up = torch.as_tensor(up, dtype=points.dtype, device=points.device).expand(points.shape[0], 3)
     up = up / up.norm(dim=-1, keepdim=True).clamp_min(1e-9)
     heights = (points * up[:, None]).sum(-1)  # (B, N)
     above = heights > (support_height(heights) + min_height)[:, None]  # (B, N)
     above = above | ~above.any(dim=1, keepdim=True)
-    weights = above.float()
-    idx = torch.multinomial(weights, num, replacement=True, generator=generator)  # (B, num)
+    # inverse CDF of the 0/1 weights: the first point whose running count exceeds u x count
+    running = above.to(torch.float32).cumsum(dim=1)  # (B, N), exact integers
+    target = uniforms.to(torch.float32) * running[:, -1:]  # (B, num)
+    idx = torch.searchsorted(running, target, right=True).clamp_max(points.shape[1] - 1)  # (B, num)
     return torch.gather(points, 1, idx[..., None].expand(-1, -1, 3))

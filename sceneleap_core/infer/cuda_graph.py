@@ -71,6 +71,55 @@ def precision_context(precision: str):
         torch.set_float32_matmul_precision(before)
 
 
+def _any_on_cuda(values) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.is_cuda for v in values)
+
+
+class CompiledOrPlain:
+    """``fn`` through ``torch.compile`` (static shapes, fused Triton kernels) when ``compile`` and a
+    tensor argument is on CUDA, else ``fn`` itself (calls on the CPU compile nothing: the graphed
+    backend's calls run eagerly there). torch.compile fails at the first call where a machine lacks
+    what inductor needs (no C compiler, an operator it cannot lower), as many exception types: then
+    one warning names ``name`` and ``fn`` runs uncompiled from then on.
+
+    Args:
+        fn: the function; name: what it is, for the warning; compile: False = ``fn`` as it is.
+    """
+
+    def __init__(self, fn, name: str, compile: bool = True) -> None:
+        self.plain, self.name = fn, name
+        self.active = torch.compile(fn, dynamic=False) if compile else fn
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls go through the compiled function (False once compiling failed)."""
+        return self.active is not self.plain
+
+    def __call__(self, *args, **kwargs):
+        if not (self.compiled and _any_on_cuda((*args, *kwargs.values()))):
+            return self.plain(*args, **kwargs)
+        try:
+            return self.active(*args, **kwargs)
+        except Exception as err:  # torch.compile's failures surface at the first call, as many types
+            import warnings
+
+            first = str(err).splitlines()[0] if str(err) else ""
+            warnings.warn(f"compiling {self.name} failed ({type(err).__name__}: {first}); running it uncompiled",
+                          stacklevel=2)  # fmt: skip
+            self.active = self.plain
+            return self.plain(*args, **kwargs)
+
+
+def in_precision(fn, precision: str):
+    """``fn`` run under :func:`precision_context` (``precision``) at every call."""
+
+    def run(*args, **kwargs):
+        with precision_context(precision):
+            return fn(*args, **kwargs)
+
+    return run
+
+
 class GraphedDenoiser:
     """``denoiser(x (B, G, D), t (B,), cache) -> (B, G, D)`` replayed from a CUDA graph per shape:
     a :class:`GraphedCall` over the flat tensors ``(x, t, *cache.to_tuple())``.
@@ -128,31 +177,14 @@ class GraphedLoop:
         self.denoiser, self.objective, self.make_scheduler = denoiser, objective, make_scheduler
         self.precision, self.max_graphs = precision, int(max_graphs)
         net = bf16_weights(denoiser) if precision == "bf16" else denoiser  # what the graphs run on CUDA
-        self._plain_net = net
-        self._net = torch.compile(net, dynamic=False) if compile else net
+        self._net = CompiledOrPlain(net, "the denoiser", compile=compile)  # plain for good if compiling fails
         self._calls: dict[tuple, GraphedCall] = {}
-
-    def _run_net(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
-        """The graphs' network on (x, t, cache): the compiled one, or the plain one for good once
-        compiling it failed."""
-        if self._net is self._plain_net:
-            return self._net(x, t, cache)
-        try:
-            return self._net(x, t, cache)
-        except Exception as err:  # torch.compile's failures surface at the first call, as many types
-            import warnings
-
-            first = str(err).splitlines()[0] if str(err) else ""
-            warnings.warn(f"GraphedLoop: compiling the denoiser failed ({type(err).__name__}: {first}); running it "
-                          "uncompiled", stacklevel=2)  # fmt: skip
-            self._net = self._plain_net
-            return self._net(x, t, cache)
 
     def _denoise(self, x: torch.Tensor, t: torch.Tensor, cache: SceneCache) -> torch.Tensor:
         if x.device.type != "cuda":
             return self.denoiser(x, t, cache)
         with precision_context(self.precision):
-            return self._run_net(x, t, cache).float()
+            return self._net(x, t, cache).float()
 
     def _graphed(self, sampler: str, steps: int, guidance_scale: float, device: torch.device) -> GraphedCall:
         from sceneleap_core.models.denoising_loop import DenoisingLoop
@@ -265,10 +297,12 @@ class GraphedPost:
     Args:
         budget: ``PairBudget`` keyword arguments (sizes).
         max_graphs: captured settings kept (oldest dropped first).
+        compile: capture a ``torch.compile``'d post-processing (:class:`CompiledOrPlain`: the plain
+            one for good if compiling fails).
     """
 
-    def __init__(self, budget: dict | None = None, max_graphs: int = 8) -> None:
-        self.budget, self.max_graphs = dict(budget or {}), int(max_graphs)
+    def __init__(self, budget: dict | None = None, max_graphs: int = 8, compile: bool = False) -> None:
+        self.budget, self.max_graphs, self.compile = dict(budget or {}), int(max_graphs), bool(compile)
         self._calls: dict[tuple, tuple] = {}
 
     def _entry(self, key: tuple, layout: tuple, hand, num_grasps: int, config, ranker) -> tuple:
@@ -293,7 +327,8 @@ class GraphedPost:
 
         if len(self._calls) >= self.max_graphs:
             self._calls.pop(next(iter(self._calls)))
-        self._calls[key] = (GraphedCall(run, "post-processing", max_graphs=self.max_graphs), holder)
+        fn = CompiledOrPlain(run, "the post-processing", compile=self.compile)
+        self._calls[key] = (GraphedCall(fn, "post-processing", max_graphs=self.max_graphs), holder)
         return self._calls[key]
 
     @torch.no_grad()

@@ -19,12 +19,13 @@ import numpy as np
 import torch
 
 from sceneleap_core.geometry.anchors import grasp_centres, pick_scored, select_anchors
+from sceneleap_core.geometry.rotations import nearest_rotation
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
 from sceneleap_core.infer.postprocess import (
+    REASONS,
     PairBudget,
     PostConfig,
     collision_check,
-    counts_by_reason,
     diverse_select,
     finger_clearance,
     grasp_energy,
@@ -157,16 +158,30 @@ def to_input_frame(frame: torch.Tensor, palm_pose: torch.Tensor) -> torch.Tensor
     """Network-frame palm poses (B, G, 4, 4) -> the input cloud's frame with ``frame`` (B, 4, 4) =
     input <- network (a similarity: rotation / scale + shift). Rotations are projected onto the
     nearest proper rotation (an augmentation scale or an untrained model's output cannot leak a
-    reflection or a shear into the result)."""
+    reflection or a shear into the result; :func:`nearest_rotation`, no host sync on a GPU)."""
     lin = frame[:, None, :3, :3].to(palm_pose)  # (B, 1, 3, 3)
     rot = lin @ palm_pose[..., :3, :3]
-    u, _, vt = torch.linalg.svd(rot.double())
-    fix = torch.ones_like(u[..., :1, :])  # (B, G, 1, 3)
-    fix[..., 0, -1] = torch.sign(torch.linalg.det(u @ vt))
     out = palm_pose.clone()
-    out[..., :3, :3] = ((u * fix) @ vt).to(palm_pose)
+    out[..., :3, :3] = nearest_rotation(rot.double()).to(palm_pose)
     out[..., :3, 3] = (lin @ palm_pose[..., :3, 3:4]).squeeze(-1) + frame[:, None, :3, 3].to(palm_pose)
     return out
+
+
+def draw_scored_anchors(model, points: torch.Tensor, up: torch.Tensor, pool_uniforms: torch.Tensor,
+                        gumbel_uniforms: torch.Tensor, scene, num: int) -> tuple[torch.Tensor, ...]:  # fmt: skip
+    """An anchored generator's anchors for clouds (B, N, 3): a pool of P points drawn above the
+    support plane (:func:`select_anchors` with ``pool_uniforms`` (B, P)), scored by the model, and
+    ``num`` of them kept by Gumbel top-k (:func:`pick_scored` with ``gumbel_uniforms`` (B, P)).
+    ``up``: (B, 3) or (3,) world up in the clouds' frame; ``scene``: the encoder's (tokens, xyz) or
+    None. A pure function of tensors (the draws come in), so one CUDA graph holds it.
+
+    Returns the kept anchors (B, num, 3), their anchor-encoder features (B, num, D0) (the scene
+    cache takes them instead of encoding the anchors again) and their score logits (B, num)."""
+    pool = select_anchors(points, up, pool_uniforms.shape[1], uniforms=pool_uniforms)
+    logits, features = model.score_anchors(points, pool, scene, return_features=True)  # (B, P), (B, P, D0)
+    kept, idx = pick_scored(pool, logits, num, uniforms=gumbel_uniforms, return_index=True)
+    features = torch.gather(features, 1, idx[..., None].expand(-1, -1, features.shape[-1]))
+    return kept, features, torch.gather(logits, 1, idx)
 
 
 class Stopwatch:
@@ -360,8 +375,13 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray | torch.Tensor, plane, pose
     terms = {k: v.to(device) for k, v in (terms or {}).items()}
     args = (hand, cloud_t, plane, pose, joints, num_grasps, config)
     kwargs = {"anchors": anchors, "terms": terms, "ranker": ranker, "up": up_t}
+    def summary(result: dict) -> list[int]:  # [overflow, count, rejected per reason...]: one host copy
+        parts = (result["overflow"], result["count"], result["rejected"])
+        return torch.cat([x.reshape(-1).to(device=device, dtype=torch.long) for x in parts]).tolist()
+
     out = graphs(*args, **kwargs) if graphs is not None else None
-    if out is not None and bool(out["overflow"]):  # a search outgrew its budget: redo it exactly
+    numbers = None if out is None else summary(out)
+    if numbers is not None and numbers[0]:  # a search outgrew its budget: redo it exactly
         log.info("post-processing: a pair search outgrew its budget; redoing the plan's checks without one")
         out = None
     graphed = out is not None
@@ -369,9 +389,10 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray | torch.Tensor, plane, pose
         watch.lap("post")
     else:
         out = select_grasps(*args, **kwargs, lap=watch.lap)
-    order = out["order"][: int(out["count"])]
+        numbers = summary(out)
+    order = out["order"][: numbers[1]]
     picked_terms = {name: value[order][None].float() for name, value in out["terms"].items()}
-    rejected = counts_by_reason(out["rejected"])
+    rejected = dict(zip(REASONS, numbers[2:]))
     if not graphed:
         watch.lap("rank")
 
@@ -422,9 +443,11 @@ class GraspPlanner:
             The scheduler loop stays in Python for every other backend.
         ranker: a :class:`sceneleap_core.infer.ranker.GraspRanker` that orders the filtered grasps
             (else -energy); :meth:`from_pretrained` loads the model directory's ``ranker.json``.
-        graph_precision: the ``cuda_graph`` backend's denoiser arithmetic
+        graph_precision: the ``cuda_graph`` backend's network arithmetic: the denoiser, the scene
+            encoder, the anchor score and the scene cache
             (:func:`sceneleap_core.infer.cuda_graph.precision_context`): ``tf32`` (default: float32
-            matmuls on the tensor cores), ``fp32`` (equal to eager to 1e-4) or ``bf16`` (autocast).
+            matmuls on the tensor cores), ``fp32`` (equal to eager to 1e-4) or ``bf16`` (autocast;
+            the bundled model trained in bf16). The geometry (decoding, checks) stays float32.
             On one H200 (bundled model, critic, 8x, DDIM 10, 32 unseen-object views x 32 grasps)
             fp32 / tf32 / bf16 lifted 82.8 / 82.7 / 83.1 % of grasps (top-1 90.6 / 90.6 / 93.8 %)
             with sampling at 17.8 / 14.2 / 15.3 ms: the same seed takes another trajectory (palms
@@ -440,8 +463,12 @@ class GraspPlanner:
         graph_post: on the ``cuda_graph`` backend, run the filter and ranking as one CUDA graph
             (:class:`sceneleap_core.infer.cuda_graph.GraphedPost`, the same grasps); False keeps them
             eager (bench comparisons).
-        graph_compile: on the ``cuda_graph`` backend, capture the reverse process with a
-            ``torch.compile``'d denoiser (fused kernels; the first plan of each shape compiles it).
+        graph_compile: on the ``cuda_graph`` backend, capture ``torch.compile``'d functions: the
+            denoiser in the reverse process, the anchor draw and score, and the post-processing
+            (fused kernels; the first plan of each shape compiles them, tens of seconds; nothing is
+            compiled on the CPU; a compilation that fails warns once and runs uncompiled). On one
+            H200 (bf16, critic, 8x, DDIM 10, 20k points) the plan 17.6 -> 10.4 ms p50 at the same
+            lift (bench/RESULTS.md).
         guidance: the classifier-free guidance scale ``plan`` and ``sample_network`` use unless
             given (1 = conditional only, one network pass; above 1 a second, unconditional pass per
             step); :meth:`from_pretrained` reads ``extra.planner.guidance``.
@@ -493,21 +520,34 @@ class GraspPlanner:
         if backend == "compile":
             self._denoiser = torch.compile(self.model.denoiser, dynamic=True)
         elif backend == "cuda_graph":
-            from sceneleap_core.infer.cuda_graph import GraphedCall, GraphedDenoiser, GraphedLoop, GraphedPost
+            from sceneleap_core.infer.cuda_graph import (
+                CompiledOrPlain,
+                GraphedCall,
+                GraphedDenoiser,
+                GraphedLoop,
+                GraphedPost,
+                in_precision,
+            )
 
             self._denoiser = GraphedDenoiser(self.model.denoiser, precision=self.graph_precision)
-            m = self.model
-            self._loop = GraphedLoop(m.denoiser, m.objective, m.make_scheduler, precision=self.graph_precision,
+            m, hand, norm, prec = self.model, self.hand, self.normalizer, self.graph_precision
+            self._loop = GraphedLoop(m.denoiser, m.objective, m.make_scheduler, precision=prec,
                                      compile=self.graph_compile)  # fmt: skip
-            self._graphed = {  # the per-cloud network work around the loop, captured too
-                "encode": GraphedCall(lambda p: m.encoder(p, deterministic=True), "scene encoder"),
-                "score": GraphedCall(lambda p, a, tok, xyz: m.score_anchors(p, a, (tok, xyz), return_features=True),
-                                     "anchor score"),
-                "cache": GraphedCall(
+            pool = self.anchor_pool
+            draw = CompiledOrPlain(  # the anchor score: a PointNet over 128 neighbours of each pool anchor
+                lambda p, up, u, g, tok, xyz: draw_scored_anchors(m, p, up, u, g, (tok, xyz), u.shape[1] // pool),
+                "the anchor score", compile=self.graph_compile)  # fmt: skip
+            self._graphed = {  # the per-cloud work around the loop, captured too; the networks at `prec`
+                "encode": GraphedCall(in_precision(lambda p: m.encoder(p, deterministic=True), prec), "scene encoder"),
+                "anchors": GraphedCall(in_precision(draw, prec), "anchor draw and score"),
+                "cache": GraphedCall(in_precision(
                     lambda p, tok, xyz, anchors=None, features=None: m._cache(p, tok, xyz, None, anchors, features).to_tuple(),
-                    "scene cache"),
+                    prec), "scene cache"),
+                "decode": GraphedCall(lambda z, *anchors: decode_grasps(z, norm, hand, *anchors), "decoding"),
+                "to_input": GraphedCall(lambda frame, pose: to_input_frame(frame, pose), "frame change"),
             }  # fmt: skip
-            self._post = GraphedPost() if self.graph_post else None  # filter and rank as one graph (select_grasps)
+            # filter and rank as one graph (select_grasps)
+            self._post = GraphedPost(compile=self.graph_compile) if self.graph_post else None
         elif backend == "aoti":
             import tempfile
 
@@ -574,12 +614,24 @@ class GraspPlanner:
             return self._graphed["encode"](points)
         return self.model.encoder(points, deterministic=True)
 
-    def _score_anchors(self, points, anchors, scene) -> tuple[torch.Tensor, torch.Tensor]:
-        """The model's anchor score logits (B, P) of candidate anchors (B, P, 3) and their anchor
-        features (B, P, D0)."""
+    def _draw_anchors(self, points, up, pool_uniforms, gumbel_uniforms, scene) -> tuple[torch.Tensor, ...]:
+        """:func:`draw_scored_anchors` with this planner's pool (graphed on ``cuda_graph``, with
+        the scene): the kept anchors (B, G, 3), their features (B, G, D0) and logits (B, G)."""
+        num = pool_uniforms.shape[1] // self.anchor_pool
         if self._graphed is not None and scene is not None:
-            return self._graphed["score"](points, anchors, *scene)
-        return self.model.score_anchors(points, anchors, scene, return_features=True)
+            return self._graphed["anchors"](points, up, pool_uniforms, gumbel_uniforms, *scene)
+        return draw_scored_anchors(self.model, points, up, pool_uniforms, gumbel_uniforms, scene, num)
+
+    def _decode(self, vectors: torch.Tensor, anchors: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`decode_grasps` (graphed on ``cuda_graph``)."""
+        extra = () if anchors is None else (anchors,)
+        if self._graphed is not None:
+            return self._graphed["decode"](vectors, *extra)
+        return decode_grasps(vectors, self.normalizer, self.hand, *extra)
+
+    def _to_input(self, frame: torch.Tensor, pose: torch.Tensor) -> torch.Tensor:
+        """:func:`to_input_frame` (graphed on ``cuda_graph``)."""
+        return self._graphed["to_input"](frame, pose) if self._graphed is not None else to_input_frame(frame, pose)
 
     def _scene_cache(self, points, tokens, xyz, anchors, anchor_features=None):
         """The conditional :class:`SceneCache` the denoiser reads every step (``anchor_features``:
@@ -702,16 +754,18 @@ class GraspPlanner:
         if getattr(self.model, "anchored", False) and anchors is None:
             if up is None:
                 up = torch.tensor([0.0, 0.0, 1.0], device=points.device)
-            anchors = select_anchors(points, up, num_grasps * self.anchor_pool, generator=gen)
+            shape = (points.shape[0], num_grasps * self.anchor_pool)
+            pool_uniforms = torch.rand(shape, generator=gen, device=points.device)
             if self.anchor_pool > 1:
                 if self.model.anchor_encoder.needs_scene or self._graphed is not None:  # once for score + sampler
                     scene = self._encode(points)
-                logits, pool_features = self._score_anchors(points, anchors, scene)  # (B, pool), (B, pool, D0)
-                anchors, kept = pick_scored(anchors, logits, num_grasps, generator=gen, return_index=True)
-                # the kept anchors' features, not encoded again for the scene cache
-                features = torch.gather(pool_features, 1, kept[..., None].expand(-1, -1, pool_features.shape[-1]))
+                gumbel_uniforms = torch.rand(shape, generator=gen, device=points.device)
+                # the kept anchors' features come along: the scene cache does not encode them again
+                anchors, features, logits = self._draw_anchors(points, up, pool_uniforms, gumbel_uniforms, scene)
                 if getattr(self.model.config, "anchor_score_weight", 0) > 0:  # a trained score: ranking evidence
-                    anchor_logit = torch.gather(logits, 1, kept)  # (B, G)
+                    anchor_logit = logits  # (B, G)
+            else:
+                anchors = select_anchors(points, up, shape[1], uniforms=pool_uniforms)
         kwargs = {"anchors": anchors} if anchors is not None else {}
         if self.backend == "eager":
             z = self.model.sample(points, num_grasps=num_grasps, steps=steps, sampler=sampler,
@@ -720,7 +774,7 @@ class GraspPlanner:
         else:
             z = self._sample_backend(points, num_grasps, steps, sampler, guidance_scale, gen, anchors, scene,
                                      temperature, features)  # fmt: skip
-        pose, joints = decode_grasps(z, self.normalizer, self.hand, anchors)
+        pose, joints = self._decode(z, anchors)
         terms = {} if anchor_logit is None else {"anchor_logit": anchor_logit.float()}
         return GraspSet(pose, joints, z, anchors, terms=terms)
 
@@ -762,7 +816,7 @@ class GraspPlanner:
                                   temperature=temperature)  # fmt: skip
         watch.lap("sample")
         frame = prep.frame
-        pose = to_input_frame(frame, out.palm_pose)[0]  # (C, 4, 4)
+        pose = self._to_input(frame, out.palm_pose)[0]  # (C, 4, 4)
         anchors = None
         if out.anchors is not None:
             anchors = (out.anchors @ frame[:, :3, :3].transpose(1, 2) + frame[:, None, :3, 3])[0]
