@@ -102,8 +102,8 @@ def test_select_anchors_is_uniform_over_the_points_above_and_a_pure_function_of_
     assert counts[above].min() > 10 and counts[above].max() < 80, "each point above drawn ~40 times"
     again = select_anchors(cloud, up, u.shape[1], uniforms=u, generator=torch.Generator().manual_seed(9))[0]
     torch.testing.assert_close(again, torch.from_numpy(anchors), atol=0, rtol=0)
-    edge = select_anchors(cloud, up, 2, uniforms=torch.tensor([[0.0, 1.0 - 1e-7]]))[0].numpy()
-    assert all(np.isclose(pts[above], e).all(-1).any() for e in edge), "u = 0 and u -> 1 stay on points above"
+    edge = select_anchors(cloud, up, 3, uniforms=torch.tensor([[0.0, 1.0 - 1e-7, 1.0]]))[0].numpy()
+    assert all(np.isclose(pts[above], e).all(-1).any() for e in edge), "u = 0, u -> 1 and even u = 1 stay on points above"
     with pytest.raises(ValueError, match="uniforms"):
         select_anchors(cloud, up, 3, uniforms=torch.rand(1, 4))
 

@@ -187,6 +187,8 @@ def select_anchors(
     above = above | ~above.any(dim=1, keepdim=True)
     # inverse CDF of the 0/1 weights: the first point whose running count exceeds u x count
     running = above.to(torch.float32).cumsum(dim=1)  # (B, N), exact integers
-    target = uniforms.to(torch.float32) * running[:, -1:]  # (B, num)
-    idx = torch.searchsorted(running, target, right=True).clamp_max(points.shape[1] - 1)  # (B, num)
+    count = running[:, -1:]  # (B, 1), >= 1
+    # below count - 1/2: a product u x count that rounds up to count still lands on the last point above
+    target = torch.minimum(uniforms.to(torch.float32) * count, count - 0.5)  # (B, num)
+    idx = torch.searchsorted(running, target, right=True)  # (B, num)
     return torch.gather(points, 1, idx[..., None].expand(-1, -1, 3))

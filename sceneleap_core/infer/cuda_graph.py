@@ -111,9 +111,12 @@ class CompiledOrPlain:
 
 
 def in_precision(fn, precision: str):
-    """``fn`` run under :func:`precision_context` (``precision``) at every call."""
+    """``fn`` run under :func:`precision_context` (``precision``) at every call with a tensor on
+    CUDA; calls on the CPU run as they are (eager's arithmetic, as the loop's)."""
 
     def run(*args, **kwargs):
+        if not _any_on_cuda((*args, *kwargs.values())):
+            return fn(*args, **kwargs)
         with precision_context(precision):
             return fn(*args, **kwargs)
 

@@ -375,6 +375,7 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray | torch.Tensor, plane, pose
     terms = {k: v.to(device) for k, v in (terms or {}).items()}
     args = (hand, cloud_t, plane, pose, joints, num_grasps, config)
     kwargs = {"anchors": anchors, "terms": terms, "ranker": ranker, "up": up_t}
+
     def summary(result: dict) -> list[int]:  # [overflow, count, rejected per reason...]: one host copy
         parts = (result["overflow"], result["count"], result["rejected"])
         return torch.cat([x.reshape(-1).to(device=device, dtype=torch.long) for x in parts]).tolist()
