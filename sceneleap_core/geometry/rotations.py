@@ -104,6 +104,11 @@ def rot6d_to_matrix(rot6d: torch.Tensor) -> torch.Tensor:
     return torch.stack([b1, b2, b3], dim=-1)
 
 
+def _det3(m: torch.Tensor) -> torch.Tensor:
+    """(..., 3, 3) -> (...) determinants as the columns' triple product (no LU: no host sync on CUDA)."""
+    return (torch.linalg.cross(m[..., :, 0], m[..., :, 1], dim=-1) * m[..., :, 2]).sum(-1)
+
+
 def nearest_rotation(matrix: torch.Tensor, iterations: int = 10) -> torch.Tensor:
     """(..., 3, 3) -> the nearest proper rotation (..., 3, 3) in the Frobenius norm: the orthogonal
     factor of the polar decomposition, by Newton's iteration ``X <- (g X + X^-T / g) / 2`` with
@@ -125,12 +130,10 @@ def nearest_rotation(matrix: torch.Tensor, iterations: int = 10) -> torch.Tensor
         gain = det.abs().pow(-1.0 / 3.0)
         x = 0.5 * (gain * x + cof / (gain * det))
     fallback = rot6d_to_matrix(matrix_to_rot6d(matrix))
-    a, b, c = fallback[..., :, 0], fallback[..., :, 1], fallback[..., :, 2]
-    degenerate = ~((torch.linalg.cross(a, b, dim=-1) * c).sum(-1) > 0.5)[..., None, None]  # parallel or zero columns
+    degenerate = ~(_det3(fallback) > 0.5)[..., None, None]  # parallel or zero columns
     fallback = torch.where(degenerate, torch.eye(3, dtype=x.dtype, device=x.device), fallback)
     x = torch.where(torch.isfinite(x).all(-1, keepdim=True).all(-2, keepdim=True), x, fallback)
-    a, b, c = x[..., :, 0], x[..., :, 1], x[..., :, 2]
-    sign = torch.where((torch.linalg.cross(a, b, dim=-1) * c).sum(-1) < 0, -1.0, 1.0).to(x)  # (...)
+    sign = torch.where(_det3(x) < 0, -1.0, 1.0).to(x)  # (...)
     return torch.cat([x[..., :2], x[..., 2:] * sign[..., None, None]], dim=-1)
 
 

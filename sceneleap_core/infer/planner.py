@@ -22,10 +22,10 @@ from sceneleap_core.geometry.anchors import grasp_centres, pick_scored, select_a
 from sceneleap_core.geometry.rotations import nearest_rotation
 from sceneleap_core.hand import GraspNormalizer, HandModel, anchor_absolute, vector_to_pose
 from sceneleap_core.infer.postprocess import (
-    REASONS,
     PairBudget,
     PostConfig,
     collision_check,
+    counts_by_reason,
     diverse_select,
     finger_clearance,
     grasp_energy,
@@ -393,7 +393,7 @@ def finish_grasps(hand: HandModel, cloud: np.ndarray | torch.Tensor, plane, pose
         numbers = summary(out)
     order = out["order"][: numbers[1]]
     picked_terms = {name: value[order][None].float() for name, value in out["terms"].items()}
-    rejected = dict(zip(REASONS, numbers[2:]))
+    rejected = counts_by_reason(numbers[2:])
     if not graphed:
         watch.lap("rank")
 
@@ -545,7 +545,7 @@ class GraspPlanner:
                     lambda p, tok, xyz, anchors=None, features=None: m._cache(p, tok, xyz, None, anchors, features).to_tuple(),
                     prec), "scene cache"),
                 "decode": GraphedCall(lambda z, *anchors: decode_grasps(z, norm, hand, *anchors), "decoding"),
-                "to_input": GraphedCall(lambda frame, pose: to_input_frame(frame, pose), "frame change"),
+                "to_input": GraphedCall(to_input_frame, "frame change"),
             }  # fmt: skip
             # filter and rank as one graph (select_grasps)
             self._post = GraphedPost(compile=self.graph_compile) if self.graph_post else None

@@ -370,9 +370,11 @@ def reason_counts(reason: torch.Tensor) -> dict[str, int]:
     return counts_by_reason(reason_histogram(reason))
 
 
-def counts_by_reason(histogram: torch.Tensor) -> dict[str, int]:
-    """:func:`reason_histogram` -> ``{reason: count}`` (one host copy)."""
-    return dict(zip(REASONS, (int(c) for c in histogram.tolist())))
+def counts_by_reason(histogram: torch.Tensor | list[int]) -> dict[str, int]:
+    """:func:`reason_histogram` (or its values already on the host) -> ``{reason: count}`` (one host
+    copy)."""
+    values = histogram.tolist() if isinstance(histogram, torch.Tensor) else histogram
+    return dict(zip(REASONS, (int(c) for c in values)))
 
 
 def object_points(cloud: torch.Tensor, plane, min_height: float, fixed: bool = False) -> torch.Tensor:
